@@ -1,0 +1,89 @@
+#include "common/recipe.hpp"
+
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+namespace provisioner {
+
+namespace embedded {
+extern const std::string_view recipe_schema;
+extern const std::string_view webhook_schema;
+}  // namespace embedded
+
+std::string_view recipe_schema_text() { return embedded::recipe_schema; }
+std::string_view webhook_schema_text() { return embedded::webhook_schema; }
+
+bool is_safe_relative_name(std::string_view name, std::string* why) {
+  auto refuse = [&](const char* reason) {
+    if (why) *why = reason;
+    return false;
+  };
+  if (name.empty()) return refuse("empty name");
+  if (name.size() > 200) return refuse("name longer than 200 characters");
+  if (name.front() == '/') return refuse("absolute paths are not allowed");
+  std::size_t start = 0;
+  while (start <= name.size()) {
+    auto end = name.find('/', start);
+    if (end == std::string_view::npos) end = name.size();
+    auto part = name.substr(start, end - start);
+    if (part.empty()) return refuse("empty path component");
+    if (part == "." || part == "..") return refuse("'.' and '..' path components are not allowed");
+    if (part.size() > 64) return refuse("path component longer than 64 characters");
+    start = end + 1;
+  }
+  for (char c : name)
+    if (static_cast<unsigned char>(c) < 0x20 || c == '\\') return refuse("control characters and backslashes are not allowed");
+  return true;
+}
+
+RecipeValidator::RecipeValidator() : schema_(recipe_schema_text()) {}
+RecipeValidator::RecipeValidator(std::string_view schema_text) : schema_(schema_text) {}
+
+std::vector<FieldError> RecipeValidator::validate(const nlohmann::json& recipe) const {
+  auto errors = schema_.validate(recipe);
+  if (!errors.empty()) return errors;
+
+  // Rules beyond the schema.
+  if (auto it = recipe.find("partition_layout"); it != recipe.end()) {
+    std::set<std::string> labels;
+    const auto& parts = *it;
+    for (std::size_t i = 0; i < parts.size(); ++i) {
+      const auto& p = parts[i];
+      std::string base = "/partition_layout/" + std::to_string(i);
+      if (p.value("size", "") == "rest" && i + 1 != parts.size())
+        errors.push_back({base + "/size", "only the last partition can take the rest of the disk"});
+      if (p.contains("label") && !labels.insert(p["label"].get<std::string>()).second)
+        errors.push_back({base + "/label", "duplicate partition label"});
+    }
+  }
+  if (auto it = recipe.find("files"); it != recipe.end()) {
+    std::set<std::string> names;
+    for (std::size_t i = 0; i < it->size(); ++i) {
+      std::string name = (*it)[i]["name"].get<std::string>(), why;
+      std::string path = "/files/" + std::to_string(i) + "/name";
+      if (!is_safe_relative_name(name, &why)) errors.push_back({path, why});
+      else if (!names.insert(name).second) errors.push_back({path, "duplicate file name"});
+    }
+  }
+  if (recipe.value("boot_mode", "") == "uefi" && recipe.contains("partition_layout")) {
+    bool has_esp = false;
+    for (const auto& p : recipe["partition_layout"])
+      has_esp |= p["type_guid"].get<std::string>() == "c12a7328-f81f-11d2-ba4b-00a0c93ec93b" ||
+                 p["type_guid"].get<std::string>() == "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
+    if (!has_esp)
+      errors.push_back({"/partition_layout", "boot_mode uefi needs an EFI system partition "
+                                             "(type_guid c12a7328-f81f-11d2-ba4b-00a0c93ec93b)"});
+  }
+  return errors;
+}
+
+Result<nlohmann::json> RecipeValidator::parse(std::string_view text) const {
+  auto doc = parse_json(text);
+  if (!doc) return doc.error();
+  auto errors = validate(*doc);
+  if (!errors.empty()) return make_error(ErrorKind::invalid_input, "recipe is not valid", std::move(errors));
+  return doc;
+}
+
+}  // namespace provisioner
