@@ -15,6 +15,7 @@ namespace provisioner {
 // The schema compiled into every binary (the task ISO carries the same text).
 std::string_view recipe_schema_text();
 std::string_view webhook_schema_text();
+std::string_view job_request_schema_text();
 
 class RecipeValidator {
  public:

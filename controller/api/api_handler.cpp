@@ -1,0 +1,181 @@
+#include "controller/api/api_handler.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include "common/result.hpp"
+#include "common/webhook.hpp"
+#include "controller/jobs/job_service.hpp"
+#include "controller/logging/logger.hpp"
+#include "controller/metrics/metrics.hpp"
+#include "controller/store/store.hpp"
+
+namespace provisioner {
+
+namespace embedded {
+extern const std::string_view openapi_document;
+}
+
+const std::vector<RouteSpec>& api_routes() {
+  static const std::vector<RouteSpec> routes = {
+      {"GET", "/healthz", Permission::open},
+      {"GET", "/metrics", Permission::read},
+      {"GET", "/api/v1/openapi.json", Permission::open},
+      {"GET", "/api/v1/jobs", Permission::read},
+      {"POST", "/api/v1/jobs", Permission::submit},
+      {"GET", "/api/v1/jobs/{id}", Permission::read},
+      {"POST", "/api/v1/jobs/{id}/cancel", Permission::operate},
+      {"POST", "/api/v1/status-webhook/{serial}", Permission::webhook},
+  };
+  return routes;
+}
+
+namespace {
+
+std::vector<std::string> split_path(const std::string& path) {
+  std::vector<std::string> parts;
+  std::size_t start = 1;
+  while (start <= path.size()) {
+    auto end = path.find('/', start);
+    if (end == std::string::npos) end = path.size();
+    parts.push_back(path.substr(start, end - start));
+    start = end + 1;
+  }
+  return parts;
+}
+
+// Matches `path` against a pattern, collecting the {placeholders}.
+bool match(const std::string& pattern, const std::vector<std::string>& path, std::vector<std::string>& params) {
+  auto want = split_path(pattern);
+  if (want.size() != path.size()) return false;
+  params.clear();
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    if (want[i].size() > 2 && want[i].front() == '{') {
+      if (path[i].empty()) return false;
+      params.push_back(path[i]);
+    } else if (want[i] != path[i]) {
+      return false;
+    }
+  }
+  return true;
+}
+
+int status_of(ErrorKind kind) {
+  switch (kind) {
+    case ErrorKind::invalid_input: return 400;
+    case ErrorKind::unauthorized: return 401;
+    case ErrorKind::forbidden: return 403;
+    case ErrorKind::not_found: return 404;
+    case ErrorKind::conflict: return 409;
+    case ErrorKind::too_large: return 413;
+    case ErrorKind::unavailable: return 503;
+    case ErrorKind::internal: return 500;
+  }
+  return 500;
+}
+
+ApiResponse json_response(int status, const nlohmann::json& body) {
+  return ApiResponse{status, "application/json", body.dump(), {}};
+}
+
+ApiResponse from_error(const Error& e) {
+  nlohmann::json body{{"error", e.message}};
+  if (!e.fields.empty()) {
+    body["fields"] = nlohmann::json::array();
+    for (const auto& f : e.fields) body["fields"].push_back({{"path", f.path}, {"message", f.message}});
+  }
+  auto r = json_response(status_of(e.kind), body);
+  if (e.kind == ErrorKind::unauthorized) r.headers.push_back({"WWW-Authenticate", "Bearer"});
+  return r;
+}
+
+ApiResponse from_result(const Result<nlohmann::json>& r, int ok_status = 200) {
+  return r ? json_response(ok_status, *r) : from_error(r.error());
+}
+
+std::optional<std::string> query_value(const ApiRequest& req, const char* name) {
+  auto it = req.query.find(name);
+  if (it == req.query.end()) return std::nullopt;
+  return it->second;
+}
+
+}  // namespace
+
+ApiHandler::ApiHandler(JobService& jobs, Store& store, Metrics& metrics, const TokenAuthenticator& auth,
+                       const Logger& log)
+    : jobs_(jobs), store_(store), metrics_(metrics), auth_(auth), log_(log) {}
+
+ApiResponse ApiHandler::error_response(int status, const std::string& message) {
+  return json_response(status, {{"error", message}});
+}
+
+void ApiHandler::count(const std::string& method, const std::string& route, int status,
+                       std::chrono::steady_clock::duration took) {
+  metrics_.count_request(method, route, status, std::chrono::duration<double>(took).count());
+}
+
+ApiResponse ApiHandler::handle(const ApiRequest& request) {
+  auto started = std::chrono::steady_clock::now();
+  auto path = split_path(request.path);
+  std::vector<std::string> params;
+  const RouteSpec* route = nullptr;
+  bool path_known = false;
+  for (const auto& r : api_routes()) {
+    if (!match(r.pattern, path, params)) continue;
+    path_known = true;
+    if (r.method == request.method) {
+      route = &r;
+      break;
+    }
+  }
+  ApiResponse response;
+  if (!route) {
+    response = path_known ? error_response(405, "method not allowed") : error_response(404, "no such route");
+  } else {
+    response = dispatch(*route, params, request);
+  }
+  count(request.method, route ? route->pattern : "unmatched", response.status,
+        std::chrono::steady_clock::now() - started);
+  return response;
+}
+
+ApiResponse ApiHandler::dispatch(const RouteSpec& route, const std::vector<std::string>& params,
+                                 const ApiRequest& req) {
+  if (route.permission != Permission::open && route.permission != Permission::webhook) {
+    auto token = auth_.authenticate(req.header("Authorization"));
+    if (!token) return from_error(make_error(ErrorKind::unauthorized, "a valid bearer token is required"));
+    if (!role_allows(token->role, route.permission))
+      return from_error(make_error(ErrorKind::forbidden, "role " + std::string(to_string(token->role)) +
+                                                             " may not " + route.method + " " + route.pattern));
+  }
+  try {
+    const auto& p = route.pattern;
+    if (p == "/healthz") return json_response(200, {{"status", "ok"}});
+    if (p == "/api/v1/openapi.json")
+      return ApiResponse{200, "application/json", std::string(embedded::openapi_document), {}};
+    if (p == "/metrics") {
+      auto counts = store_.count_jobs_by_status();
+      if (!counts) return from_error(counts.error());
+      return ApiResponse{200, "text/plain; version=0.0.4", metrics_.render(*counts), {}};
+    }
+    if (p == "/api/v1/jobs" && route.method == "GET")
+      return from_result(jobs_.list(JobListQuery{query_value(req, "status"), query_value(req, "server"),
+                                                 query_value(req, "cursor"), query_value(req, "limit")}));
+    if (p == "/api/v1/jobs") {
+      auto created = jobs_.create(req.body);
+      auto r = from_result(created, 201);
+      if (created) r.headers.push_back({"Location", "/api/v1/jobs/" + (*created)["id"].get<std::string>()});
+      return r;
+    }
+    if (p == "/api/v1/jobs/{id}") return from_result(jobs_.get(params[0]));
+    if (p == "/api/v1/jobs/{id}/cancel") return from_result(jobs_.cancel(params[0]));
+    if (p == "/api/v1/status-webhook/{serial}")
+      return from_result(jobs_.accept_webhook(params[0], req.header(std::string(kWebhookTimestampHeader)),
+                                              req.header(std::string(kWebhookSignatureHeader)), req.body));
+  } catch (const std::exception& e) {
+    log_.error("request failed", {{"route", route.pattern}, {"error", e.what()}});
+    return error_response(500, "internal error");
+  }
+  return error_response(404, "no such route");
+}
+
+}  // namespace provisioner

@@ -1,0 +1,47 @@
+#pragma once
+// The controller's configuration: defaults, then the TOML config file, then environment
+// variables (PROVISIONER_*), then command-line flags — each later source wins.
+#include <cstddef>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "common/result.hpp"
+#include "controller/api/auth.hpp"
+
+namespace provisioner {
+
+struct ControllerConfig {
+  std::string listen = "127.0.0.1:8080";
+  std::filesystem::path data_dir = "./var";
+  std::string public_url;                 // default: http(s)://<listen>
+  std::filesystem::path recipes_dir;      // default: <data_dir>/recipes
+  std::optional<std::filesystem::path> tls_cert;
+  std::optional<std::filesystem::path> tls_key;
+  std::size_t max_body_bytes = 1 << 20;
+  int http_threads = 8;
+  std::string log_format = "text";        // text | json
+  std::string log_level = "info";
+  std::optional<std::filesystem::path> log_file;
+  int webhook_max_skew_seconds = 300;
+  std::vector<ApiToken> tokens;
+};
+
+// What the command line asked for: run the controller, or print something and exit.
+struct RunController {
+  ControllerConfig config;
+};
+struct ExitWith {
+  int code;
+  std::string output;  // printed to stdout (code 0) or stderr
+};
+
+std::variant<RunController, ExitWith> parse_command_line(int argc, char** argv);
+
+// Reads a TOML config file into `config` (keys it does not know are errors: typos must not
+// pass silently).
+Status apply_config_file(const std::filesystem::path& file, ControllerConfig& config);
+
+}  // namespace provisioner

@@ -1,0 +1,338 @@
+#include "controller/jobs/job_service.hpp"
+
+#include <fstream>
+#include <sstream>
+
+#include "common/crypto.hpp"
+#include "common/redact.hpp"
+#include "common/webhook.hpp"
+#include "controller/logging/logger.hpp"
+#include "controller/metrics/metrics.hpp"
+
+namespace provisioner {
+
+namespace {
+
+std::string new_job_id() { return "job_" + crypto::random_token(8); }
+
+// Cursors are opaque to clients: "c" + hex of the last seq seen.
+std::string encode_cursor(std::int64_t seq) {
+  std::ostringstream out;
+  out << "c" << std::hex << seq;
+  return out.str();
+}
+
+std::optional<std::int64_t> decode_cursor(const std::string& cursor) {
+  if (cursor.size() < 2 || cursor.size() > 17 || cursor[0] != 'c') return std::nullopt;
+  std::int64_t v = 0;
+  for (std::size_t i = 1; i < cursor.size(); ++i) {
+    char c = cursor[i];
+    int d = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
+    if (d < 0) return std::nullopt;
+    v = v * 16 + d;
+  }
+  return v;
+}
+
+std::vector<FieldError> prefixed(const std::string& prefix, std::vector<FieldError> errors) {
+  for (auto& e : errors) e.path = prefix + e.path;
+  return errors;
+}
+
+}  // namespace
+
+JobService::JobService(Store& store, const Clock& clock, const Logger& log, Metrics& metrics, std::string secret_key,
+                       JobServiceOptions options)
+    : store_(store),
+      clock_(clock),
+      log_(log),
+      metrics_(metrics),
+      secret_key_(std::move(secret_key)),
+      options_(std::move(options)),
+      request_schema_(job_request_schema_text()) {}
+
+std::string JobService::webhook_url(const std::string& serial) const {
+  return options_.public_url + "/api/v1/status-webhook/" + serial;
+}
+
+Result<nlohmann::json> JobService::load_recipe_ref(const std::string& name) const {
+  // The schema already limits the name to [a-z0-9._-]; refuse dot-only names as well.
+  if (name.find("..") != std::string::npos)
+    return make_error(ErrorKind::invalid_input, "bad recipe_ref", {{"/recipe_ref", "not a recipe name"}});
+  auto path = options_.recipes_dir / (name + ".json");
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    return make_error(ErrorKind::invalid_input, "unknown recipe_ref",
+                      {{"/recipe_ref", "no recipe named '" + name + "'"}});
+  std::stringstream text;
+  text << in.rdbuf();
+  auto doc = parse_json(text.str());
+  if (!doc || !doc->is_object())
+    return make_error(ErrorKind::invalid_input, "stored recipe is not a JSON object",
+                      {{"/recipe_ref", "recipe '" + name + "' is not valid JSON"}});
+  return doc;
+}
+
+Result<nlohmann::json> JobService::create(std::string_view body) {
+  auto request = parse_json(body);
+  if (!request) return request.error();
+  if (auto errors = request_schema_.validate(*request); !errors.empty())
+    return make_error(ErrorKind::invalid_input, "job request is not valid", std::move(errors));
+
+  nlohmann::json recipe;
+  if (request->contains("recipe_ref")) {
+    auto loaded = load_recipe_ref((*request)["recipe_ref"].get<std::string>());
+    if (!loaded) return loaded.error();
+    recipe = std::move(*loaded);
+  } else {
+    recipe = (*request)["recipe"];
+  }
+  if (auto errors = recipe_validator_.validate(recipe); !errors.empty())
+    return make_error(ErrorKind::invalid_input, "recipe is not valid", prefixed("/recipe", std::move(errors)));
+
+  nlohmann::json server = (*request)["server"];
+  // The BMC password is sealed before it touches the disk; answers show it redacted.
+  if (server.contains("bmc") && server["bmc"].contains("password")) {
+    server["bmc"]["password_sealed"] = crypto::seal(secret_key_, server["bmc"]["password"].get<std::string>());
+    server["bmc"].erase("password");
+  }
+
+  JobRecord job;
+  job.status = std::string(to_string(JobStatus::queued));
+  job.server_serial = server["serial"].get<std::string>();
+  job.server_json = server.dump();
+  job.recipe_json = recipe.dump();
+  job.webhook_key_sealed = crypto::seal(secret_key_, crypto::random_token(32));
+  job.created_ms = job.updated_ms = clock_.now_ms();
+  for (int attempt = 0;; ++attempt) {
+    job.id = new_job_id();
+    auto inserted = store_.insert_job(job);
+    if (inserted) break;
+    if (inserted.error().kind != ErrorKind::conflict || attempt == 3) return inserted.error();
+  }
+  metrics_.count_transition("", job.status);
+  log_.info("job created", Logger::job_fields(job.id, job.server_serial,
+                                              {{"task_target", recipe.value("task_target", "")}}));
+  auto stored = store_.get_job(job.id);
+  if (!stored) return stored.error();
+  return view(**stored);
+}
+
+Result<JobRecord> JobService::load(const std::string& id) {
+  auto job = store_.get_job(id);
+  if (!job) return job.error();
+  if (!*job) return make_error(ErrorKind::not_found, "no job " + id);
+  return std::move(**job);
+}
+
+Result<nlohmann::json> JobService::view(const JobRecord& job) {
+  auto events = store_.job_events(job.id);
+  if (!events) return events.error();
+  nlohmann::json phases = nlohmann::json::array(), history = nlohmann::json::array();
+  for (const auto& e : *events) {
+    nlohmann::json entry{{"name", e.name}, {"at", format_rfc3339_ms(e.at_ms)}};
+    if (!e.detail.empty()) entry["detail"] = e.detail;
+    if (e.kind == "phase") {
+      phases.push_back(std::move(entry));
+    } else {
+      if (!e.from.empty()) entry["from"] = e.from;
+      history.push_back(std::move(entry));
+    }
+  }
+  nlohmann::json server = nlohmann::json::parse(job.server_json);
+  if (server.contains("bmc")) server["bmc"].erase("password_sealed");
+  if (server.contains("bmc") && nlohmann::json::parse(job.server_json)["bmc"].contains("password_sealed"))
+    server["bmc"]["password"] = kRedacted;
+  nlohmann::json out{{"id", job.id},
+                     {"status", job.status},
+                     {"phase", job.phase},
+                     {"server", redact(server)},
+                     {"recipe", redact(nlohmann::json::parse(job.recipe_json))},
+                     {"phases", std::move(phases)},
+                     {"history", std::move(history)},
+                     {"created_at", format_rfc3339_ms(job.created_ms)},
+                     {"updated_at", format_rfc3339_ms(job.updated_ms)}};
+  out["failed_step"] = job.failed_step.empty() ? nlohmann::json() : nlohmann::json(job.failed_step);
+  out["error"] = job.error.empty() ? nlohmann::json() : nlohmann::json(job.error);
+  return out;
+}
+
+Result<nlohmann::json> JobService::get(const std::string& id) {
+  auto job = load(id);
+  if (!job) return job.error();
+  return view(*job);
+}
+
+Result<nlohmann::json> JobService::list(const JobListQuery& q) {
+  JobFilter filter;
+  std::vector<FieldError> errors;
+  if (q.status) {
+    if (!parse_job_status(*q.status)) errors.push_back({"status", "unknown status '" + *q.status + "'"});
+    filter.status = q.status;
+  }
+  if (q.server) filter.server_serial = q.server;
+  if (q.cursor) {
+    filter.before_seq = decode_cursor(*q.cursor);
+    if (!filter.before_seq) errors.push_back({"cursor", "not a cursor from this API"});
+  }
+  if (q.limit) {
+    int limit = 0;
+    try {
+      std::size_t used = 0;
+      limit = std::stoi(*q.limit, &used);
+      if (used != q.limit->size()) limit = 0;
+    } catch (...) {
+    }
+    if (limit < 1 || limit > options_.max_list_limit)
+      errors.push_back({"limit", "must be an integer from 1 to " + std::to_string(options_.max_list_limit)});
+    filter.limit = limit;
+  }
+  if (!errors.empty()) return make_error(ErrorKind::invalid_input, "bad query", std::move(errors));
+
+  // One row more than asked tells whether another page exists.
+  int asked = filter.limit;
+  filter.limit = asked + 1;
+  auto jobs = store_.list_jobs(filter);
+  if (!jobs) return jobs.error();
+  nlohmann::json items = nlohmann::json::array();
+  bool more = static_cast<int>(jobs->size()) > asked;
+  if (more) jobs->pop_back();
+  for (const auto& j : *jobs) {
+    nlohmann::json item{{"id", j.id},
+                        {"status", j.status},
+                        {"phase", j.phase},
+                        {"serial", j.server_serial},
+                        {"created_at", format_rfc3339_ms(j.created_ms)},
+                        {"updated_at", format_rfc3339_ms(j.updated_ms)}};
+    if (!j.failed_step.empty()) item["failed_step"] = j.failed_step;
+    items.push_back(std::move(item));
+  }
+  nlohmann::json out{{"jobs", std::move(items)}};
+  out["next_cursor"] = more ? nlohmann::json(encode_cursor(jobs->back().seq)) : nlohmann::json();
+  return out;
+}
+
+Result<bool> JobService::transition(const JobRecord& job, JobStatus from, JobStatus to, const JobChanges& changes,
+                                    const std::string& detail) {
+  if (!is_transition_allowed(from, to))
+    return make_error(ErrorKind::conflict, "a " + std::string(to_string(from)) + " job cannot become " +
+                                               std::string(to_string(to)));
+  auto applied = store_.transition_job(job.id, std::string(to_string(from)), std::string(to_string(to)), changes,
+                                       detail, clock_.now_ms());
+  if (!applied) return applied.error();
+  if (*applied) {
+    metrics_.count_transition(std::string(to_string(from)), std::string(to_string(to)));
+    log_.info("job status changed", Logger::job_fields(job.id, job.server_serial,
+                                                       {{"from", std::string(to_string(from))},
+                                                        {"to", std::string(to_string(to))},
+                                                        {"detail", detail}}));
+  }
+  return applied;
+}
+
+Result<nlohmann::json> JobService::cancel(const std::string& id) {
+  // Retry when a concurrent change wins the compare-and-swap, re-reading the status.
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    auto job = load(id);
+    if (!job) return job.error();
+    auto status = parse_job_status(job->status).value_or(JobStatus::complete);
+    if (status == JobStatus::canceled) return view(*job);
+    if (!is_transition_allowed(status, JobStatus::canceled))
+      return make_error(ErrorKind::conflict, "job " + id + " is " + job->status + " and can no longer be canceled");
+    auto applied = transition(*job, status, JobStatus::canceled, {}, "canceled through the API");
+    if (!applied) return applied.error();
+    if (*applied) return get(id);
+  }
+  return make_error(ErrorKind::conflict, "job " + id + " keeps changing; try again");
+}
+
+Result<std::string> JobService::webhook_key(const JobRecord& job) const {
+  auto key = crypto::open(secret_key_, job.webhook_key_sealed);
+  if (!key) return make_error(ErrorKind::internal, "the job's webhook key cannot be unsealed (wrong secret key?)");
+  return *key;
+}
+
+Result<nlohmann::json> JobService::accept_webhook(const std::string& serial, std::string_view timestamp_header,
+                                                  std::string_view signature_header, std::string_view body) {
+  if (timestamp_header.empty() || signature_header.empty())
+    return make_error(ErrorKind::unauthorized, "missing " + std::string(kWebhookTimestampHeader) + " or " +
+                                                   std::string(kWebhookSignatureHeader));
+  auto ts = parse_unix_timestamp(timestamp_header);
+  if (!ts) return make_error(ErrorKind::unauthorized, "bad timestamp");
+  auto now = clock_.now_seconds();
+  if (*ts < now - options_.webhook_max_skew_seconds || *ts > now + options_.webhook_max_skew_seconds)
+    return make_error(ErrorKind::unauthorized, "stale timestamp");
+
+  auto report = parse_webhook_report(body);
+  if (!report) return report.error();
+  auto found = store_.get_job(report->job_id);
+  if (!found) return found.error();
+  // Same answer for an unknown job and a wrong serial: a forger learns nothing.
+  if (!*found || (*found)->server_serial != serial) return make_error(ErrorKind::unauthorized, "bad signature");
+  JobRecord job = std::move(**found);
+  auto key = webhook_key(job);
+  if (!key) return key.error();
+  if (!webhook_signature_matches(*key, *ts, body, signature_header)) {
+    log_.warn("webhook with a bad signature", Logger::job_fields(job.id, serial));
+    return make_error(ErrorKind::unauthorized, "bad signature");
+  }
+  auto fresh = store_.remember_webhook(std::string(signature_header), clock_.now_ms(),
+                                       (now + 2 * options_.webhook_max_skew_seconds + 1) * 1000);
+  if (!fresh) return fresh.error();
+  if (!*fresh) {
+    log_.warn("webhook replayed", Logger::job_fields(job.id, serial));
+    return make_error(ErrorKind::conflict, "replayed webhook");
+  }
+
+  auto fields = Logger::job_fields(job.id, serial, {{"report", report->status}, {"step", report->step}});
+  log_.info("webhook accepted", fields);
+  bool applied = false;
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    auto status = parse_job_status(job.status).value_or(JobStatus::complete);
+    Result<bool> moved = false;
+    if (status == JobStatus::queued) {
+      // The maintenance OS booted before the reconciler recorded the start (PXE, or a fast BMC).
+      moved = transition(job, JobStatus::queued, JobStatus::provisioning, {}, "maintenance OS reported");
+    } else if (status == JobStatus::provisioning) {
+      if (report->status == "running") {
+        auto p = store_.record_phase(job.id, "maint_booted", "", clock_.now_ms());
+        if (!p) return p.error();
+        applied |= *p;
+        if (!report->step.empty()) {
+          auto s = store_.record_phase(job.id, "step:" + report->step, "", clock_.now_ms());
+          if (!s) return s.error();
+          applied |= *s;
+        }
+        break;
+      }
+      if (report->status == "success") {
+        moved = transition(job, status, JobStatus::succeeded, {}, "maintenance OS reported success");
+      } else {
+        std::string tail = report->log_tail.substr(0, 2000);
+        moved = transition(job, status, JobStatus::failed,
+                           JobChanges{report->failed_step, "step " + report->failed_step + " failed"}, tail);
+      }
+      if (moved && *moved) {
+        applied = true;
+        break;
+      }
+    } else {
+      // Already past provisioning: a repeated report of the same outcome is fine, anything else conflicts.
+      bool same = (report->status == "success" && (status == JobStatus::succeeded || status == JobStatus::complete)) ||
+                  (report->status == "failed" && (status == JobStatus::failed || status == JobStatus::complete)) ||
+                  (report->status == "running" && status != JobStatus::canceled);
+      if (!same) return make_error(ErrorKind::conflict, "job " + job.id + " is " + job.status);
+      break;
+    }
+    if (!moved) return moved.error();
+    if (*moved) applied = true;
+    auto again = load(job.id);  // re-read and apply the rest against the new status
+    if (!again) return again.error();
+    job = std::move(*again);
+  }
+  auto current = load(job.id);
+  if (!current) return current.error();
+  return nlohmann::json{{"job_id", job.id}, {"status", current->status}, {"applied", applied}};
+}
+
+}  // namespace provisioner

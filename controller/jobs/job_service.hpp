@@ -1,0 +1,77 @@
+#pragma once
+// The job service: what the API does with jobs. Validates requests, persists jobs, applies
+// status changes (table-checked, compare-and-swap) and authenticates status webhooks.
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "common/clock.hpp"
+#include "common/json_schema.hpp"
+#include "common/recipe.hpp"
+#include "common/result.hpp"
+#include "controller/jobs/job_status.hpp"
+#include "controller/store/store.hpp"
+
+namespace provisioner {
+
+class Logger;
+class Metrics;
+
+struct JobServiceOptions {
+  std::filesystem::path recipes_dir;  // where recipe_ref names are looked up (<name>.json)
+  std::string public_url;             // base URL the maintenance OS reaches the controller at
+  int webhook_max_skew_seconds = 300;
+  int max_list_limit = 500;
+};
+
+struct JobListQuery {
+  std::optional<std::string> status;
+  std::optional<std::string> server;
+  std::optional<std::string> cursor;
+  std::optional<std::string> limit;
+};
+
+class JobService {
+ public:
+  // `secret_key`: 32 bytes sealing per-job secrets (webhook key, BMC password) at rest.
+  JobService(Store& store, const Clock& clock, const Logger& log, Metrics& metrics, std::string secret_key,
+             JobServiceOptions options);
+
+  // POST /jobs body → the new job (status queued). Errors carry every bad field.
+  Result<nlohmann::json> create(std::string_view body);
+  Result<nlohmann::json> get(const std::string& id);
+  Result<nlohmann::json> list(const JobListQuery& query);
+  Result<nlohmann::json> cancel(const std::string& id);
+
+  // POST /status-webhook/{serial}. Authenticated by the per-job HMAC key.
+  Result<nlohmann::json> accept_webhook(const std::string& serial, std::string_view timestamp_header,
+                                        std::string_view signature_header, std::string_view body);
+
+  // Moves a job along the status table; false when it is no longer in `from`.
+  Result<bool> transition(const JobRecord& job, JobStatus from, JobStatus to, const JobChanges& changes,
+                          const std::string& detail);
+
+  // The per-job webhook key, for the task ISO only (never for an API answer or a log line).
+  Result<std::string> webhook_key(const JobRecord& job) const;
+
+  std::string webhook_url(const std::string& serial) const;
+
+ private:
+  Result<nlohmann::json> load_recipe_ref(const std::string& name) const;
+  Result<nlohmann::json> view(const JobRecord& job);
+  Result<JobRecord> load(const std::string& id);
+
+  Store& store_;
+  const Clock& clock_;
+  const Logger& log_;
+  Metrics& metrics_;
+  std::string secret_key_;
+  JobServiceOptions options_;
+  JsonSchema request_schema_;
+  RecipeValidator recipe_validator_;
+};
+
+}  // namespace provisioner

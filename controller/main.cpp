@@ -1,0 +1,93 @@
+// provisioner-controller: wires the store, job service and HTTP API together and serves
+// until SIGINT/SIGTERM.
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <iostream>
+
+#include "common/atomic_file.hpp"
+#include "common/clock.hpp"
+#include "common/crypto.hpp"
+#include "controller/api/api_handler.hpp"
+#include "controller/api/http_server.hpp"
+#include "controller/config/config.hpp"
+#include "controller/jobs/job_service.hpp"
+#include "controller/logging/logger.hpp"
+#include "controller/metrics/metrics.hpp"
+#include "controller/store/sqlite_store.hpp"
+
+using namespace provisioner;
+
+namespace {
+
+// The key that seals per-job secrets at rest. Created once, readable by the owner only.
+Result<std::string> load_or_create_secret_key(const std::filesystem::path& file) {
+  if (std::filesystem::exists(file)) {
+    auto bytes = read_file(file);
+    if (!bytes) return bytes.error();
+    if (bytes->size() != 32) return make_error(ErrorKind::internal, file.string() + " must hold exactly 32 bytes");
+    return bytes;
+  }
+  auto key = crypto::random_bytes(32);
+  if (auto s = write_file_atomically(file, key, 0600); !s) return s.error();
+  return key;
+}
+
+int run(const ControllerConfig& config) {
+  Logger log(config.log_format == "json" ? Logger::Format::json : Logger::Format::text, config.log_level,
+             config.log_file);
+  std::error_code ec;
+  std::filesystem::create_directories(config.data_dir, ec);
+  ::chmod(config.data_dir.c_str(), 0700);
+  auto key = load_or_create_secret_key(config.data_dir / "secret.key");
+  if (!key) {
+    log.error("cannot load the secret key", {{"error", key.error().message}});
+    return 1;
+  }
+  auto store = SqliteStore::open(config.data_dir / "provisioner.db");
+  if (!store) {
+    log.error("cannot open the store", {{"error", store.error().message}});
+    return 1;
+  }
+  SystemClock clock;
+  Metrics metrics;
+  JobService jobs(**store, clock, log, metrics, *key,
+                  JobServiceOptions{config.recipes_dir, config.public_url, config.webhook_max_skew_seconds});
+  TokenAuthenticator auth(config.tokens);
+  ApiHandler handler(jobs, **store, metrics, auth, log);
+  HttpServer server(handler, log,
+                    HttpServerOptions{config.listen, config.tls_cert, config.tls_key, config.max_body_bytes,
+                                      config.http_threads});
+
+  // Block the signals before any thread starts so only sigwait below sees them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  if (auto s = server.start(); !s) {
+    log.error("cannot start the HTTP server", {{"error", s.error().message}});
+    return 1;
+  }
+  log.info("controller listening", {{"url", server.base_url()},
+                                    {"data_dir", config.data_dir.string()},
+                                    {"tokens", std::to_string(config.tokens.size())}});
+  int sig = 0;
+  sigwait(&signals, &sig);
+  log.info("controller stopping", {{"signal", std::to_string(sig)}});
+  server.stop();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  auto parsed = parse_command_line(argc, argv);
+  if (auto* exit = std::get_if<ExitWith>(&parsed)) {
+    (exit->code == 0 ? std::cout : std::cerr) << exit->output;
+    return exit->code;
+  }
+  return run(std::get<RunController>(parsed).config);
+}

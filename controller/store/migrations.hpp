@@ -1,0 +1,55 @@
+#pragma once
+// Schema migrations, applied in order; PRAGMA user_version holds how many have run.
+// Append only: never edit a migration that has shipped.
+#include <array>
+#include <string_view>
+
+namespace provisioner {
+
+inline constexpr std::array<std::string_view, 1> kMigrations = {
+    R"sql(
+CREATE TABLE jobs (
+  seq                INTEGER PRIMARY KEY AUTOINCREMENT,
+  id                 TEXT NOT NULL UNIQUE,
+  status             TEXT NOT NULL,
+  phase              TEXT NOT NULL DEFAULT '',
+  server_serial      TEXT NOT NULL,
+  server_json        TEXT NOT NULL,
+  recipe_json        TEXT NOT NULL,
+  webhook_key_sealed TEXT NOT NULL,
+  failed_step        TEXT NOT NULL DEFAULT '',
+  error              TEXT NOT NULL DEFAULT '',
+  created_ms         BIGINT NOT NULL,
+  updated_ms         BIGINT NOT NULL
+);
+CREATE INDEX jobs_status ON jobs(status, seq);
+CREATE INDEX jobs_serial ON jobs(server_serial, seq);
+
+CREATE TABLE job_events (
+  seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+  job_id  TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+  kind    TEXT NOT NULL,
+  name    TEXT NOT NULL,
+  from_status TEXT NOT NULL DEFAULT '',
+  detail  TEXT NOT NULL DEFAULT '',
+  at_ms   BIGINT NOT NULL
+);
+CREATE INDEX job_events_job ON job_events(job_id, seq);
+
+-- One row per phase a job reached: the primary key is what makes a phase apply once.
+CREATE TABLE job_phases (
+  job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+  phase  TEXT NOT NULL,
+  at_ms  BIGINT NOT NULL,
+  PRIMARY KEY (job_id, phase)
+);
+
+CREATE TABLE webhook_signatures (
+  signature  TEXT PRIMARY KEY,
+  expires_ms BIGINT NOT NULL
+);
+CREATE INDEX webhook_signatures_expiry ON webhook_signatures(expires_ms);
+)sql",
+};
+
+}  // namespace provisioner

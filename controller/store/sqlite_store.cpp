@@ -1,0 +1,309 @@
+#include "controller/store/sqlite_store.hpp"
+
+#include <sqlite3.h>
+
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "controller/store/migrations.hpp"
+
+namespace provisioner {
+
+namespace {
+
+Error db_error(sqlite3* db, const std::string& what) {
+  return make_error(ErrorKind::internal, what + ": " + sqlite3_errmsg(db));
+}
+
+// A prepared statement, reset on scope exit so the cached one can be reused.
+class Stmt {
+ public:
+  Stmt(sqlite3_stmt* s) : s_(s) {}
+  ~Stmt() {
+    sqlite3_reset(s_);
+    sqlite3_clear_bindings(s_);
+  }
+  Stmt& bind(int i, const std::string& v) {
+    sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Stmt& bind(int i, std::int64_t v) {
+    sqlite3_bind_int64(s_, i, v);
+    return *this;
+  }
+  int step() { return sqlite3_step(s_); }
+  std::string text(int col) const {
+    auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s_, col));
+    return p ? std::string(p, static_cast<std::size_t>(sqlite3_column_bytes(s_, col))) : std::string();
+  }
+  std::int64_t integer(int col) const { return sqlite3_column_int64(s_, col); }
+
+ private:
+  sqlite3_stmt* s_;
+};
+
+constexpr const char* kJobColumns =
+    "id, seq, status, phase, server_serial, server_json, recipe_json, webhook_key_sealed, failed_step, error, "
+    "created_ms, updated_ms";
+
+JobRecord job_from_row(const Stmt& s) {
+  JobRecord j;
+  j.id = s.text(0);
+  j.seq = s.integer(1);
+  j.status = s.text(2);
+  j.phase = s.text(3);
+  j.server_serial = s.text(4);
+  j.server_json = s.text(5);
+  j.recipe_json = s.text(6);
+  j.webhook_key_sealed = s.text(7);
+  j.failed_step = s.text(8);
+  j.error = s.text(9);
+  j.created_ms = s.integer(10);
+  j.updated_ms = s.integer(11);
+  return j;
+}
+
+}  // namespace
+
+struct SqliteStore::Impl {
+  sqlite3* db = nullptr;
+  std::mutex mutex;
+  std::unordered_map<std::string, sqlite3_stmt*> statements;
+
+  ~Impl() {
+    for (auto& [sql, s] : statements) sqlite3_finalize(s);
+    if (db) sqlite3_close(db);
+  }
+
+  // Statements are prepared once and cached: preparing costs more than running them.
+  Result<sqlite3_stmt*> prepare(const std::string& sql) {
+    if (auto it = statements.find(sql); it != statements.end()) return it->second;
+    sqlite3_stmt* s = nullptr;
+    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &s, nullptr) != SQLITE_OK) return db_error(db, "prepare");
+    statements.emplace(sql, s);
+    return s;
+  }
+
+  Status exec(const char* sql) {
+    char* msg = nullptr;
+    if (sqlite3_exec(db, sql, nullptr, nullptr, &msg) != SQLITE_OK) {
+      std::string m = msg ? msg : "unknown";
+      sqlite3_free(msg);
+      return make_error(ErrorKind::internal, std::string("sqlite: ") + m);
+    }
+    return Ok{};
+  }
+
+  // Runs `body` inside BEGIN IMMEDIATE … COMMIT, rolling back when it fails.
+  template <typename F>
+  auto transaction(F&& body) -> decltype(body()) {
+    if (auto s = exec("BEGIN IMMEDIATE"); !s) return s.error();
+    auto result = body();
+    if (!result) {
+      exec("ROLLBACK");
+      return result;
+    }
+    if (auto s = exec("COMMIT"); !s) {
+      exec("ROLLBACK");
+      return s.error();
+    }
+    return result;
+  }
+
+  Result<bool> insert_event(const std::string& id, const std::string& kind, const std::string& name,
+                            const std::string& from, const std::string& detail, std::int64_t now) {
+    auto st = prepare("INSERT INTO job_events (job_id, kind, name, from_status, detail, at_ms) VALUES (?,?,?,?,?,?)");
+    if (!st) return st.error();
+    Stmt s(*st);
+    s.bind(1, id).bind(2, kind).bind(3, name).bind(4, from).bind(5, detail).bind(6, now);
+    if (s.step() != SQLITE_DONE) return db_error(db, "insert event");
+    return true;
+  }
+};
+
+SqliteStore::SqliteStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+SqliteStore::~SqliteStore() = default;
+
+Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::filesystem::path& file) {
+  auto impl = std::make_unique<Impl>();
+  if (sqlite3_open_v2(file.c_str(), &impl->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                      nullptr) != SQLITE_OK)
+    return make_error(ErrorKind::unavailable, "cannot open database " + file.string() + ": " +
+                                                  (impl->db ? sqlite3_errmsg(impl->db) : "out of memory"));
+  sqlite3_busy_timeout(impl->db, 5000);
+  // WAL: readers never block the writer; NORMAL sync keeps every commit across a process
+  // crash (SIGKILL) and costs no fsync per commit.
+  for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON"})
+    if (auto s = impl->exec(pragma); !s) return s.error();
+
+  int version = 0;
+  {
+    auto st = impl->prepare("PRAGMA user_version");
+    if (!st) return st.error();
+    Stmt s(*st);
+    if (s.step() == SQLITE_ROW) version = static_cast<int>(s.integer(0));
+  }
+  if (version > static_cast<int>(kMigrations.size()))
+    return make_error(ErrorKind::unavailable, "database " + file.string() + " is from a newer controller (schema " +
+                                                  std::to_string(version) + ")");
+  for (int i = version; i < static_cast<int>(kMigrations.size()); ++i) {
+    auto applied = impl->transaction([&]() -> Status {
+      std::string sql(kMigrations[i]);
+      sql += "\nPRAGMA user_version = " + std::to_string(i + 1) + ";";
+      return impl->exec(sql.c_str());
+    });
+    if (!applied) return applied.error();
+  }
+  return std::unique_ptr<SqliteStore>(new SqliteStore(std::move(impl)));
+}
+
+int SqliteStore::schema_version() {
+  std::lock_guard lock(impl_->mutex);
+  auto st = impl_->prepare("PRAGMA user_version");
+  if (!st) return -1;
+  Stmt s(*st);
+  return s.step() == SQLITE_ROW ? static_cast<int>(s.integer(0)) : -1;
+}
+
+Status SqliteStore::insert_job(const JobRecord& j) {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->transaction([&]() -> Status {
+    auto st = impl_->prepare(
+        "INSERT INTO jobs (id, status, phase, server_serial, server_json, recipe_json, webhook_key_sealed, "
+        "failed_step, error, created_ms, updated_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?)");
+    if (!st) return st.error();
+    Stmt s(*st);
+    s.bind(1, j.id).bind(2, j.status).bind(3, j.phase).bind(4, j.server_serial).bind(5, j.server_json);
+    s.bind(6, j.recipe_json).bind(7, j.webhook_key_sealed).bind(8, j.failed_step).bind(9, j.error);
+    s.bind(10, j.created_ms).bind(11, j.updated_ms);
+    int rc = s.step();
+    if (rc == SQLITE_CONSTRAINT) return make_error(ErrorKind::conflict, "job " + j.id + " already exists");
+    if (rc != SQLITE_DONE) return db_error(impl_->db, "insert job");
+    auto ev = impl_->insert_event(j.id, "transition", j.status, "", "created", j.created_ms);
+    if (!ev) return ev.error();
+    return Ok{};
+  });
+}
+
+Result<std::optional<JobRecord>> SqliteStore::get_job(const std::string& id) {
+  std::lock_guard lock(impl_->mutex);
+  auto st = impl_->prepare(std::string("SELECT ") + kJobColumns + " FROM jobs WHERE id = ?");
+  if (!st) return st.error();
+  Stmt s(*st);
+  s.bind(1, id);
+  int rc = s.step();
+  if (rc == SQLITE_ROW) return std::optional<JobRecord>(job_from_row(s));
+  if (rc == SQLITE_DONE) return std::optional<JobRecord>();
+  return db_error(impl_->db, "get job");
+}
+
+Result<std::vector<JobRecord>> SqliteStore::list_jobs(const JobFilter& f) {
+  std::lock_guard lock(impl_->mutex);
+  // Fixed SQL text per filter shape keeps the statement cache small and the SQL portable.
+  std::string sql = std::string("SELECT ") + kJobColumns + " FROM jobs WHERE seq < ?";
+  if (f.status) sql += " AND status = ?";
+  if (f.server_serial) sql += " AND server_serial = ?";
+  sql += " ORDER BY seq DESC LIMIT ?";
+  auto st = impl_->prepare(sql);
+  if (!st) return st.error();
+  Stmt s(*st);
+  int i = 1;
+  s.bind(i++, f.before_seq.value_or(INT64_MAX));
+  if (f.status) s.bind(i++, *f.status);
+  if (f.server_serial) s.bind(i++, *f.server_serial);
+  s.bind(i++, static_cast<std::int64_t>(f.limit));
+  std::vector<JobRecord> out;
+  int rc;
+  while ((rc = s.step()) == SQLITE_ROW) out.push_back(job_from_row(s));
+  if (rc != SQLITE_DONE) return db_error(impl_->db, "list jobs");
+  return out;
+}
+
+Result<bool> SqliteStore::transition_job(const std::string& id, const std::string& expected, const std::string& next,
+                                         const JobChanges& changes, const std::string& detail, std::int64_t now_ms) {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->transaction([&]() -> Result<bool> {
+    auto st = impl_->prepare(
+        "UPDATE jobs SET status = ?, updated_ms = ?, failed_step = COALESCE(?, failed_step), "
+        "error = COALESCE(?, error) WHERE id = ? AND status = ?");
+    if (!st) return st.error();
+    Stmt s(*st);
+    s.bind(1, next).bind(2, now_ms);
+    if (changes.failed_step) s.bind(3, *changes.failed_step);
+    if (changes.error) s.bind(4, *changes.error);
+    s.bind(5, id).bind(6, expected);
+    if (s.step() != SQLITE_DONE) return db_error(impl_->db, "transition job");
+    if (sqlite3_changes(impl_->db) == 0) return false;
+    return impl_->insert_event(id, "transition", next, expected, detail, now_ms);
+  });
+}
+
+Result<bool> SqliteStore::record_phase(const std::string& id, const std::string& phase, const std::string& detail,
+                                       std::int64_t now_ms) {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->transaction([&]() -> Result<bool> {
+    auto st = impl_->prepare("INSERT INTO job_phases (job_id, phase, at_ms) VALUES (?,?,?) ON CONFLICT DO NOTHING");
+    if (!st) return st.error();
+    {
+      Stmt s(*st);
+      s.bind(1, id).bind(2, phase).bind(3, now_ms);
+      if (s.step() != SQLITE_DONE) return db_error(impl_->db, "record phase");
+    }
+    if (sqlite3_changes(impl_->db) == 0) return false;
+    auto up = impl_->prepare("UPDATE jobs SET phase = ?, updated_ms = ? WHERE id = ?");
+    if (!up) return up.error();
+    Stmt u(*up);
+    u.bind(1, phase).bind(2, now_ms).bind(3, id);
+    if (u.step() != SQLITE_DONE) return db_error(impl_->db, "update phase");
+    return impl_->insert_event(id, "phase", phase, "", detail, now_ms);
+  });
+}
+
+Result<std::vector<JobEvent>> SqliteStore::job_events(const std::string& id) {
+  std::lock_guard lock(impl_->mutex);
+  auto st = impl_->prepare(
+      "SELECT seq, kind, name, from_status, detail, at_ms FROM job_events WHERE job_id = ? ORDER BY seq");
+  if (!st) return st.error();
+  Stmt s(*st);
+  s.bind(1, id);
+  std::vector<JobEvent> out;
+  int rc;
+  while ((rc = s.step()) == SQLITE_ROW)
+    out.push_back(JobEvent{s.integer(0), s.text(1), s.text(2), s.text(3), s.text(4), s.integer(5)});
+  if (rc != SQLITE_DONE) return db_error(impl_->db, "job events");
+  return out;
+}
+
+Result<bool> SqliteStore::remember_webhook(const std::string& signature, std::int64_t now_ms, std::int64_t expires_ms) {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->transaction([&]() -> Result<bool> {
+    auto prune = impl_->prepare("DELETE FROM webhook_signatures WHERE expires_ms < ?");
+    if (!prune) return prune.error();
+    {
+      Stmt p(*prune);
+      p.bind(1, now_ms);
+      if (p.step() != SQLITE_DONE) return db_error(impl_->db, "prune signatures");
+    }
+    auto st = impl_->prepare("INSERT INTO webhook_signatures (signature, expires_ms) VALUES (?,?) ON CONFLICT DO NOTHING");
+    if (!st) return st.error();
+    Stmt s(*st);
+    s.bind(1, signature).bind(2, expires_ms);
+    if (s.step() != SQLITE_DONE) return db_error(impl_->db, "remember signature");
+    return sqlite3_changes(impl_->db) == 1;
+  });
+}
+
+Result<std::map<std::string, std::int64_t>> SqliteStore::count_jobs_by_status() {
+  std::lock_guard lock(impl_->mutex);
+  auto st = impl_->prepare("SELECT status, COUNT(*) FROM jobs GROUP BY status");
+  if (!st) return st.error();
+  Stmt s(*st);
+  std::map<std::string, std::int64_t> out;
+  int rc;
+  while ((rc = s.step()) == SQLITE_ROW) out[s.text(0)] = s.integer(1);
+  if (rc != SQLITE_DONE) return db_error(impl_->db, "count jobs");
+  return out;
+}
+
+}  // namespace provisioner

@@ -1,0 +1,36 @@
+#pragma once
+#include <filesystem>
+#include <memory>
+
+#include "controller/store/store.hpp"
+
+namespace provisioner {
+
+// SQLite in WAL mode with foreign keys and embedded migrations (PRAGMA user_version).
+// One connection guarded by a mutex: SQLite serialises writers anyway, and reads are
+// microseconds, far below the HTTP layer's cost.
+class SqliteStore final : public Store {
+ public:
+  static Result<std::unique_ptr<SqliteStore>> open(const std::filesystem::path& file);
+  ~SqliteStore() override;
+
+  Status insert_job(const JobRecord& job) override;
+  Result<std::optional<JobRecord>> get_job(const std::string& id) override;
+  Result<std::vector<JobRecord>> list_jobs(const JobFilter& filter) override;
+  Result<bool> transition_job(const std::string& id, const std::string& expected, const std::string& next,
+                              const JobChanges& changes, const std::string& detail, std::int64_t now_ms) override;
+  Result<bool> record_phase(const std::string& id, const std::string& phase, const std::string& detail,
+                            std::int64_t now_ms) override;
+  Result<std::vector<JobEvent>> job_events(const std::string& id) override;
+  Result<bool> remember_webhook(const std::string& signature, std::int64_t now_ms, std::int64_t expires_ms) override;
+  Result<std::map<std::string, std::int64_t>> count_jobs_by_status() override;
+
+  int schema_version();
+
+ private:
+  struct Impl;
+  explicit SqliteStore(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace provisioner

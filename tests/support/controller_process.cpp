@@ -1,0 +1,123 @@
+#include "tests/support/controller_process.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+#include "common/atomic_file.hpp"
+#include "common/crypto.hpp"
+
+namespace provisioner::test {
+
+TempDir::TempDir() {
+  std::string tmpl = (std::filesystem::temp_directory_path() / "provisioner-test-XXXXXX").string();
+  if (!::mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
+  path_ = tmpl;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+ControllerProcess::ControllerProcess(std::string extra_toml, std::string log_format)
+    : data_dir_(dir_.path() / "data"), port_(free_port()) {
+  std::ostringstream config;
+  config << "listen = \"127.0.0.1:" << port_ << "\"\n"
+         << "data_dir = \"" << data_dir_.string() << "\"\n"
+         << "recipes_dir = \"" << PROVISIONER_SOURCE_DIR << "/recipes\"\n"
+         << extra_toml << "\n"
+         << "[log]\nformat = \"" << log_format << "\"\nlevel = \"debug\"\n";
+  for (auto [name, role, token] : {std::tuple{"admin", "admin", kAdminToken},
+                                   std::tuple{"operator", "operator", kOperatorToken},
+                                   std::tuple{"auditor", "auditor", kAuditorToken}, std::tuple{"ci", "ci", kCiToken}})
+    config << "[[tokens]]\nname = \"" << name << "\"\nrole = \"" << role << "\"\nsha256 = \""
+           << crypto::sha256_hex(token) << "\"\n";
+  std::ofstream(dir_.path() / "controller.toml") << config.str();
+}
+
+ControllerProcess::~ControllerProcess() {
+  if (running()) kill(SIGTERM);
+}
+
+void ControllerProcess::start() {
+  std::string bin = PROVISIONER_CONTROLLER_BIN, config = (dir_.path() / "controller.toml").string();
+  std::string log = log_file().string();
+  pid_ = ::fork();
+  if (pid_ == 0) {
+    int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    ::execl(bin.c_str(), bin.c_str(), "--config", config.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (std::chrono::steady_clock::now() < deadline) {
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      throw std::runtime_error("controller exited at start-up; log:\n" + log_text());
+    }
+    try {
+      if (http_request(port_, "GET", "/healthz").status == 200) return;
+    } catch (const std::exception&) {
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  throw std::runtime_error("controller did not answer /healthz within 20 s; log:\n" + log_text());
+}
+
+void ControllerProcess::kill(int signal) {
+  if (pid_ <= 0) return;
+  ::kill(pid_, signal);
+  int status = 0;
+  ::waitpid(pid_, &status, 0);
+  pid_ = -1;
+}
+
+std::string ControllerProcess::log_text() const {
+  auto text = read_file(log_file());
+  return text ? *text : std::string();
+}
+
+HttpResponse ControllerProcess::get(const std::string& target, const char* token) const {
+  Headers h;
+  if (token) h.push_back({"Authorization", std::string("Bearer ") + token});
+  return http_request(port_, "GET", target, h);
+}
+
+HttpResponse ControllerProcess::post(const std::string& target, const std::string& body, const char* token,
+                                     Headers extra) const {
+  Headers h = std::move(extra);
+  h.push_back({"Content-Type", "application/json"});
+  if (token) h.push_back({"Authorization", std::string("Bearer ") + token});
+  return http_request(port_, "POST", target, h, body);
+}
+
+std::string ControllerProcess::webhook_key(const std::string& job_id) const {
+  auto key = read_file(data_dir_ / "secret.key");
+  if (!key) throw std::runtime_error("no secret.key");
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2((data_dir_ / "provisioner.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK)
+    throw std::runtime_error("cannot open the controller's database");
+  sqlite3_stmt* st = nullptr;
+  sqlite3_prepare_v2(db, "SELECT webhook_key_sealed FROM jobs WHERE id = ?", -1, &st, nullptr);
+  sqlite3_bind_text(st, 1, job_id.c_str(), -1, SQLITE_TRANSIENT);
+  std::string sealed;
+  if (sqlite3_step(st) == SQLITE_ROW) sealed = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  auto opened = crypto::open(*key, sealed);
+  if (!opened) throw std::runtime_error("cannot unseal the webhook key of " + job_id);
+  return *opened;
+}
+
+}  // namespace provisioner::test

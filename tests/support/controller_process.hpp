@@ -1,0 +1,64 @@
+#pragma once
+// Runs the real provisioner-controller binary on 127.0.0.1 with a private data dir and known
+// tokens, so integration tests talk to it over real sockets and can kill and restart it.
+#include <sys/types.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+#include "tests/support/http_client.hpp"
+
+namespace provisioner::test {
+
+// A temporary directory removed with everything in it on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+class ControllerProcess {
+ public:
+  // Known tokens, one per role; only their hashes go into the config.
+  static constexpr const char* kAdminToken = "test-admin-token-5d1f0c7e9a";
+  static constexpr const char* kOperatorToken = "test-operator-token-83be21aa";
+  static constexpr const char* kAuditorToken = "test-auditor-token-0b9c44d2";
+  static constexpr const char* kCiToken = "test-ci-token-71a5e9f3c0";
+
+  // `extra_toml` is appended to the generated config file.
+  explicit ControllerProcess(std::string extra_toml = "", std::string log_format = "text");
+  ~ControllerProcess();
+
+  void start();               // returns once /healthz answers
+  void kill(int signal = 9);  // and reap
+  void restart() { kill(); start(); }
+  bool running() const { return pid_ > 0; }
+
+  std::uint16_t port() const { return port_; }
+  const std::filesystem::path& data_dir() const { return data_dir_; }
+  std::filesystem::path log_file() const { return dir_.path() / "controller.log"; }
+  std::string log_text() const;
+
+  HttpResponse get(const std::string& target, const char* token = kAdminToken) const;
+  HttpResponse post(const std::string& target, const std::string& body, const char* token = kAdminToken,
+                    Headers extra = {}) const;
+
+  // The per-job webhook key, read the way the task ISO gets it: unsealed from the store with
+  // the controller's key file.
+  std::string webhook_key(const std::string& job_id) const;
+
+ private:
+  TempDir dir_;
+  std::filesystem::path data_dir_;
+  std::uint16_t port_ = 0;
+  pid_t pid_ = -1;
+};
+
+}  // namespace provisioner::test

@@ -1,0 +1,120 @@
+#include "tests/support/http_client.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace provisioner::test {
+
+namespace {
+
+int connect_to(const std::string& host, std::uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw std::runtime_error("socket failed");
+  timeval tv{30, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  ::inet_pton(AF_INET, host.c_str(), &addr.sin_addr);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    throw std::runtime_error("connect to " + host + ":" + std::to_string(port) + " failed");
+  }
+  return fd;
+}
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+  return s;
+}
+
+}  // namespace
+
+std::string HttpResponse::header(const std::string& name) const {
+  auto it = headers.find(lower(name));
+  return it == headers.end() ? std::string() : it->second;
+}
+
+nlohmann::json HttpResponse::json() const { return nlohmann::json::parse(body); }
+
+std::string raw_exchange(std::uint16_t port, const std::string& raw, const std::string& host) {
+  int fd = connect_to(host, port);
+  std::size_t sent = 0;
+  while (sent < raw.size()) {
+    ssize_t n = ::send(fd, raw.data() + sent, raw.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) break;  // the server may close early (413): read what it said
+    sent += static_cast<std::size_t>(n);
+  }
+  ::shutdown(fd, SHUT_WR);
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
+HttpResponse parse_response(const std::string& raw) {
+  HttpResponse r;
+  auto head_end = raw.find("\r\n\r\n");
+  if (head_end == std::string::npos) throw std::runtime_error("no complete response: " + raw.substr(0, 200));
+  std::string head = raw.substr(0, head_end);
+  auto line_end = head.find("\r\n");
+  std::string status_line = head.substr(0, line_end);
+  auto sp = status_line.find(' ');
+  r.status = std::stoi(status_line.substr(sp + 1, 3));
+  std::size_t pos = line_end == std::string::npos ? head.size() : line_end + 2;
+  while (pos < head.size()) {
+    auto end = head.find("\r\n", pos);
+    if (end == std::string::npos) end = head.size();
+    std::string line = head.substr(pos, end - pos);
+    auto colon = line.find(':');
+    if (colon != std::string::npos) {
+      std::string value = line.substr(colon + 1);
+      value.erase(0, value.find_first_not_of(' '));
+      r.headers[lower(line.substr(0, colon))] = value;
+    }
+    pos = end + 2;
+  }
+  r.body = raw.substr(head_end + 4);
+  if (auto cl = r.headers.find("content-length"); cl != r.headers.end())
+    r.body.resize(std::min<std::size_t>(r.body.size(), std::stoull(cl->second)));
+  return r;
+}
+
+HttpResponse http_request(std::uint16_t port, const std::string& method, const std::string& target,
+                          const Headers& headers, const std::string& body, const std::string& host) {
+  std::string req = method + " " + target + " HTTP/1.1\r\nHost: " + host + ":" + std::to_string(port) +
+                    "\r\nConnection: close\r\n";
+  bool has_length = false;
+  for (const auto& [k, v] : headers) {
+    req += k + ": " + v + "\r\n";
+    has_length |= lower(k) == "content-length" || lower(k) == "transfer-encoding";
+  }
+  if (!has_length && (!body.empty() || method == "POST" || method == "PUT" || method == "PATCH"))
+    req += "Content-Length: " + std::to_string(body.size()) + "\r\n";
+  req += "\r\n" + body;
+  return parse_response(raw_exchange(port, req, host));
+}
+
+std::uint16_t free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+}  // namespace provisioner::test
