@@ -394,7 +394,10 @@ std::optional<fs::path> ArtifactStore::path_of(std::string_view sha256) const {
 Result<CompositeManifest> ArtifactStore::composite(std::string_view sha256) const {
   if (!is_sha256_hex(sha256)) return make_error(ErrorKind::invalid_input, "not a sha256");
   auto p = manifest_path(sha256);
-  Fd in(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+  // O_NOATIME: atime is GC's "last registered" mark, and reading a manifest (as gc() itself
+  // does) must not refresh it on relatime mounts. Not permitted on files we do not own.
+  Fd in(::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NOATIME));
+  if (in.fd < 0 && errno == EPERM) in.fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
   if (in.fd < 0) {
     if (errno == ENOENT) return make_error(ErrorKind::not_found, "no such artifact");
     return io_error("open " + p.string());

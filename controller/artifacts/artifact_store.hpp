@@ -12,7 +12,8 @@
 //
 // Timestamps: a file's mtime is its creation time and is served as Last-Modified, so it never
 // changes. Its atime is bumped on every put() that reuses it and is what GC retention counts
-// from ("last registered"), so re-registering an old artifact protects it again.
+// from ("last registered"), so re-registering an old artifact protects it again (on relatime
+// mounts a download may refresh it too, which only errs on the side of keeping).
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
