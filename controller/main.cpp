@@ -73,7 +73,7 @@ int run(const ControllerConfig& config) {
   }
   log.info("controller listening", {{"url", server.base_url()},
                                     {"data_dir", config.data_dir.string()},
-                                    {"tokens", std::to_string(config.tokens.size())}});
+                                    {"api_users", std::to_string(config.tokens.size())}});
   int sig = 0;
   sigwait(&signals, &sig);
   log.info("controller stopping", {{"signal", std::to_string(sig)}});

@@ -221,9 +221,11 @@ Status add_task_files(IsoImage* image, const std::vector<TaskFile>& files) {
       return lib_error("cannot create stream for " + f.path, rc);
     }
     IsoFile* file = nullptr;
-    rc = iso_image_add_new_file(image, dir, leaf.c_str(), stream, &file);
-    iso_stream_unref(stream);  // the file node holds its own reference
-    if (rc < 0) return lib_error("cannot add " + f.path, rc);
+    rc = iso_image_add_new_file(image, dir, leaf.c_str(), stream, &file);  // takes our reference
+    if (rc < 0) {
+      iso_stream_unref(stream);
+      return lib_error("cannot add " + f.path, rc);
+    }
     fix_node(reinterpret_cast<IsoNode*>(file), false);
     // Content blocks follow path order too (sort weights are descending).
     iso_node_set_sort_weight(reinterpret_cast<IsoNode*>(file), weight--);
@@ -282,7 +284,8 @@ Result<std::string> write_image(IsoImage* image, IsoWriteOpts* opts) {
   std::unique_ptr<burn_source, BurnSourceDeleter> src(raw);
   std::string out;
   out.reserve(static_cast<std::size_t>(src->get_size(src.get())));
-  unsigned char buf[32 * block_size];
+  // One block per call: the ring buffer reports EOF instead of a short read at the end.
+  unsigned char buf[block_size];
   for (;;) {
     int n = src->read_xt(src.get(), buf, sizeof buf);
     if (n < 0) return make_error(ErrorKind::internal, "libisofs failed while writing the image");
