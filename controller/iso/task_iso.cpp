@@ -252,7 +252,12 @@ Result<WriteOptsPtr> make_write_opts(const std::string& uuid, bool replace_all) 
   iso_write_opts_set_joliet(raw, 1);
   iso_write_opts_set_joliet_long_names(raw, 1);
   iso_write_opts_set_allow_deep_paths(raw, 0);  // depth is limited by check_task_iso_inputs
-  iso_write_opts_set_hardlinks(raw, 0);          // inode numbers then follow tree order only
+  // RRIP 1.10 ("RRIP_1991A", what mkisofs writes) has no inode number in PX entries. libisofs
+  // numbers directories in an order that varies between builds in one process, so inode
+  // numbers would make the bytes unstable; nothing on a task ISO needs them.
+  iso_write_opts_set_hardlinks(raw, 0);
+  iso_write_opts_set_rrip_version_1_10(raw, 1);
+  iso_write_opts_set_rrip_1_10_px_ino(raw, 0);
   iso_write_opts_set_aaip(raw, 0);               // no ACL/xattr of the build host
   iso_write_opts_set_record_md5(raw, 0, 0);
   iso_write_opts_set_sort_files(raw, 1);
