@@ -251,6 +251,10 @@ Result<WriteOptsPtr> make_write_opts(const std::string& uuid, bool replace_all) 
   iso_write_opts_set_rockridge(raw, 1);
   iso_write_opts_set_joliet(raw, 1);
   iso_write_opts_set_joliet_long_names(raw, 1);
+  // Joliet readers (Windows setup looking for unattend.xml, isoinfo -J) expect names as given:
+  // no ";1" and no forced trailing dot. The ISO 9660 tree keeps both, as the standard wants.
+  iso_write_opts_set_omit_version_numbers(raw, 2);
+  iso_write_opts_set_no_force_dots(raw, 2);
   iso_write_opts_set_allow_deep_paths(raw, 0);  // depth is limited by check_task_iso_inputs
   // RRIP 1.10 ("RRIP_1991A", what mkisofs writes) has no inode number in PX entries. libisofs
   // numbers directories in an order that varies between builds in one process, so inode
