@@ -1,0 +1,128 @@
+// The SQLite store on real files: migrations, compare-and-swap, phases once, replay memory.
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include <sqlite3.h>
+
+#include "controller/store/sqlite_store.hpp"
+#include "tests/support/controller_process.hpp"
+
+using namespace provisioner;
+
+namespace {
+
+JobRecord job(const std::string& id, const std::string& serial = "SN") {
+  JobRecord j;
+  j.id = id;
+  j.status = "queued";
+  j.server_serial = serial;
+  j.server_json = R"({"serial":")" + serial + "\"}";
+  j.recipe_json = "{}";
+  j.webhook_key_sealed = "00";
+  j.created_ms = j.updated_ms = 1000;
+  return j;
+}
+
+}  // namespace
+
+class SqliteStoreTest : public testing::Test {
+ protected:
+  std::unique_ptr<SqliteStore> open() {
+    auto s = SqliteStore::open(dir.path() / "store.db");
+    EXPECT_TRUE(s.ok()) << (s.ok() ? "" : s.error().message);
+    return std::move(*s);
+  }
+  test::TempDir dir;
+};
+
+TEST_F(SqliteStoreTest, MigratesOnceAndUsesWal) {
+  {
+    auto s = open();
+    EXPECT_EQ(s->schema_version(), 1);
+    ASSERT_TRUE(s->insert_job(job("a")).ok());
+  }
+  auto s = open();  // reopening applies nothing twice and keeps the data
+  EXPECT_EQ(s->schema_version(), 1);
+  EXPECT_TRUE((*s->get_job("a"))->id == "a");
+  EXPECT_TRUE(std::filesystem::exists(dir.path() / "store.db-wal"));
+}
+
+TEST_F(SqliteStoreTest, DuplicateIdIsAConflict) {
+  auto s = open();
+  ASSERT_TRUE(s->insert_job(job("a")).ok());
+  auto again = s->insert_job(job("a"));
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.error().kind, ErrorKind::conflict);
+}
+
+TEST_F(SqliteStoreTest, TransitionIsCompareAndSwap) {
+  auto s = open();
+  s->insert_job(job("a"));
+  EXPECT_TRUE(*s->transition_job("a", "queued", "provisioning", {}, "go", 2000));
+  EXPECT_FALSE(*s->transition_job("a", "queued", "canceled", {}, "late", 3000)) << "stale expectation must lose";
+  EXPECT_TRUE(*s->transition_job("a", "provisioning", "failed", JobChanges{"x.service", "boom"}, "", 4000));
+  auto j = **s->get_job("a");
+  EXPECT_EQ(j.status, "failed");
+  EXPECT_EQ(j.failed_step, "x.service");
+  EXPECT_EQ(j.updated_ms, 4000);
+  auto events = *s->job_events("a");
+  ASSERT_EQ(events.size(), 3u);  // created, provisioning, failed — nothing for the lost swap
+  EXPECT_EQ(events[1].from, "queued");
+  EXPECT_EQ(events[2].name, "failed");
+}
+
+TEST_F(SqliteStoreTest, ConcurrentSwapsApplyExactlyOnce) {
+  auto s = open();
+  s->insert_job(job("a"));
+  std::atomic<int> wins{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i)
+    threads.emplace_back([&] {
+      if (*s->transition_job("a", "queued", "provisioning", {}, "", 2000)) ++wins;
+    });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(wins, 1);
+}
+
+TEST_F(SqliteStoreTest, PhaseIsRecordedOnce) {
+  auto s = open();
+  s->insert_job(job("a"));
+  EXPECT_TRUE(*s->record_phase("a", "reset_issued", "", 2000));
+  EXPECT_FALSE(*s->record_phase("a", "reset_issued", "", 3000));
+  EXPECT_EQ((**s->get_job("a")).phase, "reset_issued");
+  EXPECT_EQ(s->job_events("a")->size(), 2u);
+}
+
+TEST_F(SqliteStoreTest, WebhookSignaturesRememberedUntilExpiry) {
+  auto s = open();
+  EXPECT_TRUE(*s->remember_webhook("sig1", 1000, 5000));
+  EXPECT_FALSE(*s->remember_webhook("sig1", 2000, 6000));
+  EXPECT_TRUE(*s->remember_webhook("sig1", 7000, 9000)) << "expired entries are pruned";
+}
+
+TEST_F(SqliteStoreTest, ListFiltersAndPages) {
+  auto s = open();
+  for (int i = 0; i < 5; ++i) s->insert_job(job("j" + std::to_string(i), i % 2 ? "odd" : "even"));
+  JobFilter f;
+  f.limit = 2;
+  auto page1 = *s->list_jobs(f);
+  ASSERT_EQ(page1.size(), 2u);
+  EXPECT_EQ(page1[0].id, "j4");
+  f.before_seq = page1.back().seq;
+  auto page2 = *s->list_jobs(f);
+  EXPECT_EQ(page2[0].id, "j2");
+  JobFilter odd;
+  odd.server_serial = "odd";
+  EXPECT_EQ(s->list_jobs(odd)->size(), 2u);
+  EXPECT_EQ(s->count_jobs_by_status()->at("queued"), 5);
+}
+
+TEST_F(SqliteStoreTest, RefusesADatabaseFromTheFuture) {
+  { open()->insert_job(job("a")); }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir.path() / "store.db").c_str(), &db), SQLITE_OK);
+  sqlite3_exec(db, "PRAGMA user_version = 99", nullptr, nullptr, nullptr);
+  sqlite3_close(db);
+  EXPECT_FALSE(SqliteStore::open(dir.path() / "store.db").ok());
+}
