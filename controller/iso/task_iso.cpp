@@ -291,15 +291,17 @@ Result<std::string> write_image(IsoImage* image, IsoWriteOpts* opts) {
   int rc = iso_image_create_burn_source(image, opts, &raw);
   if (rc < 0) return lib_error("cannot start the image writer", rc);
   std::unique_ptr<burn_source, BurnSourceDeleter> src(raw);
-  std::string out;
-  out.reserve(static_cast<std::size_t>(src->get_size(src.get())));
-  // One block per call: the ring buffer reports EOF instead of a short read at the end.
-  unsigned char buf[block_size];
-  for (;;) {
-    int n = src->read_xt(src.get(), buf, sizeof buf);
-    if (n < 0) return make_error(ErrorKind::internal, "libisofs failed while writing the image");
-    if (n == 0) break;
-    out.append(reinterpret_cast<const char*>(buf), static_cast<std::size_t>(n));
+  // The size is known before the first byte: read it in a few large requests, so the writer
+  // thread and this one hand over rarely (a read asking for more than remains returns EOF and
+  // drops the rest, hence the exact sizes).
+  auto total = static_cast<std::size_t>(src->get_size(src.get()));
+  std::string out(total, '\0');
+  std::size_t done = 0;
+  while (done < total) {
+    int want = static_cast<int>(std::min<std::size_t>(total - done, 1u << 20));
+    int n = src->read_xt(src.get(), reinterpret_cast<unsigned char*>(out.data() + done), want);
+    if (n <= 0) return make_error(ErrorKind::internal, "libisofs failed while writing the image");
+    done += static_cast<std::size_t>(n);
   }
   return out;
 }
