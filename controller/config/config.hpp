@@ -1,7 +1,9 @@
 #pragma once
 // The controller's configuration: defaults, then the TOML config file, then environment
 // variables (PROVISIONER_*), then command-line flags — each later source wins.
+#include <algorithm>
 #include <cstddef>
+#include <thread>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -21,7 +23,9 @@ struct ControllerConfig {
   std::optional<std::filesystem::path> tls_cert;
   std::optional<std::filesystem::path> tls_key;
   std::size_t max_body_bytes = 1 << 20;
-  int http_threads = 8;
+  // The HTTP library's worker pool. One per core measured best: more threads only add
+  // context switches and a long latency tail (bench/api/run.sh).
+  int http_threads = std::max(2, static_cast<int>(std::thread::hardware_concurrency()));
   std::string log_format = "text";        // text | json
   std::string log_level = "info";
   std::optional<std::filesystem::path> log_file;
