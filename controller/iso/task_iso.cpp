@@ -21,6 +21,7 @@
 #define LIBISOFS_WITHOUT_LIBBURN 1
 #include <libisofs.h>
 
+#include "common/atomic_file.hpp"
 #include "common/crypto.hpp"
 #include "common/recipe.hpp"
 
@@ -319,6 +320,8 @@ Status write_all(int fd, const char* data, std::size_t n) {
   return Ok{};
 }
 
+// common's write_file_atomically takes the bytes in memory; a single-ISO is mostly the base
+// file, so it is streamed instead.
 // Writes `fill(fd)` into a temp file beside `path`, fsyncs, renames over `path` and fsyncs the
 // directory, so a reader sees the old file or the whole new one, never a torn one.
 template <typename Fill>
@@ -515,8 +518,7 @@ Result<std::string> build_task_iso(const TaskIsoInputs& in) {
 Result<std::string> write_task_iso(const TaskIsoInputs& in, const std::string& path) {
   auto bytes = build_task_iso(in);
   if (!bytes) return bytes.error();
-  Status s = atomic_write(path, [&](int fd) { return write_all(fd, bytes->data(), bytes->size()); });
-  if (!s) return s.error();
+  if (Status s = write_file_atomically(path, *bytes, 0644); !s) return s.error();
   return crypto::sha256_hex(*bytes);
 }
 

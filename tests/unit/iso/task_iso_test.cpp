@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -52,6 +53,21 @@ TEST(TaskIso, SameInputsGiveSameBytes) {
   auto c = build_task_iso(sample());  // a third run, after other images were built in between
   ASSERT_TRUE(c.ok());
   EXPECT_EQ(crypto::sha256_hex(*a), crypto::sha256_hex(*c));
+}
+
+TEST(TaskIso, ConcurrentBuildsAgree) {
+  const std::string expected = crypto::sha256_hex(*build_task_iso(sample()));
+  std::vector<std::string> got(4 * 25);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 25; ++i) {
+        auto iso = build_task_iso(sample());
+        got[static_cast<std::size_t>(t * 25 + i)] = iso.ok() ? crypto::sha256_hex(*iso) : iso.error().message;
+      }
+    });
+  for (auto& th : threads) th.join();
+  for (const auto& g : got) EXPECT_EQ(g, expected);
 }
 
 TEST(TaskIso, DifferentJobIdGivesDifferentBytes) {
