@@ -2,6 +2,8 @@
 
 #include <sys/stat.h>
 
+#include <cctype>
+
 #include "common/atomic_file.hpp"
 #include "common/recipe.hpp"
 #include "dispatcher/http_client.hpp"
@@ -37,7 +39,7 @@ Result<std::map<std::string, std::string>> parse_env_text(std::string_view text)
     auto eq = text.find('=', i);
     if (eq == std::string_view::npos) return bad("line without '='");
     std::string key(text.substr(i, eq - i));
-    if (key.empty() || key.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_") !=
+    if (key.empty() || std::isdigit(static_cast<unsigned char>(key[0])) || key.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_") !=
                            std::string::npos)
       return bad("bad variable name");
     i = eq + 1;
