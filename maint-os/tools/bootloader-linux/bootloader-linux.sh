@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Step "bootloader-linux": make the installed system bootable.
+#   - /etc/fstab from the layout, by filesystem UUID
+#   - GRUB from the installed system itself (chroot): x86_64-efi on the ESP as the removable
+#     fallback path (EFI/BOOT/BOOTX64.EFI, no NVRAM entry: firmware finds it with no help, and
+#     BMCs often reset NVRAM) plus i386-pc into the bios_grub partition, so BIOS and UEFI both boot
+#   - else systemd-boot (UEFI only) when the image has bootctl
+# raw images bring their own bootloader: nothing to do. Re-running just reinstalls.
+set -euo pipefail
+export STEP_NAME=bootloader-linux
+# shellcheck source-path=SCRIPTDIR source=../lib/provision-lib.sh
+. "${PROVISION_LIB:-/usr/local/lib/provision/provision-lib.sh}"
+load_recipe_env
+
+if [ "${IMAGE_FORMAT:-rootfs-tar}" = raw ]; then
+  log "raw image: bootloader comes with the image"
+  exit 0
+fi
+disk=$(target_disk)
+mount_target
+cleanup() {
+  for d in run sys/firmware/efi/efivars sys proc dev/pts dev; do umount "$TARGET_MNT/$d" 2>/dev/null || true; done
+  umount_target
+}
+trap cleanup EXIT
+
+# fstab: every formatted partition of the layout, by UUID.
+{
+  echo "# Written by provisioner (bootloader-linux) for job $JOB_ID"
+  while read -r n fmt mp; do
+    dev=$(part_dev "$disk" "$n")
+    uuid=$(blkid -s UUID -o value "$dev")
+    case $fmt in
+      swap) printf 'UUID=%s none swap defaults 0 0\n' "$uuid" ;;
+      none) ;;
+      vfat) printf 'UUID=%s %s vfat umask=0077 0 2\n' "$uuid" "$mp" ;;
+      *) printf 'UUID=%s %s %s defaults 0 %s\n' "$uuid" "$mp" "$fmt" "$([ "$mp" = / ] && echo 1 || echo 2)" ;;
+    esac
+  done < <(jq -r '.partitions | to_entries[] | "\(.key + 1) \(.value.format) \(.value.mountpoint // "none")"' \
+    "$PROVISION_DIR/layout.json" | awk '$2 == "swap" || $3 != "none"')
+} >"$TARGET_MNT/etc/fstab"
+
+ls "$TARGET_MNT"/boot/vmlinuz* >/dev/null 2>&1 || die "the image has no kernel in /boot"
+
+for d in dev dev/pts proc sys run; do
+  mkdir -p "$TARGET_MNT/$d"
+  mount --bind "/$d" "$TARGET_MNT/$d"
+done
+if [ -d /sys/firmware/efi/efivars ]; then
+  mount --bind /sys/firmware/efi/efivars "$TARGET_MNT/sys/firmware/efi/efivars" || true
+fi
+in_target() { chroot "$TARGET_MNT" "$@"; }
+
+esp=$(jq -r '.partitions[] | select(.mountpoint == "/boot/efi" or (.type_guid | ascii_downcase) == "c12a7328-f81f-11d2-ba4b-00a0c93ec93b") | .mountpoint // empty' \
+  "$PROVISION_DIR/layout.json" | head -n1)
+
+grub_install=$(in_target sh -c 'command -v grub-install || command -v grub2-install' || true)
+if [ -n "$grub_install" ]; then
+  installed=0
+  if [ -n "$esp" ] && [ -d "$TARGET_MNT/usr/lib/grub/x86_64-efi" ]; then
+    log "GRUB for UEFI on $esp"
+    in_target "$grub_install" --target=x86_64-efi --efi-directory="$esp" --boot-directory=/boot \
+      --removable --no-nvram --recheck
+    installed=1
+  fi
+  if [ -d "$TARGET_MNT/usr/lib/grub/i386-pc" ]; then
+    log "GRUB for BIOS on $disk"
+    in_target "$grub_install" --target=i386-pc --boot-directory=/boot --recheck "$disk"
+    installed=1
+  fi
+  [ "$installed" = 1 ] || die "grub-install found but neither x86_64-efi nor i386-pc modules (install grub-efi-amd64-bin / grub-pc-bin in the image)"
+  if in_target sh -c 'command -v update-grub' >/dev/null; then
+    in_target update-grub
+  else
+    cfg=/boot/grub/grub.cfg
+    [ -d "$TARGET_MNT/boot/grub2" ] && cfg=/boot/grub2/grub.cfg
+    in_target sh -c "$(basename "$grub_install" | sed 's/install/mkconfig/') -o $cfg"
+  fi
+elif in_target sh -c 'command -v bootctl' >/dev/null && [ -n "$esp" ]; then
+  [ "${BOOT_MODE:-uefi}" = uefi ] || die "systemd-boot cannot boot in BIOS mode; the image needs GRUB"
+  log "systemd-boot on $esp"
+  in_target bootctl install --esp-path="$esp" --no-variables
+  for k in "$TARGET_MNT"/lib/modules/*; do
+    v=$(basename "$k")
+    in_target kernel-install add "$v" "/boot/vmlinuz-$v"
+  done
+else
+  die "the image has neither grub-install nor bootctl"
+fi
+log "bootloader installed on $disk"
