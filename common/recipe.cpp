@@ -10,11 +10,13 @@ namespace embedded {
 extern const std::string_view recipe_schema;
 extern const std::string_view webhook_schema;
 extern const std::string_view job_request_schema;
+extern const std::string_view server_schema;
 }  // namespace embedded
 
 std::string_view recipe_schema_text() { return embedded::recipe_schema; }
 std::string_view webhook_schema_text() { return embedded::webhook_schema; }
 std::string_view job_request_schema_text() { return embedded::job_request_schema; }
+std::string_view server_schema_text() { return embedded::server_schema; }
 
 bool is_safe_relative_name(std::string_view name, std::string* why) {
   auto refuse = [&](const char* reason) {

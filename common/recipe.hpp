@@ -16,6 +16,7 @@ namespace provisioner {
 std::string_view recipe_schema_text();
 std::string_view webhook_schema_text();
 std::string_view job_request_schema_text();
+std::string_view server_schema_text();
 
 class RecipeValidator {
  public:

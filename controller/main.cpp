@@ -15,6 +15,7 @@
 #include "controller/jobs/job_service.hpp"
 #include "controller/logging/logger.hpp"
 #include "controller/metrics/metrics.hpp"
+#include "controller/servers/server_service.hpp"
 #include "controller/store/sqlite_store.hpp"
 
 using namespace provisioner;
@@ -52,10 +53,11 @@ int run(const ControllerConfig& config) {
   }
   SystemClock clock;
   Metrics metrics;
-  JobService jobs(**store, clock, log, metrics, *key,
+  ServerService servers(**store, clock, log, *key);
+  JobService jobs(**store, servers, clock, log, metrics, *key,
                   JobServiceOptions{config.recipes_dir, config.public_url, config.webhook_max_skew_seconds});
   TokenAuthenticator auth(config.tokens);
-  ApiHandler handler(jobs, **store, metrics, auth, log);
+  ApiHandler handler(jobs, servers, **store, metrics, auth, log);
   HttpServer server(handler, log,
                     HttpServerOptions{config.listen, config.tls_cert, config.tls_key, config.max_body_bytes,
                                       config.http_threads});

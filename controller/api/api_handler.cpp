@@ -7,6 +7,7 @@
 #include "controller/jobs/job_service.hpp"
 #include "controller/logging/logger.hpp"
 #include "controller/metrics/metrics.hpp"
+#include "controller/servers/server_service.hpp"
 #include "controller/store/store.hpp"
 
 namespace provisioner {
@@ -25,6 +26,11 @@ const std::vector<RouteSpec>& api_routes() {
       {"GET", "/api/v1/jobs/{id}", Permission::read},
       {"POST", "/api/v1/jobs/{id}/cancel", Permission::operate},
       {"POST", "/api/v1/status-webhook/{serial}", Permission::webhook},
+      {"GET", "/api/v1/servers", Permission::read},
+      {"POST", "/api/v1/servers", Permission::operate},
+      {"GET", "/api/v1/servers/{id}", Permission::read},
+      {"PATCH", "/api/v1/servers/{id}", Permission::operate},
+      {"DELETE", "/api/v1/servers/{id}", Permission::operate},
   };
   return routes;
 }
@@ -100,9 +106,9 @@ std::optional<std::string> query_value(const ApiRequest& req, const char* name) 
 
 }  // namespace
 
-ApiHandler::ApiHandler(JobService& jobs, Store& store, Metrics& metrics, const TokenAuthenticator& auth,
-                       const Logger& log)
-    : jobs_(jobs), store_(store), metrics_(metrics), auth_(auth), log_(log) {}
+ApiHandler::ApiHandler(JobService& jobs, ServerService& servers, Store& store, Metrics& metrics,
+                       const TokenAuthenticator& auth, const Logger& log)
+    : jobs_(jobs), servers_(servers), store_(store), metrics_(metrics), auth_(auth), log_(log) {}
 
 ApiResponse ApiHandler::error_response(int status, const std::string& message) {
   return json_response(status, {{"error", message}});
@@ -168,6 +174,20 @@ ApiResponse ApiHandler::dispatch(const RouteSpec& route, const std::vector<std::
     }
     if (p == "/api/v1/jobs/{id}") return from_result(jobs_.get(params[0]));
     if (p == "/api/v1/jobs/{id}/cancel") return from_result(jobs_.cancel(params[0]));
+    if (p == "/api/v1/servers" && route.method == "GET")
+      return from_result(servers_.list(query_value(req, "cursor"), query_value(req, "limit")));
+    if (p == "/api/v1/servers") {
+      auto created = servers_.create(req.body);
+      auto r = from_result(created, 201);
+      if (created) r.headers.push_back({"Location", "/api/v1/servers/" + (*created)["id"].get<std::string>()});
+      return r;
+    }
+    if (p == "/api/v1/servers/{id}" && route.method == "GET") return from_result(servers_.get(params[0]));
+    if (p == "/api/v1/servers/{id}" && route.method == "PATCH") return from_result(servers_.patch(params[0], req.body));
+    if (p == "/api/v1/servers/{id}") {
+      auto removed = servers_.remove(params[0]);
+      return removed ? ApiResponse{204, "application/json", "", {}} : from_error(removed.error());
+    }
     if (p == "/api/v1/status-webhook/{serial}")
       return from_result(jobs_.accept_webhook(params[0], req.header(std::string(kWebhookTimestampHeader)),
                                               req.header(std::string(kWebhookSignatureHeader)), req.body));

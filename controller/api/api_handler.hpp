@@ -13,6 +13,7 @@
 namespace provisioner {
 
 class JobService;
+class ServerService;
 class Logger;
 class Metrics;
 class Store;
@@ -43,7 +44,8 @@ const std::vector<RouteSpec>& api_routes();
 
 class ApiHandler {
  public:
-  ApiHandler(JobService& jobs, Store& store, Metrics& metrics, const TokenAuthenticator& auth, const Logger& log);
+  ApiHandler(JobService& jobs, ServerService& servers, Store& store, Metrics& metrics, const TokenAuthenticator& auth,
+             const Logger& log);
 
   ApiResponse handle(const ApiRequest& request);
 
@@ -55,6 +57,7 @@ class ApiHandler {
   ApiResponse dispatch(const RouteSpec& route, const std::vector<std::string>& params, const ApiRequest& request);
 
   JobService& jobs_;
+  ServerService& servers_;
   Store& store_;
   Metrics& metrics_;
   const TokenAuthenticator& auth_;

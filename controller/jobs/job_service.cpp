@@ -8,6 +8,7 @@
 #include "common/webhook.hpp"
 #include "controller/logging/logger.hpp"
 #include "controller/metrics/metrics.hpp"
+#include "controller/servers/server_service.hpp"
 
 namespace provisioner {
 
@@ -41,9 +42,10 @@ std::vector<FieldError> prefixed(const std::string& prefix, std::vector<FieldErr
 
 }  // namespace
 
-JobService::JobService(Store& store, const Clock& clock, const Logger& log, Metrics& metrics, std::string secret_key,
-                       JobServiceOptions options)
+JobService::JobService(Store& store, ServerService& servers, const Clock& clock, const Logger& log, Metrics& metrics,
+                       std::string secret_key, JobServiceOptions options)
     : store_(store),
+      servers_(servers),
       clock_(clock),
       log_(log),
       metrics_(metrics),
@@ -90,12 +92,11 @@ Result<nlohmann::json> JobService::create(std::string_view body) {
   if (auto errors = recipe_validator_.validate(recipe); !errors.empty())
     return make_error(ErrorKind::invalid_input, "recipe is not valid", prefixed("/recipe", std::move(errors)));
 
-  nlohmann::json server = (*request)["server"];
-  // The BMC password is sealed before it touches the disk; answers show it redacted.
-  if (server.contains("bmc") && server["bmc"].contains("password")) {
-    server["bmc"]["password_sealed"] = crypto::seal(secret_key_, server["bmc"]["password"].get<std::string>());
-    server["bmc"].erase("password");
-  }
+  // The job keeps a snapshot of its server (password sealed), so later edits of the record
+  // cannot change a job half-way.
+  auto resolved = servers_.resolve_for_job((*request)["server"], "/server");
+  if (!resolved) return resolved.error();
+  nlohmann::json server = std::move(*resolved);
 
   JobRecord job;
   job.status = std::string(to_string(JobStatus::queued));
@@ -139,14 +140,10 @@ Result<nlohmann::json> JobService::view(const JobRecord& job) {
       history.push_back(std::move(entry));
     }
   }
-  nlohmann::json server = nlohmann::json::parse(job.server_json);
-  if (server.contains("bmc")) server["bmc"].erase("password_sealed");
-  if (server.contains("bmc") && nlohmann::json::parse(job.server_json)["bmc"].contains("password_sealed"))
-    server["bmc"]["password"] = kRedacted;
   nlohmann::json out{{"id", job.id},
                      {"status", job.status},
                      {"phase", job.phase},
-                     {"server", redact(server)},
+                     {"server", ServerService::view(nlohmann::json::parse(job.server_json))},
                      {"recipe", redact(nlohmann::json::parse(job.recipe_json))},
                      {"phases", std::move(phases)},
                      {"history", std::move(history)},

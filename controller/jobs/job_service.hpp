@@ -19,6 +19,7 @@ namespace provisioner {
 
 class Logger;
 class Metrics;
+class ServerService;
 
 struct JobServiceOptions {
   std::filesystem::path recipes_dir;  // where recipe_ref names are looked up (<name>.json)
@@ -37,8 +38,8 @@ struct JobListQuery {
 class JobService {
  public:
   // `secret_key`: 32 bytes sealing per-job secrets (webhook key, BMC password) at rest.
-  JobService(Store& store, const Clock& clock, const Logger& log, Metrics& metrics, std::string secret_key,
-             JobServiceOptions options);
+  JobService(Store& store, ServerService& servers, const Clock& clock, const Logger& log, Metrics& metrics,
+             std::string secret_key, JobServiceOptions options);
 
   // POST /jobs body → the new job (status queued). Errors carry every bad field.
   Result<nlohmann::json> create(std::string_view body);
@@ -65,6 +66,7 @@ class JobService {
   Result<JobRecord> load(const std::string& id);
 
   Store& store_;
+  ServerService& servers_;
   const Clock& clock_;
   const Logger& log_;
   Metrics& metrics_;

@@ -6,7 +6,7 @@
 
 namespace provisioner {
 
-inline constexpr std::array<std::string_view, 1> kMigrations = {
+inline constexpr std::array<std::string_view, 2> kMigrations = {
     R"sql(
 CREATE TABLE jobs (
   seq                INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -49,6 +49,21 @@ CREATE TABLE webhook_signatures (
   expires_ms BIGINT NOT NULL
 );
 CREATE INDEX webhook_signatures_expiry ON webhook_signatures(expires_ms);
+)sql",
+    R"sql(
+-- Servers known to the controller. The record is JSON (validated by server.schema.json)
+-- with the BMC password sealed; serial is a column because it is unique and looked up.
+CREATE TABLE servers (
+  id          TEXT PRIMARY KEY,
+  serial      TEXT NOT NULL UNIQUE,
+  record_json TEXT NOT NULL,
+  created_ms  BIGINT NOT NULL,
+  updated_ms  BIGINT NOT NULL
+);
+
+-- What the job boots from and hands over: {"task_iso": {"sha256", "url"}, "boot_iso": {...},
+-- "media_mode": "..."}; artifacts named here are kept by garbage collection.
+ALTER TABLE jobs ADD COLUMN media_json TEXT NOT NULL DEFAULT '{}';
 )sql",
 };
 

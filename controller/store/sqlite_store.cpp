@@ -45,7 +45,7 @@ class Stmt {
 
 constexpr const char* kJobColumns =
     "id, seq, status, phase, server_serial, server_json, recipe_json, webhook_key_sealed, failed_step, error, "
-    "created_ms, updated_ms";
+    "created_ms, updated_ms, media_json";
 
 JobRecord job_from_row(const Stmt& s) {
   JobRecord j;
@@ -61,6 +61,7 @@ JobRecord job_from_row(const Stmt& s) {
   j.error = s.text(9);
   j.created_ms = s.integer(10);
   j.updated_ms = s.integer(11);
+  j.media_json = s.text(12);
   return j;
 }
 
@@ -275,6 +276,45 @@ Result<std::vector<JobEvent>> SqliteStore::job_events(const std::string& id) {
   return out;
 }
 
+Result<bool> SqliteStore::set_job_media(const std::string& id, const std::string& expected_status,
+                                        const std::string& media_json, std::int64_t now_ms) {
+  std::lock_guard lock(impl_->mutex);
+  auto st = impl_->prepare("UPDATE jobs SET media_json = ?, updated_ms = ? WHERE id = ? AND status = ?");
+  if (!st) return st.error();
+  Stmt s(*st);
+  s.bind(1, media_json).bind(2, now_ms).bind(3, id).bind(4, expected_status);
+  if (s.step() != SQLITE_DONE) return db_error(impl_->db, "set job media");
+  return sqlite3_changes(impl_->db) == 1;
+}
+
+Result<std::vector<JobRecord>> SqliteStore::list_jobs_to_reconcile(int limit) {
+  std::lock_guard lock(impl_->mutex);
+  auto st = impl_->prepare(std::string("SELECT ") + kJobColumns +
+                           " FROM jobs WHERE status NOT IN ('complete', 'canceled') OR "
+                           "(status = 'canceled' AND NOT EXISTS (SELECT 1 FROM job_phases p WHERE p.job_id = jobs.id "
+                           "AND p.phase = 'cleanup_done')) ORDER BY seq LIMIT ?");
+  if (!st) return st.error();
+  Stmt s(*st);
+  s.bind(1, static_cast<std::int64_t>(limit));
+  std::vector<JobRecord> out;
+  int rc;
+  while ((rc = s.step()) == SQLITE_ROW) out.push_back(job_from_row(s));
+  if (rc != SQLITE_DONE) return db_error(impl_->db, "list jobs to reconcile");
+  return out;
+}
+
+Result<std::vector<std::string>> SqliteStore::media_in_use() {
+  std::lock_guard lock(impl_->mutex);
+  auto st = impl_->prepare("SELECT media_json FROM jobs WHERE status NOT IN ('complete', 'canceled')");
+  if (!st) return st.error();
+  Stmt s(*st);
+  std::vector<std::string> out;
+  int rc;
+  while ((rc = s.step()) == SQLITE_ROW) out.push_back(s.text(0));
+  if (rc != SQLITE_DONE) return db_error(impl_->db, "media in use");
+  return out;
+}
+
 Result<bool> SqliteStore::remember_webhook(const std::string& signature, std::int64_t now_ms, std::int64_t expires_ms) {
   std::lock_guard lock(impl_->mutex);
   return impl_->transaction([&]() -> Result<bool> {
@@ -304,6 +344,84 @@ Result<std::map<std::string, std::int64_t>> SqliteStore::count_jobs_by_status() 
   while ((rc = s.step()) == SQLITE_ROW) out[s.text(0)] = s.integer(1);
   if (rc != SQLITE_DONE) return db_error(impl_->db, "count jobs");
   return out;
+}
+
+namespace {
+ServerRecord server_from_row(const Stmt& s) {
+  return ServerRecord{s.text(0), s.text(1), s.text(2), s.integer(3), s.integer(4)};
+}
+}  // namespace
+
+Status SqliteStore::insert_server(const ServerRecord& r) {
+  std::lock_guard lock(impl_->mutex);
+  auto st = impl_->prepare("INSERT INTO servers (id, serial, record_json, created_ms, updated_ms) VALUES (?,?,?,?,?)");
+  if (!st) return st.error();
+  Stmt s(*st);
+  s.bind(1, r.id).bind(2, r.serial).bind(3, r.record_json).bind(4, r.created_ms).bind(5, r.updated_ms);
+  int rc = s.step();
+  if (rc == SQLITE_CONSTRAINT) return make_error(ErrorKind::conflict, "a server with serial " + r.serial + " exists");
+  if (rc != SQLITE_DONE) return db_error(impl_->db, "insert server");
+  return Ok{};
+}
+
+Result<std::optional<ServerRecord>> SqliteStore::get_server(const std::string& id) {
+  std::lock_guard lock(impl_->mutex);
+  auto st = impl_->prepare("SELECT id, serial, record_json, created_ms, updated_ms FROM servers WHERE id = ?");
+  if (!st) return st.error();
+  Stmt s(*st);
+  s.bind(1, id);
+  int rc = s.step();
+  if (rc == SQLITE_ROW) return std::optional<ServerRecord>(server_from_row(s));
+  if (rc == SQLITE_DONE) return std::optional<ServerRecord>();
+  return db_error(impl_->db, "get server");
+}
+
+Result<std::vector<ServerRecord>> SqliteStore::list_servers(const std::optional<std::string>& after_id, int limit) {
+  std::lock_guard lock(impl_->mutex);
+  auto st = impl_->prepare(
+      "SELECT id, serial, record_json, created_ms, updated_ms FROM servers WHERE id > ? ORDER BY id LIMIT ?");
+  if (!st) return st.error();
+  Stmt s(*st);
+  s.bind(1, after_id.value_or("")).bind(2, static_cast<std::int64_t>(limit));
+  std::vector<ServerRecord> out;
+  int rc;
+  while ((rc = s.step()) == SQLITE_ROW) out.push_back(server_from_row(s));
+  if (rc != SQLITE_DONE) return db_error(impl_->db, "list servers");
+  return out;
+}
+
+Result<bool> SqliteStore::update_server(const ServerRecord& r, std::int64_t expected_updated_ms) {
+  std::lock_guard lock(impl_->mutex);
+  auto st = impl_->prepare(
+      "UPDATE servers SET serial = ?, record_json = ?, updated_ms = ? WHERE id = ? AND updated_ms = ?");
+  if (!st) return st.error();
+  Stmt s(*st);
+  s.bind(1, r.serial).bind(2, r.record_json).bind(3, r.updated_ms).bind(4, r.id).bind(5, expected_updated_ms);
+  int rc = s.step();
+  if (rc == SQLITE_CONSTRAINT) return make_error(ErrorKind::conflict, "a server with serial " + r.serial + " exists");
+  if (rc != SQLITE_DONE) return db_error(impl_->db, "update server");
+  return sqlite3_changes(impl_->db) == 1;
+}
+
+Result<bool> SqliteStore::delete_server(const std::string& id) {
+  std::lock_guard lock(impl_->mutex);
+  auto st = impl_->prepare("DELETE FROM servers WHERE id = ?");
+  if (!st) return st.error();
+  Stmt s(*st);
+  s.bind(1, id);
+  if (s.step() != SQLITE_DONE) return db_error(impl_->db, "delete server");
+  return sqlite3_changes(impl_->db) == 1;
+}
+
+Result<std::int64_t> SqliteStore::count_unfinished_jobs(const std::string& serial) {
+  std::lock_guard lock(impl_->mutex);
+  auto st = impl_->prepare(
+      "SELECT COUNT(*) FROM jobs WHERE server_serial = ? AND status NOT IN ('complete', 'canceled')");
+  if (!st) return st.error();
+  Stmt s(*st);
+  s.bind(1, serial);
+  if (s.step() != SQLITE_ROW) return db_error(impl_->db, "count jobs");
+  return s.integer(0);
 }
 
 }  // namespace provisioner

@@ -22,8 +22,18 @@ class SqliteStore final : public Store {
   Result<bool> record_phase(const std::string& id, const std::string& phase, const std::string& detail,
                             std::int64_t now_ms) override;
   Result<std::vector<JobEvent>> job_events(const std::string& id) override;
+  Result<bool> set_job_media(const std::string& id, const std::string& expected_status, const std::string& media_json,
+                             std::int64_t now_ms) override;
+  Result<std::vector<JobRecord>> list_jobs_to_reconcile(int limit) override;
+  Result<std::vector<std::string>> media_in_use() override;
   Result<bool> remember_webhook(const std::string& signature, std::int64_t now_ms, std::int64_t expires_ms) override;
   Result<std::map<std::string, std::int64_t>> count_jobs_by_status() override;
+  Status insert_server(const ServerRecord& server) override;
+  Result<std::optional<ServerRecord>> get_server(const std::string& id) override;
+  Result<std::vector<ServerRecord>> list_servers(const std::optional<std::string>& after_id, int limit) override;
+  Result<bool> update_server(const ServerRecord& server, std::int64_t expected_updated_ms) override;
+  Result<bool> delete_server(const std::string& id) override;
+  Result<std::int64_t> count_unfinished_jobs(const std::string& serial) override;
 
   int schema_version();
 

@@ -22,6 +22,7 @@ struct JobRecord {
   std::string webhook_key_sealed;  // per-job HMAC key, sealed with the controller key
   std::string failed_step;
   std::string error;
+  std::string media_json = "{}";   // task/boot ISO artifacts (sha256 + URL) once built
   std::int64_t created_ms = 0;
   std::int64_t updated_ms = 0;
 };
@@ -48,6 +49,14 @@ struct JobChanges {
   std::optional<std::string> error;
 };
 
+struct ServerRecord {
+  std::string id;
+  std::string serial;
+  std::string record_json;  // secrets sealed
+  std::int64_t created_ms = 0;
+  std::int64_t updated_ms = 0;
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -67,10 +76,31 @@ class Store {
 
   virtual Result<std::vector<JobEvent>> job_events(const std::string& id) = 0;
 
+  // Records the job's media; only while the job is in `expected_status` (compare-and-swap).
+  virtual Result<bool> set_job_media(const std::string& id, const std::string& expected_status,
+                                     const std::string& media_json, std::int64_t now_ms) = 0;
+
+  // Jobs the reconciler still has work for: every status but complete and canceled, plus
+  // canceled jobs whose cleanup has not run. Oldest first.
+  virtual Result<std::vector<JobRecord>> list_jobs_to_reconcile(int limit) = 0;
+
+  // media_json of every job that still needs its media (not complete, not canceled).
+  virtual Result<std::vector<std::string>> media_in_use() = 0;
+
   // Remembers a webhook signature until `expires_ms`; false when it was already seen (replay).
   virtual Result<bool> remember_webhook(const std::string& signature, std::int64_t now_ms, std::int64_t expires_ms) = 0;
 
   virtual Result<std::map<std::string, std::int64_t>> count_jobs_by_status() = 0;
+
+  // Servers. A duplicate serial is a conflict.
+  virtual Status insert_server(const ServerRecord& server) = 0;
+  virtual Result<std::optional<ServerRecord>> get_server(const std::string& id) = 0;
+  virtual Result<std::vector<ServerRecord>> list_servers(const std::optional<std::string>& after_id, int limit) = 0;
+  // Compare-and-swap on updated_ms: false when someone else changed the record first.
+  virtual Result<bool> update_server(const ServerRecord& server, std::int64_t expected_updated_ms) = 0;
+  virtual Result<bool> delete_server(const std::string& id) = 0;
+  // Jobs for this serial that are not finished (queued, provisioning, succeeded, failed).
+  virtual Result<std::int64_t> count_unfinished_jobs(const std::string& serial) = 0;
 };
 
 }  // namespace provisioner

@@ -21,8 +21,9 @@ TEST(JobStatus, TheTableAllowsTheDocumentedFlowOnly) {
   for (auto s : all) {
     EXPECT_FALSE(is_transition_allowed(s, s));
     EXPECT_EQ(parse_job_status(to_string(s)), s);
-    if (is_terminal(s))
+    if (is_terminal(s)) {
       for (auto to : all) EXPECT_FALSE(is_transition_allowed(s, to)) << to_string(s);
+    }
   }
   EXPECT_FALSE(parse_job_status("done"));
 }
