@@ -1,0 +1,1007 @@
+#include "controller/redfish/redfish_client.hpp"
+
+#include <algorithm>
+#include <mutex>
+#include <optional>
+
+#include <nlohmann/json.hpp>
+
+#include "controller/logging/logger.hpp"
+#include "controller/redfish/http_transport.hpp"
+#include "controller/redfish/redfish_parse.hpp"
+
+namespace provisioner::redfish {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr const char* kFailurePath = "/redfish/failure";
+
+Error fail(FailureCode code, const std::string& message) {
+  ErrorKind kind = ErrorKind::unavailable;
+  switch (code) {
+    case FailureCode::invalid_input: kind = ErrorKind::invalid_input; break;
+    case FailureCode::not_found: kind = ErrorKind::not_found; break;
+    case FailureCode::second_medium_refused: kind = ErrorKind::conflict; break;
+    case FailureCode::auth_failed: kind = ErrorKind::unauthorized; break;
+    default: break;
+  }
+  return make_error(kind, redact_url(message), {FieldError{kFailurePath, failure_code_name(code)}});
+}
+
+// An answer from the BMC, parsed when it is JSON.
+struct Reply {
+  int status = 0;
+  HttpResponse http;
+  json body;
+  bool ok() const { return status >= 200 && status < 300; }
+};
+
+struct CallOptions {
+  std::string if_match;
+  bool follow_task = true;  // 202 + Location: poll the task monitor to the end
+  bool with_auth = true;
+};
+
+bool is_idempotent(const std::string& method) { return method == "GET" || method == "HEAD"; }
+
+}  // namespace
+
+const char* failure_code_name(FailureCode code) {
+  switch (code) {
+    case FailureCode::none: return "none";
+    case FailureCode::second_medium_refused: return "second_medium_refused";
+    case FailureCode::circuit_open: return "circuit_open";
+    case FailureCode::auth_failed: return "auth_failed";
+    case FailureCode::transport: return "transport";
+    case FailureCode::bmc_error: return "bmc_error";
+    case FailureCode::not_found: return "not_found";
+    case FailureCode::timeout: return "timeout";
+    case FailureCode::invalid_input: return "invalid_input";
+  }
+  return "none";
+}
+
+FailureCode failure_code(const Error& error) {
+  for (const auto& f : error.fields) {
+    if (f.path != kFailurePath) continue;
+    for (auto c : {FailureCode::second_medium_refused, FailureCode::circuit_open, FailureCode::auth_failed,
+                   FailureCode::transport, FailureCode::bmc_error, FailureCode::not_found, FailureCode::timeout,
+                   FailureCode::invalid_input})
+      if (f.message == failure_code_name(c)) return c;
+  }
+  return FailureCode::none;
+}
+
+RedfishContext::RedfishContext(const Clock& clock, Sleeper& sleeper, RedfishOptions options, const Logger* logger)
+    : clock_(clock),
+      sleeper_(sleeper),
+      options_(options),
+      logger_(logger),
+      limiter_(options.max_concurrent_requests),
+      registry_(clock, options.breaker_threshold, options.breaker_open_ms) {}
+
+struct BmcClient::Impl {
+  Impl(RedfishContext& c, BmcEndpoint e)
+      : ctx(c), opt(c.options()), ep(std::move(e)), bmc(c.registry().get(ep.address)) {
+    std::string err;
+    if (!parse_endpoint(ep.address, net, err)) {
+      endpoint_error = err;
+    } else {
+      transport = make_socket_transport(net, TlsSettings{ep.verify_tls, ep.ca_file},
+                                        std::chrono::milliseconds(opt.connect_timeout_ms));
+    }
+  }
+
+  RedfishContext& ctx;
+  const RedfishOptions& opt;
+  BmcEndpoint ep;
+  BmcRegistry::Entry& bmc;
+  Endpoint net;
+  std::string endpoint_error;
+  std::unique_ptr<HttpTransport> transport;
+
+  // Session state. `basic` after sessions failed once: HTTP basic for the rest of our life.
+  bool root_loaded = false;
+  json root;
+  bool login_tried = false;
+  bool basic = false;
+  std::string token, session_uri;
+
+  std::optional<BmcFacts> facts;
+  VendorProfile profile;
+  std::string op = "redfish";  // the operation in progress, for errors and logs
+
+  // ---------------------------------------------------------------- logging
+  void log(int level, std::string_view msg, LogFields fields = {}) const {
+    const Logger* l = ctx.logger();
+    if (!l) return;
+    fields.insert(fields.begin(), {"bmc", ep.address});
+    fields.insert(fields.begin() + 1, {"op", op});
+    if (level == 0) l->debug(msg, fields);
+    else if (level == 1) l->info(msg, fields);
+    else if (level == 2) l->warn(msg, fields);
+    else l->error(msg, fields);
+  }
+
+  std::string where(const std::string& method, const std::string& path) const {
+    return "BMC " + ep.address + ": " + op + ": " + method + " " + path;
+  }
+
+  Error answer_error(const std::string& method, const std::string& path, const Reply& r,
+                     FailureCode code = FailureCode::bmc_error) const {
+    std::string m = bmc_message(r.http.body);
+    return fail(code, where(method, path) + " answered " + std::to_string(r.status) + (m.empty() ? "" : ": " + m));
+  }
+
+  // ---------------------------------------------------------------- one exchange
+  Result<Reply> exchange(const std::string& method, const std::string& path, const std::optional<json>& body,
+                         const CallOptions& co) {
+    if (!transport) return fail(FailureCode::invalid_input, "BMC address invalid: " + endpoint_error);
+    if (!bmc.breaker.allow())
+      return fail(FailureCode::circuit_open, where(method, path) + " not sent: BMC failed repeatedly, next try in " +
+                                                 std::to_string(bmc.breaker.retry_in_ms() / 1000) + " s");
+    HttpRequest req;
+    req.method = method;
+    req.target = path;
+    req.headers = {{"OData-Version", "4.0"},
+                   {"Accept", "application/json"},
+                   // identity: compression makes some BMCs hand out weak ETags
+                   {"Accept-Encoding", "identity"},
+                   {"User-Agent", "provisioner-redfish/1"}};
+    if (body) {
+      req.body = body->dump();
+      req.headers.emplace_back("Content-Type", "application/json");
+    }
+    if (co.with_auth) {
+      if (!token.empty())
+        req.headers.emplace_back("X-Auth-Token", token);
+      else if (basic)
+        req.headers.emplace_back("Authorization", basic_auth());
+    }
+    if (!co.if_match.empty()) req.headers.emplace_back("If-Match", co.if_match);
+
+    TransportResult tr;
+    {
+      ConcurrencyLimiter::Guard g(ctx.limiter());
+      tr = transport->send(req, std::chrono::milliseconds(opt.request_timeout_ms));
+    }
+    if (!tr.ok) {
+      bmc.breaker.record_failure();
+      log(0, "redfish request failed", {{"method", method}, {"path", path}, {"error", tr.failure.detail}});
+      Error e = fail(FailureCode::transport, where(method, path) + " failed: " + tr.failure.detail);
+      // Remember whether the BMC may have seen the request (callers verify state then).
+      e.fields.push_back({"/redfish/sent", tr.failure.sent ? "true" : "false"});
+      return e;
+    }
+    if (tr.response.status >= 500) bmc.breaker.record_failure();
+    else bmc.breaker.record_success();
+    Reply r;
+    r.status = tr.response.status;
+    r.http = std::move(tr.response);
+    if (!r.http.body.empty()) {
+      r.body = json::parse(r.http.body, nullptr, false);
+      if (r.body.is_discarded()) r.body = nullptr;
+    }
+    log(0, "redfish request", {{"method", method}, {"path", path}, {"status", std::to_string(r.status)}});
+    return r;
+  }
+
+  static bool sent_of(const Error& e) {
+    for (const auto& f : e.fields)
+      if (f.path == "/redfish/sent") return f.message == "true";
+    return false;
+  }
+
+  std::string basic_auth() const {
+    static const char* kB64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    std::string in = ep.username + ":" + ep.password, out;
+    int val = 0, bits = -6;
+    for (unsigned char c : in) {
+      val = (val << 8) + c;
+      bits += 8;
+      while (bits >= 0) {
+        out.push_back(kB64[(val >> bits) & 0x3F]);
+        bits -= 6;
+      }
+    }
+    if (bits > -6) out.push_back(kB64[((val << 8) >> (bits + 8)) & 0x3F]);
+    while (out.size() % 4) out.push_back('=');
+    return "Basic " + out;
+  }
+
+  std::int64_t retry_after(const Reply& r, std::int64_t fallback) const {
+    auto v = parse_retry_after_ms(r.http.header("retry-after"), ctx.clock().now_ms(), opt.max_retry_after_ms);
+    return v ? *v : fallback;
+  }
+
+  // ---------------------------------------------------------------- call with policy
+  // Retries: GET/HEAD on 5xx and on connection errors; any method on 429 (not processed),
+  // on known "not ready" answers, and on connection errors before the request was written.
+  // One re-login on 401 with a session. 202 + Location is followed to the end.
+  Result<Reply> call(const std::string& method, const std::string& path, const std::optional<json>& body = std::nullopt,
+                     CallOptions co = {}) {
+    if (co.with_auth && !authing) {
+      auto a = ensure_auth();
+      if (!a) return a.error();
+    }
+    int transient = 0, limited = 0, not_ready = 0;
+    bool relogged = false;
+    std::string last_cause;  // shown when the breaker opens in the middle of our retries
+    for (;;) {
+      auto r = exchange(method, path, body, co);
+      if (!r) {
+        FailureCode code = failure_code(r.error());
+        if (code == FailureCode::circuit_open && !last_cause.empty()) {
+          Error e = r.error();
+          e.message += " (last answer: " + last_cause + ")";
+          return e;
+        }
+        last_cause = r.error().message.substr(r.error().message.rfind(": ") + 2);
+        bool may_retry = code == FailureCode::transport && (is_idempotent(method) || !sent_of(r.error()));
+        if (may_retry && ++transient < opt.get_attempts) {
+          ctx.sleeper().sleep_ms(backoff_delay_ms(transient - 1, opt.retry_base_ms, opt.retry_cap_ms));
+          continue;
+        }
+        return r.error();
+      }
+      Reply& rep = *r;
+      last_cause = std::to_string(rep.status);
+      if (rep.status == 401 && co.with_auth && !relogged && !token.empty()) {
+        // Session expired or was dropped by the BMC: log in again once and replay.
+        log(1, "session rejected; logging in again", {{"path", path}});
+        relogged = true;
+        token.clear();
+        session_uri.clear();
+        login_tried = false;
+        auto a = ensure_auth();
+        if (!a) return a.error();
+        continue;
+      }
+      if (rep.status == 401 || rep.status == 403) {
+        return answer_error(method, path, rep, FailureCode::auth_failed);
+      }
+      if (rep.status == 429 && ++limited < opt.rate_limit_attempts) {
+        ctx.sleeper().sleep_ms(retry_after(rep, backoff_delay_ms(limited - 1, opt.retry_base_ms, opt.retry_cap_ms)));
+        continue;
+      }
+      if (is_not_ready_answer(rep.status, rep.http.body) && ++not_ready < opt.not_ready_attempts) {
+        log(1, "BMC not ready; retrying", {{"path", path}, {"status", std::to_string(rep.status)}});
+        ctx.sleeper().sleep_ms(retry_after(rep, opt.not_ready_delay_ms));
+        continue;
+      }
+      if (rep.status >= 500 && is_idempotent(method) && ++transient < opt.get_attempts) {
+        ctx.sleeper().sleep_ms(retry_after(rep, backoff_delay_ms(transient - 1, opt.retry_base_ms, opt.retry_cap_ms)));
+        continue;
+      }
+      if (rep.status == 202 && co.follow_task) return follow_task(method, path, std::move(rep));
+      return std::move(rep);
+    }
+  }
+
+  Result<Reply> follow_task(const std::string& method, const std::string& path, Reply accepted) {
+    std::string monitor = path_of(accepted.http.header("location"));
+    if (monitor.empty() && accepted.body.is_object()) monitor = path_of(accepted.body.value("@odata.id", ""));
+    if (monitor.empty()) return accepted;  // accepted, nothing to watch
+    std::int64_t deadline = ctx.clock().now_ms() + opt.task_timeout_ms;
+    std::int64_t delay = retry_after(accepted, opt.task_poll_ms);
+    for (;;) {
+      if (ctx.clock().now_ms() >= deadline)
+        return fail(FailureCode::timeout, where(method, path) + ": task " + monitor + " did not finish in time");
+      ctx.sleeper().sleep_ms(delay);
+      auto p = call("GET", monitor, std::nullopt, CallOptions{{}, false, true});
+      if (!p) return p.error();
+      if (p->status == 202) {
+        delay = retry_after(*p, opt.task_poll_ms);
+        continue;
+      }
+      if (!p->ok()) {
+        Error e = answer_error("GET", monitor, *p);
+        e.message = where(method, path) + ": task monitor failed: " + e.message;
+        return e;
+      }
+      if (p->body.is_object() && p->body.contains("TaskState")) {
+        std::string state = p->body.value("TaskState", "");
+        if (state == "Completed") {
+          if (p->body.value("TaskStatus", "OK") == "Critical")
+            return fail(FailureCode::bmc_error, where(method, path) + ": task failed: " + bmc_message(p->http.body));
+          return p;
+        }
+        if (state == "Exception" || state == "Killed" || state == "Cancelled")
+          return fail(FailureCode::bmc_error,
+                      where(method, path) + ": task ended " + state + ": " + bmc_message(p->http.body));
+        delay = retry_after(*p, opt.task_poll_ms);
+        continue;
+      }
+      return p;  // the monitor now answers with the operation's result
+    }
+  }
+
+  // ---------------------------------------------------------------- session
+  // Set while the root or a session is being fetched, so call() does not recurse into auth.
+  bool authing = false;
+
+  Status load_root() {
+    if (root_loaded) return Ok{};
+    authing = true;
+    struct Reset {
+      bool& b;
+      ~Reset() { b = false; }
+    } reset{authing};
+    // The service root is readable without credentials by spec; some BMCs want them anyway.
+    auto r = call("GET", "/redfish/v1/", std::nullopt, CallOptions{{}, true, false});
+    if (!r) return r.error();
+    if (r->status == 401 || r->status == 403) {
+      basic = true;
+      r = call("GET", "/redfish/v1/", std::nullopt, CallOptions{{}, true, true});
+      if (!r) return r.error();
+    }
+    if (!r->ok() || !r->body.is_object()) return answer_error("GET", "/redfish/v1/", *r);
+    root = r->body;
+    root_loaded = true;
+    return Ok{};
+  }
+
+  Status ensure_auth() {
+    if (auto s = load_root(); !s) return s;
+    if (!token.empty() || basic || login_tried) return Ok{};
+    login_tried = true;
+    std::string sessions = odata_link(root.value("Links", json::object()), "Sessions");
+    if (sessions.empty()) {
+      std::string svc = odata_link(root, "SessionService");
+      sessions = svc.empty() ? "/redfish/v1/SessionService/Sessions" : svc + "/Sessions";
+    }
+    json creds = {{"UserName", ep.username}, {"Password", ep.password}};
+    auto r = call("POST", sessions, creds, CallOptions{{}, false, false});
+    if (r && r->ok() && !r->http.header("x-auth-token").empty()) {
+      token = r->http.header("x-auth-token");
+      session_uri = path_of(r->http.header("location"));
+      if (session_uri.empty() && r->body.is_object()) session_uri = path_of(r->body.value("@odata.id", ""));
+      return Ok{};
+    }
+    if (!r && failure_code(r.error()) == FailureCode::circuit_open) return r.error();
+    // Sessions unsupported or broken on this BMC: basic auth still works on all we know.
+    log(2, "session login failed; using basic auth",
+        {{"status", r ? std::to_string(r->status) : std::string("no answer")}});
+    basic = true;
+    return Ok{};
+  }
+
+  void logout() {
+    if (token.empty() || session_uri.empty()) {
+      token.clear();
+      return;
+    }
+    auto r = exchange("DELETE", session_uri, std::nullopt, CallOptions{});
+    if (!r || !r->ok()) log(2, "session delete failed", {{"path", session_uri}});
+    token.clear();
+    session_uri.clear();
+    login_tried = false;
+  }
+
+  // ---------------------------------------------------------------- discovery
+  Result<json> get_json(const std::string& path, std::string* etag = nullptr) {
+    auto r = call("GET", path);
+    if (!r) return r.error();
+    if (r->status == 404) return answer_error("GET", path, *r, FailureCode::not_found);
+    if (!r->ok() || !r->body.is_object()) return answer_error("GET", path, *r);
+    if (etag) {
+      *etag = r->http.header("etag");
+      if (etag->empty()) *etag = r->body.value("@odata.etag", "");
+    }
+    return std::move(r->body);
+  }
+
+  Result<std::vector<VirtualMediaSlot>> read_slots(const std::string& collection, bool under_manager) {
+    std::vector<VirtualMediaSlot> out;
+    auto c = get_json(collection);
+    if (!c) return c.error();
+    for (const auto& m : collection_members(*c)) {
+      std::string etag;
+      auto s = get_json(m, &etag);
+      if (!s) return s.error();
+      out.push_back(parse_slot(m, *s, etag, under_manager));
+    }
+    return out;
+  }
+
+  Result<VirtualMediaSlot> read_slot(const VirtualMediaSlot& slot) {
+    std::string etag;
+    auto s = get_json(slot.uri, &etag);
+    if (!s) return s.error();
+    return parse_slot(slot.uri, *s, etag, slot.under_manager);
+  }
+
+  Status refresh_slots(BmcFacts& f, const json& system) {
+    f.slots.clear();
+    std::string vm = odata_link(system, "VirtualMedia");
+    if (!vm.empty()) {
+      auto s = read_slots(vm, false);
+      if (!s) return s.error();
+      f.slots = std::move(*s);
+    }
+    for (const auto& m : f.manager_uris) {
+      auto mj = get_json(m);
+      if (!mj) return mj.error();
+      std::string mvm = odata_link(*mj, "VirtualMedia");
+      if (mvm.empty()) continue;
+      auto s = read_slots(mvm, true);
+      if (!s) return s.error();
+      for (auto& slot : *s)
+        if (std::none_of(f.slots.begin(), f.slots.end(), [&](const auto& x) { return x.uri == slot.uri; }))
+          f.slots.push_back(std::move(slot));
+    }
+    return Ok{};
+  }
+
+  Result<std::string> find_system() {
+    std::string systems = odata_link(root, "Systems");
+    if (systems.empty()) return fail(FailureCode::not_found, where("GET", "/redfish/v1/") + ": no Systems collection");
+    auto c = get_json(systems);
+    if (!c) return c.error();
+    auto members = collection_members(*c);
+    if (members.empty()) return fail(FailureCode::not_found, where("GET", systems) + ": no System");
+    if (!ep.system_id.empty()) {
+      for (const auto& m : members)
+        if (m.substr(m.find_last_of('/') + 1) == ep.system_id) return m;
+    }
+    if (!ep.serial.empty() || !ep.system_id.empty()) {
+      for (const auto& m : members) {
+        auto s = get_json(m);
+        if (!s) return s.error();
+        if ((!ep.serial.empty() && s->value("SerialNumber", "") == ep.serial) ||
+            (!ep.system_id.empty() && s->value("Id", "") == ep.system_id))
+          return m;
+      }
+      return fail(FailureCode::not_found, where("GET", systems) + ": no System with id '" + ep.system_id +
+                                              "' / serial '" + ep.serial + "'");
+    }
+    if (members.size() > 1)
+      return fail(FailureCode::invalid_input,
+                  where("GET", systems) + ": several Systems; give the server a system id or serial");
+    return members.front();
+  }
+
+  Result<BmcFacts> discover_locked(bool force = false) {
+    if (facts && !force) return *facts;
+    if (auto s = ensure_auth(); !s) return s.error();
+    BmcFacts f;
+    auto sys_uri = find_system();
+    if (!sys_uri) return sys_uri.error();
+    f.system_uri = *sys_uri;
+    auto sys = get_json(f.system_uri);
+    if (!sys) return sys.error();
+    f.system_id = sys->value("Id", "");
+    f.serial = sys->value("SerialNumber", "");
+    f.manufacturer = sys->value("Manufacturer", "");
+    f.model = sys->value("Model", "");
+    f.power_state = sys->value("PowerState", "");
+    f.reset_types = allowable_reset_types(*sys);
+    json boot = sys->value("Boot", json::object());
+    f.boot_targets = string_array(boot, "BootSourceOverrideTarget@Redfish.AllowableValues");
+    f.boot_mode = boot.value("BootSourceOverrideMode", "");
+    f.vendor = root.value("Vendor", "");
+    // The Manager: Links.ManagedBy, fallback Links.Managers (older firmware).
+    json links = sys->value("Links", json::object());
+    for (const char* key : {"ManagedBy", "Managers"}) {
+      if (!f.manager_uris.empty()) break;
+      if (links.contains(key) && links[key].is_array())
+        for (const auto& m : links[key])
+          if (m.is_object() && m.contains("@odata.id")) f.manager_uris.push_back(path_of(m["@odata.id"].get<std::string>()));
+    }
+    if (f.manager_uris.empty()) {
+      // No link at all: a single Manager in the collection is ours.
+      std::string mc = odata_link(root, "Managers");
+      if (!mc.empty()) {
+        auto c = get_json(mc);
+        if (c && collection_members(*c).size() == 1) f.manager_uris = collection_members(*c);
+      }
+    }
+    BmcIdentity id{f.vendor, root.value("Product", ""), f.manufacturer, f.model, "", ""};
+    if (!f.manager_uris.empty()) {
+      auto m = get_json(f.manager_uris.front());
+      if (m) {
+        f.firmware = m->value("FirmwareVersion", "");
+        id.manager_model = m->value("Model", "");
+        id.firmware = f.firmware;
+      }
+    }
+    if (ep.profile.empty() || ep.profile == "auto") {
+      profile = select_profile(id);
+    } else {
+      auto p = profile_by_name(ep.profile);
+      if (!p) return fail(FailureCode::invalid_input, "BMC " + ep.address + ": unknown vendor profile '" + ep.profile + "'");
+      profile = *p;
+    }
+    f.profile = profile.name;
+    f.max_media = profile.max_media;
+    if (auto s = refresh_slots(f, *sys); !s) return s.error();
+    log(1, "BMC discovered", {{"system", f.system_uri}, {"profile", f.profile}, {"slots", std::to_string(f.slots.size())}});
+    facts = f;
+    return f;
+  }
+
+  Status refresh_slots_locked() {
+    auto sys = get_json(facts->system_uri);
+    if (!sys) return sys.error();
+    return refresh_slots(*facts, *sys);
+  }
+
+  // ---------------------------------------------------------------- PATCH with ETags
+  // If-Match with the ETag we read; on 412 the weak ETag made strong, then none at all
+  // (BMCs that emit weak ETags but compare strongly, or that change ETags on every read).
+  // 428 (If-Match required) gets a fresh ETag once.
+  Result<Reply> patch(const std::string& path, const json& body, std::string etag) {
+    auto r = call("PATCH", path, body, CallOptions{etag});
+    if (!r) return r;
+    if (r->status == 412 && !etag.empty()) {
+      if (is_weak_etag(etag)) {
+        log(1, "412 with weak ETag; retrying with it strong", {{"path", path}});
+        r = call("PATCH", path, body, CallOptions{strong_etag(etag)});
+        if (!r || r->status != 412) return r;
+      }
+      log(1, "412 on ETag; retrying without If-Match", {{"path", path}});
+      r = call("PATCH", path, body, CallOptions{});
+    } else if (r->status == 428) {
+      std::string fresh;
+      auto g = get_json(path, &fresh);
+      if (!g) return g.error();
+      if (!fresh.empty()) r = call("PATCH", path, body, CallOptions{fresh});
+    }
+    return r;
+  }
+
+  // ---------------------------------------------------------------- virtual media
+  Status eject(const VirtualMediaSlot& slot) {
+    Result<Reply> r = fail(FailureCode::bmc_error, "unreachable");
+    std::string path;
+    if (!slot.eject_target.empty()) {
+      path = slot.eject_target;
+      bool with_object = profile.eject_with_empty_object;
+      for (int attempt = 0;; ++attempt) {
+        r = call("POST", path, with_object ? std::optional<json>(json::object()) : std::nullopt);
+        if (r && (r->status == 400 || r->status == 415) && !with_object) {
+          with_object = true;  // "no body" rejected: some BMCs want {}
+          continue;
+        }
+        if (r && r->status >= 500 && attempt + 1 < profile.insert_retries_on_5xx) {
+          ctx.sleeper().sleep_ms(opt.insert_retry_delay_ms);
+          continue;
+        }
+        break;
+      }
+    } else {
+      path = slot.uri;
+      r = patch(slot.uri, json{{"Image", nullptr}, {"Inserted", false}}, slot.etag);
+    }
+    if (r && r->ok()) return Ok{};
+    // Ejecting an empty slot fails on some BMCs: what matters is that nothing is inserted.
+    auto now = read_slot(slot);
+    if (now && !now->holds_media()) {
+      log(1, "eject failed but slot is empty; treating as ejected", {{"slot", slot.uri}});
+      return Ok{};
+    }
+    if (!r) return r.error();
+    return answer_error(slot.eject_target.empty() ? "PATCH" : "POST", path, *r);
+  }
+
+  // Inserts `url` into `slot`. Returns the BMC's answer error (4xx) unchanged so the caller
+  // can tell a refused second medium from other failures.
+  Status insert(const VirtualMediaSlot& slot, const std::string& url) {
+    bool action = !slot.insert_target.empty();
+    json body = {{"Image", url}};
+    if (action) {
+      if (profile.insert_sends_inserted_fields) {
+        body["Inserted"] = true;
+        body["WriteProtected"] = true;
+      }
+    } else {
+      if (profile.patch_sends_inserted) body["Inserted"] = true;
+      body["WriteProtected"] = true;
+    }
+    if (profile.insert_sends_transfer_protocol) body["TransferProtocolType"] = url_scheme_upper(url);
+    bool tried_protocol = body.contains("TransferProtocolType"), tried_method = false;
+    int server_errors = 0;
+    std::string etag = slot.etag;
+    for (;;) {
+      Result<Reply> r = action ? call("POST", slot.insert_target, body) : patch(slot.uri, body, etag);
+      std::string path = action ? slot.insert_target : slot.uri;
+      const char* method = action ? "POST" : "PATCH";
+      if (!r) {
+        // The connection broke after sending: the BMC may have done it. Look, don't guess.
+        // An empty slot afterwards means it did not happen: inserting again is safe.
+        if (failure_code(r.error()) == FailureCode::transport) {
+          auto now = read_slot(slot);
+          if (now && now->holds(url)) return Ok{};
+          if (now && !now->holds_media() && ++server_errors < profile.insert_retries_on_5xx) {
+            ctx.sleeper().sleep_ms(opt.insert_retry_delay_ms);
+            continue;
+          }
+        }
+        return r.error();
+      }
+      if (r->ok()) return Ok{};
+      const std::string& text = r->http.body;
+      if (r->status >= 400 && r->status < 500 && !tried_protocol && mentions(text, "TransferProtocolType")) {
+        tried_protocol = true;
+        body["TransferProtocolType"] = url_scheme_upper(url);
+        continue;
+      }
+      if (r->status >= 400 && r->status < 500 && !tried_method && mentions(text, "TransferMethod")) {
+        tried_method = true;
+        body["TransferMethod"] = "Stream";
+        continue;
+      }
+      if (r->status >= 500 && ++server_errors < profile.insert_retries_on_5xx) {
+        // Dell may still be ejecting the previous image.
+        ctx.sleeper().sleep_ms(opt.insert_retry_delay_ms);
+        continue;
+      }
+      if (action && (r->status == 405 || r->status == 404 || r->status == 501)) {
+        // The action is advertised but not implemented: the PATCH fallback.
+        log(1, "InsertMedia not usable; falling back to PATCH", {{"slot", slot.uri}});
+        action = false;
+        body.erase("Inserted");
+        if (profile.patch_sends_inserted) body["Inserted"] = true;
+        body["WriteProtected"] = true;
+        continue;
+      }
+      return answer_error(method, path, *r);
+    }
+  }
+
+  Result<std::vector<InsertResult>> insert_media(const std::vector<MediaRequest>& media) {
+    op = "insert_media";
+    auto f = discover_locked();
+    if (!f) return f.error();
+    if (auto s = refresh_slots_locked(); !s) return s.error();
+    auto& slots = facts->slots;
+    if (profile.max_media > 0 && static_cast<int>(media.size()) > profile.max_media)
+      return fail(FailureCode::second_medium_refused,
+                  "BMC " + ep.address + ": profile " + profile.name + " holds only " +
+                      std::to_string(profile.max_media) + " virtual medium");
+    std::vector<InsertResult> out(media.size());
+    std::vector<int> slot_of(media.size(), -1);
+    std::vector<bool> taken(slots.size(), false);
+    // 1. Already there (a repeated step after a crash): nothing to do.
+    for (std::size_t i = 0; i < media.size(); ++i)
+      for (std::size_t s = 0; s < slots.size(); ++s)
+        if (!taken[s] && slots[s].accepts(media[i].kind) && slots[s].holds(media[i].url)) {
+          taken[s] = true;
+          slot_of[i] = static_cast<int>(s);
+          out[i] = {media[i].url, slots[s].uri, true};
+          break;
+        }
+    // 2. Stale media from earlier jobs: eject, or the BMC refuses ours / boots theirs.
+    for (std::size_t s = 0; s < slots.size(); ++s) {
+      if (taken[s] || !slots[s].holds_media()) continue;
+      log(1, "ejecting stale medium", {{"slot", slots[s].uri}, {"image", redact_url(slots[s].image)}});
+      if (auto e = eject(slots[s]); !e) return e.error();
+      slots[s].inserted = 0;
+      slots[s].image.clear();
+    }
+    // 3. Insert the rest into free slots of their kind; slots with the action first.
+    int held = static_cast<int>(std::count(taken.begin(), taken.end(), true));
+    for (std::size_t i = 0; i < media.size(); ++i) {
+      if (slot_of[i] >= 0) continue;
+      std::vector<std::size_t> candidates;
+      for (int pass = 0; pass < 2; ++pass)
+        for (std::size_t s = 0; s < slots.size(); ++s)
+          if (!taken[s] && slots[s].accepts(media[i].kind) && (slots[s].insert_target.empty() == (pass == 1)))
+            candidates.push_back(s);
+      const char* kind = media[i].kind == MediaKind::cd ? "CD" : "USB/removable";
+      if (candidates.empty()) {
+        if (held > 0)
+          return fail(FailureCode::second_medium_refused,
+                      "BMC " + ep.address + ": no free " + kind + " virtual media slot for a second medium");
+        return fail(FailureCode::not_found, "BMC " + ep.address + ": no " + std::string(kind) + " virtual media slot");
+      }
+      Error last = fail(FailureCode::bmc_error, "no slot accepted the medium");
+      bool done = false;
+      for (std::size_t s : candidates) {
+        const VirtualMediaSlot& slot = slots[s];
+        if (slot.shows_anything() || profile.eject_before_insert_always) {
+          if (auto e = eject(slot); !e) return e.error();
+        }
+        auto ins = insert(slot, media[i].url);
+        if (ins) {
+          taken[s] = true;
+          slot_of[i] = static_cast<int>(s);
+          out[i] = {media[i].url, slot.uri, false};
+          ++held;
+          done = true;
+          break;
+        }
+        last = ins.error();
+        // Only BMC refusals (4xx) move us to the next slot; transport trouble stops here.
+        if (failure_code(last) != FailureCode::bmc_error) return last;
+        log(2, "slot refused the medium", {{"slot", slot.uri}, {"error", last.message}});
+      }
+      if (!done) {
+        if (held > 0)
+          return fail(FailureCode::second_medium_refused,
+                      "BMC " + ep.address + " refused a second virtual medium: " + last.message);
+        return last;
+      }
+    }
+    // 4. Read back: a 204 is not proof.
+    for (std::size_t i = 0; i < media.size(); ++i) {
+      if (out[i].already_present) continue;
+      auto now = read_slot(slots[slot_of[i]]);
+      if (!now) return now.error();
+      if (!now->holds(media[i].url))
+        return fail(FailureCode::bmc_error, "BMC " + ep.address + ": " + op + ": slot " + now->uri +
+                                                " does not show the medium after insert");
+      slots[slot_of[i]] = *now;
+    }
+    return out;
+  }
+
+  // ---------------------------------------------------------------- boot override
+  struct BootView {
+    std::string patch_uri;  // the System or its @Redfish.Settings object
+    std::string etag;
+    json boot;
+  };
+
+  Result<BootView> read_boot() {
+    BootView v;
+    auto sys = get_json(facts->system_uri, &v.etag);
+    if (!sys) return sys.error();
+    v.patch_uri = facts->system_uri;
+    v.boot = sys->value("Boot", json::object());
+    // Pending-settings BMCs: PATCH (and read back) the settings object instead.
+    if (sys->contains("@Redfish.Settings") && (*sys)["@Redfish.Settings"].is_object()) {
+      std::string settings = odata_link((*sys)["@Redfish.Settings"], "SettingsObject");
+      if (!settings.empty() && settings != facts->system_uri) {
+        auto sj = get_json(settings, &v.etag);
+        if (!sj) return sj.error();
+        v.patch_uri = settings;
+        json pending = sj->value("Boot", json::object());
+        for (auto it = pending.begin(); it != pending.end(); ++it) v.boot[it.key()] = it.value();
+      }
+    }
+    return v;
+  }
+
+  Result<BootResult> set_boot(const std::vector<std::string>& wanted_targets, std::string enabled, BootMode mode) {
+    auto v = read_boot();
+    if (!v) return v.error();
+    auto allowed = string_array(v->boot, "BootSourceOverrideTarget@Redfish.AllowableValues");
+    std::string target = wanted_targets.back();
+    for (const auto& t : wanted_targets)
+      if (allowed.empty() ? t == wanted_targets.back() : contains(allowed, t)) {
+        target = t;
+        break;
+      }
+    if (!allowed.empty() && !contains(allowed, target))
+      return fail(FailureCode::not_found, "BMC " + ep.address + ": " + op + ": boot target " + target +
+                                              " not in BootSourceOverrideTarget allowable values");
+    std::string want_mode = mode == BootMode::uefi ? "UEFI" : mode == BootMode::legacy ? "Legacy" : "";
+    BootResult res{target, enabled, "", 0};
+    bool tried_continuous = enabled != "Once";
+    for (int round = 0;; ++round) {
+      std::string cur_target = v->boot.value("BootSourceOverrideTarget", "");
+      std::string cur_enabled = v->boot.value("BootSourceOverrideEnabled", "");
+      std::string cur_mode = v->boot.value("BootSourceOverrideMode", "");
+      res.mode = cur_mode;
+      json b = json::object();
+      if (cur_target != target) b["BootSourceOverrideTarget"] = target;
+      if (cur_enabled != enabled || profile.always_send_enabled) b["BootSourceOverrideEnabled"] = enabled;
+      bool mode_wrong = !want_mode.empty() && cur_mode != want_mode;
+      if (mode_wrong) b["BootSourceOverrideMode"] = want_mode;
+      bool needed = b.contains("BootSourceOverrideTarget") || cur_enabled != enabled || mode_wrong;
+      if (!needed) {
+        res.enabled = enabled;
+        return res;
+      }
+      if (round > 0 && round >= opt.boot_reapply_attempts) {
+        // The BMC keeps changing something back. Once ignored -> try Continuous first.
+        return fail(FailureCode::bmc_error, "BMC " + ep.address + ": " + op + ": boot override did not stick (target " +
+                                                cur_target + ", enabled " + cur_enabled + ", mode " + cur_mode + ")");
+      }
+      if (round > 0 && cur_target == target && cur_enabled != enabled && enabled == "Once" && !tried_continuous) {
+        // Read back shows Once was dropped: this BMC ignores Once. Continuous gets us the
+        // boot; cleanup restores boot to disk.
+        log(2, "BMC ignored Once; using Continuous", {{"enabled", cur_enabled}});
+        tried_continuous = true;
+        enabled = "Continuous";
+        res.enabled = enabled;
+        b = {{"BootSourceOverrideEnabled", enabled}};
+        b["BootSourceOverrideTarget"] = target;
+      } else if (round > 0 && cur_target == target && mode_wrong) {
+        // Some BMCs reset the mode to Legacy when the device changes: re-apply the mode alone.
+        log(1, "BMC changed the boot mode; re-applying", {{"mode", cur_mode}});
+        b = {{"BootSourceOverrideMode", want_mode}};
+        if (profile.always_send_enabled) b["BootSourceOverrideEnabled"] = enabled;
+      }
+      auto r = patch(v->patch_uri, json{{"Boot", b}}, v->etag);
+      if (!r) return r.error();
+      if (!r->ok()) return answer_error("PATCH", v->patch_uri, *r);
+      ++res.patches;
+      v = read_boot();
+      if (!v) return v.error();
+    }
+  }
+
+  // ---------------------------------------------------------------- power
+  Result<std::string> read_power() {
+    auto sys = get_json(facts->system_uri);
+    if (!sys) return sys.error();
+    facts->power_state = sys->value("PowerState", "");
+    return facts->power_state;
+  }
+
+  Status wait_power(const std::string& want, std::int64_t timeout_ms) {
+    std::int64_t deadline = ctx.clock().now_ms() + timeout_ms;
+    for (;;) {
+      auto p = read_power();
+      if (!p) return p.error();
+      if (*p == want) return Ok{};
+      if (ctx.clock().now_ms() >= deadline)
+        return fail(FailureCode::timeout,
+                    "BMC " + ep.address + ": " + op + ": PowerState still " + *p + ", expected " + want);
+      ctx.sleeper().sleep_ms(opt.power_poll_ms);
+    }
+  }
+
+  // Never retried after it may have reached the BMC: a second reset is worse than an error.
+  Status post_reset(const std::string& type) {
+    auto sys = get_json(facts->system_uri);
+    if (!sys) return sys.error();
+    std::string target;
+    if (sys->contains("Actions") && (*sys)["Actions"].contains("#ComputerSystem.Reset"))
+      target = path_of((*sys)["Actions"]["#ComputerSystem.Reset"].value("target", ""));
+    if (target.empty())
+      return fail(FailureCode::not_found, "BMC " + ep.address + ": " + op + ": System has no Reset action");
+    auto r = call("POST", target, json{{"ResetType", type}});
+    if (!r) return r.error();
+    if (!r->ok()) return answer_error("POST", target + " (" + type + ")", *r);
+    log(1, "reset issued", {{"reset_type", type}});
+    return Ok{};
+  }
+
+  Result<ResetResult> power_cycle() {
+    op = "power_cycle";
+    auto f = discover_locked();
+    if (!f) return f.error();
+    auto sys = get_json(facts->system_uri);
+    if (!sys) return sys.error();
+    auto allowed = allowable_reset_types(*sys);
+    if (allowed.empty()) allowed = {"On", "ForceOff", "ForceRestart", "GracefulRestart", "GracefulShutdown"};
+    auto can = [&](const char* t) { return contains(allowed, t); };
+    std::string state = sys->value("PowerState", "");
+    ResetResult res;
+    auto issue = [&](const std::string& t) -> Status {
+      auto s = post_reset(t);
+      if (s) res.issued.push_back(t);
+      return s;
+    };
+    auto off_then_on = [&](bool graceful) -> Status {
+      if (graceful) {
+        if (auto s = issue("GracefulShutdown"); !s) return s;
+        if (wait_power("Off", opt.graceful_timeout_ms)) return Ok{};
+        log(2, "graceful shutdown timed out; forcing off");
+      }
+      if (auto s = issue("ForceOff"); !s) return s;
+      return wait_power("Off", opt.power_timeout_ms);
+    };
+    if (state == "Off" || state == "PoweringOff") {
+      if (state == "PoweringOff")
+        if (auto s = wait_power("Off", opt.power_timeout_ms); !s) return s.error();
+      if (auto s = issue(can("On") ? "On" : "PushPowerButton"); !s) return s.error();
+    } else if (profile.prefer_graceful_restart && can("GracefulShutdown") && can("On")) {
+      if (auto s = off_then_on(true); !s) return s.error();
+      if (auto s = issue("On"); !s) return s.error();
+    } else if (can("ForceRestart")) {
+      if (auto s = issue("ForceRestart"); !s) return s.error();
+    } else if (can("PowerCycle")) {
+      if (auto s = issue("PowerCycle"); !s) return s.error();
+    } else if (can("ForceOff") && can("On")) {
+      if (auto s = off_then_on(false); !s) return s.error();
+      if (auto s = issue("On"); !s) return s.error();
+    } else if (can("GracefulRestart")) {
+      if (auto s = issue("GracefulRestart"); !s) return s.error();
+    } else {
+      return fail(FailureCode::not_found, "BMC " + ep.address + ": " + op + ": no usable ResetType in allowable values");
+    }
+    if (auto s = wait_power("On", opt.power_timeout_ms); !s) return s.error();
+    res.power_state = facts->power_state;
+    return res;
+  }
+
+  // ---------------------------------------------------------------- cleanup
+  Status cleanup(const std::vector<std::string>& urls, const CleanupOptions& o) {
+    op = "cleanup";
+    auto f = discover_locked();
+    if (!f) return f.error();
+    if (auto s = refresh_slots_locked(); !s) return s.error();
+    std::vector<std::string> problems;
+    for (const auto& slot : facts->slots) {
+      bool ours = std::any_of(urls.begin(), urls.end(), [&](const std::string& u) { return slot.holds(u); });
+      if (!ours) continue;
+      if (auto e = eject(slot); !e) problems.push_back(e.error().message);
+    }
+    if (o.boot != CleanupOptions::BootRestore::none) {
+      auto v = read_boot();
+      if (!v) {
+        problems.push_back(v.error().message);
+      } else {
+        auto allowed = string_array(v->boot, "BootSourceOverrideTarget@Redfish.AllowableValues");
+        std::string cur_target = v->boot.value("BootSourceOverrideTarget", "");
+        std::string cur_enabled = v->boot.value("BootSourceOverrideEnabled", "");
+        bool hdd = o.boot == CleanupOptions::BootRestore::hdd_once && (allowed.empty() || contains(allowed, "Hdd"));
+        json b;
+        if (hdd && !(cur_target == "Hdd" && cur_enabled == "Once"))
+          b = {{"BootSourceOverrideTarget", "Hdd"}, {"BootSourceOverrideEnabled", "Once"}};
+        else if (!hdd && cur_enabled != "Disabled" && !cur_enabled.empty())
+          b = {{"BootSourceOverrideEnabled", "Disabled"}};
+        if (!b.is_null()) {
+          auto r = patch(v->patch_uri, json{{"Boot", b}}, v->etag);
+          if (!r) problems.push_back(r.error().message);
+          else if (!r->ok()) problems.push_back(answer_error("PATCH", v->patch_uri, *r).message);
+        }
+      }
+    }
+    if (o.reset && problems.empty()) {
+      auto r = power_cycle();
+      op = "cleanup";
+      if (!r) problems.push_back(r.error().message);
+    }
+    if (problems.empty()) return Ok{};
+    std::string msg;
+    for (const auto& p : problems) msg += (msg.empty() ? "" : " | ") + p;
+    return fail(FailureCode::bmc_error, msg);
+  }
+};
+
+BmcClient::BmcClient(RedfishContext& context, BmcEndpoint endpoint)
+    : impl_(std::make_unique<Impl>(context, std::move(endpoint))) {}
+
+BmcClient::~BmcClient() { logout(); }
+
+Result<BmcFacts> BmcClient::discover() {
+  std::lock_guard lock(impl_->bmc.operation);
+  impl_->op = "discover";
+  return impl_->discover_locked(true);
+}
+
+Result<std::vector<InsertResult>> BmcClient::insert_media(const std::vector<MediaRequest>& media) {
+  std::lock_guard lock(impl_->bmc.operation);
+  return impl_->insert_media(media);
+}
+
+Result<BootResult> BmcClient::set_boot_once_cd(BootMode mode) {
+  std::lock_guard lock(impl_->bmc.operation);
+  impl_->op = "set_boot";
+  auto f = impl_->discover_locked();
+  if (!f) return f.error();
+  return impl_->set_boot(impl_->profile.cd_boot_targets, impl_->profile.once_unreliable ? "Continuous" : "Once", mode);
+}
+
+Result<ResetResult> BmcClient::power_cycle_into_boot() {
+  std::lock_guard lock(impl_->bmc.operation);
+  return impl_->power_cycle();
+}
+
+Status BmcClient::cleanup(const std::vector<std::string>& inserted_urls, CleanupOptions options) {
+  std::lock_guard lock(impl_->bmc.operation);
+  return impl_->cleanup(inserted_urls, options);
+}
+
+Result<std::string> BmcClient::power_state() {
+  std::lock_guard lock(impl_->bmc.operation);
+  impl_->op = "power_state";
+  auto f = impl_->discover_locked();
+  if (!f) return f.error();
+  return impl_->read_power();
+}
+
+void BmcClient::logout() {
+  if (!impl_) return;
+  std::lock_guard lock(impl_->bmc.operation);
+  impl_->logout();
+}
+
+}  // namespace provisioner::redfish
