@@ -83,8 +83,8 @@ RedfishContext::RedfishContext(const Clock& clock, Sleeper& sleeper, RedfishOpti
       registry_(clock, options.breaker_threshold, options.breaker_open_ms) {}
 
 struct BmcClient::Impl {
-  Impl(RedfishContext& c, BmcEndpoint e)
-      : ctx(c), opt(c.options()), ep(std::move(e)), bmc(c.registry().get(ep.address)) {
+  Impl(RedfishContext& c, BmcEndpoint e, std::vector<std::pair<std::string, std::string>> lc)
+      : ctx(c), opt(c.options()), ep(std::move(e)), bmc(c.registry().get(ep.address)), log_context(std::move(lc)) {
     std::string err;
     if (!parse_endpoint(ep.address, net, err)) {
       endpoint_error = err;
@@ -98,6 +98,7 @@ struct BmcClient::Impl {
   const RedfishOptions& opt;
   BmcEndpoint ep;
   BmcRegistry::Entry& bmc;
+  std::vector<std::pair<std::string, std::string>> log_context;  // job_id, serial
   Endpoint net;
   std::string endpoint_error;
   std::unique_ptr<HttpTransport> transport;
@@ -117,8 +118,9 @@ struct BmcClient::Impl {
   void log(int level, std::string_view msg, LogFields fields = {}) const {
     const Logger* l = ctx.logger();
     if (!l) return;
+    fields.insert(fields.begin(), {"op", op});
     fields.insert(fields.begin(), {"bmc", ep.address});
-    fields.insert(fields.begin() + 1, {"op", op});
+    fields.insert(fields.begin(), log_context.begin(), log_context.end());
     if (level == 0) l->debug(msg, fields);
     else if (level == 1) l->info(msg, fields);
     else if (level == 2) l->warn(msg, fields);
@@ -173,6 +175,7 @@ struct BmcClient::Impl {
       Error e = fail(FailureCode::transport, where(method, path) + " failed: " + tr.failure.detail);
       // Remember whether the BMC may have seen the request (callers verify state then).
       e.fields.push_back({"/redfish/sent", tr.failure.sent ? "true" : "false"});
+      if (tr.failure.kind == TransportFailure::Kind::tls) e.fields.push_back({"/redfish/tls", "true"});
       return e;
     }
     if (tr.response.status >= 500) bmc.breaker.record_failure();
@@ -188,11 +191,12 @@ struct BmcClient::Impl {
     return r;
   }
 
-  static bool sent_of(const Error& e) {
+  static bool has_field(const Error& e, const char* path, const char* value) {
     for (const auto& f : e.fields)
-      if (f.path == "/redfish/sent") return f.message == "true";
+      if (f.path == path) return f.message == value;
     return false;
   }
+  static bool sent_of(const Error& e) { return has_field(e, "/redfish/sent", "true"); }
 
   std::string basic_auth() const {
     static const char* kB64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -239,7 +243,9 @@ struct BmcClient::Impl {
           return e;
         }
         last_cause = r.error().message.substr(r.error().message.rfind(": ") + 2);
-        bool may_retry = code == FailureCode::transport && (is_idempotent(method) || !sent_of(r.error()));
+        // A refused certificate stays refused: retrying only hammers the BMC.
+        bool may_retry = code == FailureCode::transport && !has_field(r.error(), "/redfish/tls", "true") &&
+                         (is_idempotent(method) || !sent_of(r.error()));
         if (may_retry && ++transient < opt.get_attempts) {
           ctx.sleeper().sleep_ms(backoff_delay_ms(transient - 1, opt.retry_base_ms, opt.retry_cap_ms));
           continue;
@@ -413,20 +419,24 @@ struct BmcClient::Impl {
     return parse_slot(slot.uri, *s, etag, slot.under_manager);
   }
 
-  Status refresh_slots(BmcFacts& f, const json& system) {
-    f.slots.clear();
+  // VirtualMedia collections found at discovery: (path, under a Manager). Re-reading only
+  // these keeps every later step to a few GETs (BMCs are slow; 100 ms a call is common).
+  std::vector<std::pair<std::string, bool>> vm_collections;
+
+  void find_vm_collections(const json& system, const std::vector<json>& managers) {
+    vm_collections.clear();
     std::string vm = odata_link(system, "VirtualMedia");
-    if (!vm.empty()) {
-      auto s = read_slots(vm, false);
-      if (!s) return s.error();
-      f.slots = std::move(*s);
+    if (!vm.empty()) vm_collections.emplace_back(vm, false);  // the System first
+    for (const auto& m : managers) {
+      std::string mvm = odata_link(m, "VirtualMedia");
+      if (!mvm.empty() && mvm != vm) vm_collections.emplace_back(mvm, true);
     }
-    for (const auto& m : f.manager_uris) {
-      auto mj = get_json(m);
-      if (!mj) return mj.error();
-      std::string mvm = odata_link(*mj, "VirtualMedia");
-      if (mvm.empty()) continue;
-      auto s = read_slots(mvm, true);
+  }
+
+  Status refresh_slots(BmcFacts& f) {
+    f.slots.clear();
+    for (const auto& [path, under_manager] : vm_collections) {
+      auto s = read_slots(path, under_manager);
       if (!s) return s.error();
       for (auto& slot : *s)
         if (std::none_of(f.slots.begin(), f.slots.end(), [&](const auto& x) { return x.uri == slot.uri; }))
@@ -499,13 +509,16 @@ struct BmcClient::Impl {
       }
     }
     BmcIdentity id{f.vendor, root.value("Product", ""), f.manufacturer, f.model, "", ""};
-    if (!f.manager_uris.empty()) {
-      auto m = get_json(f.manager_uris.front());
-      if (m) {
-        f.firmware = m->value("FirmwareVersion", "");
-        id.manager_model = m->value("Model", "");
-        id.firmware = f.firmware;
-      }
+    std::vector<json> managers;
+    for (const auto& uri : f.manager_uris) {
+      auto m = get_json(uri);
+      if (!m) return m.error();
+      managers.push_back(std::move(*m));
+    }
+    if (!managers.empty()) {
+      f.firmware = managers.front().value("FirmwareVersion", "");
+      id.manager_model = managers.front().value("Model", "");
+      id.firmware = f.firmware;
     }
     if (ep.profile.empty() || ep.profile == "auto") {
       profile = select_profile(id);
@@ -516,17 +529,14 @@ struct BmcClient::Impl {
     }
     f.profile = profile.name;
     f.max_media = profile.max_media;
-    if (auto s = refresh_slots(f, *sys); !s) return s.error();
+    find_vm_collections(*sys, managers);
+    if (auto s = refresh_slots(f); !s) return s.error();
     log(1, "BMC discovered", {{"system", f.system_uri}, {"profile", f.profile}, {"slots", std::to_string(f.slots.size())}});
     facts = f;
     return f;
   }
 
-  Status refresh_slots_locked() {
-    auto sys = get_json(facts->system_uri);
-    if (!sys) return sys.error();
-    return refresh_slots(*facts, *sys);
-  }
+  Status refresh_slots_locked() { return refresh_slots(*facts); }
 
   // ---------------------------------------------------------------- PATCH with ETags
   // If-Match with the ETag we read; on 412 the weak ETag made strong, then none at all
@@ -956,8 +966,9 @@ struct BmcClient::Impl {
   }
 };
 
-BmcClient::BmcClient(RedfishContext& context, BmcEndpoint endpoint)
-    : impl_(std::make_unique<Impl>(context, std::move(endpoint))) {}
+BmcClient::BmcClient(RedfishContext& context, BmcEndpoint endpoint,
+                     std::vector<std::pair<std::string, std::string>> log_context)
+    : impl_(std::make_unique<Impl>(context, std::move(endpoint), std::move(log_context))) {}
 
 BmcClient::~BmcClient() { logout(); }
 

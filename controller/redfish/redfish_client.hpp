@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/clock.hpp"
@@ -121,7 +122,7 @@ struct RedfishOptions {
   int boot_reapply_attempts = 3;
   int breaker_threshold = 8;
   std::int64_t breaker_open_ms = 60'000;
-  int max_concurrent_requests = 32;      // across all BMCs
+  int max_concurrent_requests = 64;      // requests in flight across all BMCs
 };
 
 // One per controller: the global concurrency limit, per-BMC locks and breakers, time.
@@ -148,7 +149,9 @@ class RedfishContext {
 // same BMC address are serialised across all clients of one context. Not copyable.
 class BmcClient {
  public:
-  BmcClient(RedfishContext& context, BmcEndpoint endpoint);
+  // `log_context` goes on every log line (job_id, serial): the logger redacts by name anyway.
+  BmcClient(RedfishContext& context, BmcEndpoint endpoint,
+            std::vector<std::pair<std::string, std::string>> log_context = {});
   ~BmcClient();  // deletes the session, if one was created
   BmcClient(const BmcClient&) = delete;
   BmcClient& operator=(const BmcClient&) = delete;

@@ -6,6 +6,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/ssl.h>
+
 #include <algorithm>
 #include <chrono>
 #include <stdexcept>
@@ -87,6 +89,13 @@ MockBmc::MockBmc(MockBmcOptions options) : opt_(std::move(options)) {
   boot_ = {"None", "Disabled", opt_.boot_mode};
   pending_boot_ = boot_;
   power_ = opt_.power_state;
+  if (!opt_.tls_cert_file.empty() && !opt_.tls_key_file.empty()) {
+    SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx || SSL_CTX_use_certificate_chain_file(ctx, opt_.tls_cert_file.c_str()) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx, opt_.tls_key_file.c_str(), SSL_FILETYPE_PEM) != 1)
+      throw std::runtime_error("mock bmc: cannot load TLS certificate/key");
+    tls_ = ctx;
+  }
 
   listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (listen_fd_ < 0) throw std::runtime_error("mock bmc: socket failed");
@@ -115,6 +124,7 @@ MockBmc::~MockBmc() {
   acceptor_.join();
   ::close(listen_fd_);
   for (auto& w : workers_) w.thread.join();
+  if (tls_) SSL_CTX_free(static_cast<SSL_CTX*>(tls_));
 }
 
 void MockBmc::accept_loop() {
@@ -158,7 +168,28 @@ bool MockBmc::sleep_unless_stopped(int ms) {
 }
 
 void MockBmc::serve(int fd) {
+  timeval tv{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  SSL* ssl = nullptr;
+  if (tls_) {
+    ssl = SSL_new(static_cast<SSL_CTX*>(tls_));
+    SSL_set_fd(ssl, fd);
+    if (SSL_accept(ssl) != 1) {  // e.g. the client refused our certificate
+      SSL_free(ssl);
+      std::lock_guard lock(mu_);
+      open_fds_.erase(std::remove(open_fds_.begin(), open_fds_.end(), fd), open_fds_.end());
+      ::close(fd);
+      return;
+    }
+  }
+  auto rd = [&](char* b, std::size_t n) -> long {
+    return ssl ? SSL_read(ssl, b, static_cast<int>(n)) : static_cast<long>(::recv(fd, b, n, 0));
+  };
   auto finish = [&](bool rst) {
+    if (ssl) {
+      if (!rst) SSL_shutdown(ssl);
+      SSL_free(ssl);
+    }
     if (rst) {
       linger l{1, 0};  // close with RST instead of FIN
       ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof l);
@@ -167,13 +198,11 @@ void MockBmc::serve(int fd) {
     open_fds_.erase(std::remove(open_fds_.begin(), open_fds_.end(), fd), open_fds_.end());
     ::close(fd);
   };
-  timeval tv{10, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   std::string buf;
   char tmp[8192];
   std::size_t he;
   while ((he = buf.find("\r\n\r\n")) == std::string::npos) {
-    ssize_t n = ::recv(fd, tmp, sizeof tmp, 0);
+    long n = rd(tmp, sizeof tmp);
     if (n <= 0) return finish(false);
     buf.append(tmp, static_cast<std::size_t>(n));
   }
@@ -199,7 +228,7 @@ void MockBmc::serve(int fd) {
   }
   std::size_t want = headers.count("content-length") ? std::stoul(headers["content-length"]) : 0;
   while (body.size() < want) {
-    ssize_t n = ::recv(fd, tmp, sizeof tmp, 0);
+    long n = rd(tmp, sizeof tmp);
     if (n <= 0) return finish(false);
     body.append(tmp, static_cast<std::size_t>(n));
   }
@@ -280,6 +309,10 @@ void MockBmc::serve(int fd) {
   out += "OData-Version: 4.0\r\nConnection: close\r\nContent-Length: " + std::to_string(answer.body.size()) +
          "\r\n\r\n";
   if (rec.method != "HEAD") out += answer.body;
+  if (ssl) {
+    SSL_write(ssl, out.data(), static_cast<int>(out.size()));
+    return finish(false);
+  }
   send_all(fd, out);
   ::shutdown(fd, SHUT_WR);
   // Drain briefly so the client reads everything before we close (no RST on unread data).

@@ -49,6 +49,7 @@ struct MockBmcOptions {
   int task_retry_after_s = 1;
   int power_lag_reads = 0;                // PowerState shows the old value for N System reads
   bool fetch_media = false;               // HEAD + Range GET of http:// media URLs on insert
+  std::string tls_cert_file, tls_key_file;  // both set: speak HTTPS (address() says https://)
   std::string power_state = "On";
   std::string boot_mode = "UEFI";
   std::vector<std::string> reset_types = {"On", "ForceOff", "ForceRestart", "GracefulRestart", "GracefulShutdown"};
@@ -131,7 +132,9 @@ class MockBmc {
   MockBmc& operator=(const MockBmc&) = delete;
 
   std::uint16_t port() const { return port_; }
-  std::string address() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  std::string address() const {
+    return std::string(tls_ ? "https" : "http") + "://127.0.0.1:" + std::to_string(port_);
+  }
 
   void set_hook(Hook hook);
   void update_options(const std::function<void(MockBmcOptions&)>& change);
@@ -220,6 +223,7 @@ class MockBmc {
   std::vector<MockMediaFetch> fetches_;
   Hook hook_;
 
+  void* tls_ = nullptr;  // SSL_CTX*, kept out of this header
   int listen_fd_ = -1;
   std::uint16_t port_ = 0;
   bool stopping_ = false;

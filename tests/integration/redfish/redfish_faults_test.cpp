@@ -13,6 +13,10 @@
 #include <thread>
 
 #include <nlohmann/json.hpp>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "controller/logging/logger.hpp"
 #include "controller/redfish/redfish_client.hpp"
@@ -791,6 +795,70 @@ TEST(RedfishMedia, MockFetchesMediaLikeARealBmc) {
   EXPECT_EQ(origin.sequence(), (std::vector<std::string>{"HEAD /artifacts/maintenance.iso 401",
                                                          "GET /artifacts/maintenance.iso 401"}));
   EXPECT_EQ(origin.requests()[1].header("range"), "bytes=0-2047");
+}
+
+// Self-signed certificate for 127.0.0.1 (SAN IP), written as cert.pem + key.pem.
+void make_certificate(const std::filesystem::path& dir) {
+  EVP_PKEY* key = EVP_EC_gen("P-256");
+  X509* x = X509_new();
+  ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+  X509_gmtime_adj(X509_getm_notBefore(x), -60);
+  X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+  X509_set_pubkey(x, key);
+  X509_NAME* name = X509_get_subject_name(x);
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("mock-bmc"), -1, -1, 0);
+  X509_set_issuer_name(x, name);
+  X509V3_CTX v3;
+  X509V3_set_ctx_nodb(&v3);
+  X509V3_set_ctx(&v3, x, x, nullptr, nullptr, 0);
+  X509_EXTENSION* san = X509V3_EXT_conf_nid(nullptr, &v3, NID_subject_alt_name, "IP:127.0.0.1");
+  X509_add_ext(x, san, -1);
+  X509_EXTENSION_free(san);
+  X509_sign(x, key, EVP_sha256());
+  FILE* f = std::fopen((dir / "key.pem").c_str(), "w");
+  PEM_write_PrivateKey(f, key, nullptr, nullptr, 0, nullptr, nullptr);
+  std::fclose(f);
+  f = std::fopen((dir / "cert.pem").c_str(), "w");
+  PEM_write_X509(f, x);
+  std::fclose(f);
+  X509_free(x);
+  EVP_PKEY_free(key);
+}
+
+TEST(RedfishTls, VerificationIsPerBmcWithOptionalCaFile) {
+  test::TempDir dir;
+  make_certificate(dir.path());
+  MockBmcOptions o;
+  o.tls_cert_file = (dir.path() / "cert.pem").string();
+  o.tls_key_file = (dir.path() / "key.pem").string();
+  Rig rig(o);
+  ASSERT_EQ(rig.bmc.address().rfind("https://", 0), 0u);
+
+  BmcEndpoint off = rig.endpoint();
+  off.verify_tls = false;  // the usual self-signed BMC
+  BmcClient c1(rig.ctx, off);
+  auto f1 = c1.discover();
+  ASSERT_TRUE(f1) << f1.error().message;
+
+  // Verification on, system trust store: refused, once (no retry storm), and it says why.
+  BmcEndpoint on = rig.endpoint();
+  on.verify_tls = true;
+  auto before = rig.bmc.requests().size();
+  BmcClient c2(rig.ctx, on);
+  auto f2 = c2.discover();
+  ASSERT_FALSE(f2);
+  EXPECT_EQ(failure_code(f2.error()), FailureCode::transport);
+  EXPECT_NE(f2.error().message.find("certificate verification failed"), std::string::npos) << f2.error().message;
+  EXPECT_EQ(rig.bmc.requests().size(), before) << "no request got through";
+  EXPECT_TRUE(rig.time.sleeps().empty()) << "not retried";
+
+  // Verification on with the BMC's CA file: accepted.
+  BmcEndpoint pinned = on;
+  pinned.ca_file = o.tls_cert_file;
+  BmcClient c3(rig.ctx, pinned);
+  auto f3 = c3.discover();
+  ASSERT_TRUE(f3) << f3.error().message;
+  ASSERT_TRUE(c3.insert_media({{kMaint, MediaKind::cd}}));
 }
 
 TEST(RedfishErrors, UnknownSystemAndBadAddress) {
