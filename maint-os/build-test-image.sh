@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# Hooks and unit text below are literal on purpose ($1 is mmdebstrap's root, $TERM systemd's).
+# shellcheck disable=SC2016
 # Builds the TEST maintenance image from Debian packages (the production one is the bootc
 # Containerfile beside this script). Same dispatcher, same quadlet/ units, same tool scripts.
 #
@@ -22,8 +24,6 @@
 # - Cached by input hash (this script, quadlet/, maint-os/tools/, the dispatcher binary) under
 #   $PROVISIONER_CACHE/maint-os/<hash>/: an unchanged input set is not rebuilt.
 set -euo pipefail
-# Hooks and unit text below are literal on purpose ($1 is mmdebstrap's root, $TERM systemd's).
-# shellcheck disable=SC2016
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 src=$(cd "$here/.." && pwd)
@@ -76,11 +76,13 @@ else
   trap 'rm -rf "$work"' EXIT
   mirror=$(
     for f in /etc/apt/sources.list.d/*.sources; do
-      [ -r "$f" ] && awk 'BEGIN{RS=""} /Components:[^\n]*main/ && !/security/ {
+      [ -r "$f" ] || continue
+      awk 'BEGIN{RS=""} /Components:[^\n]*main/ && !/security/ {
         if (match($0, /URIs:[ \t]*[^ \t\n]+/)) { u = substr($0, RSTART, RLENGTH); sub(/URIs:[ \t]*/, "", u); print u; exit } }' "$f"
     done
     for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-      [ -r "$f" ] && awk '$1 == "deb" && !/security/ { for (i = 2; i <= NF; i++) if ($i ~ /^(https?|file):/) { print $i; exit } }' "$f"
+      [ -r "$f" ] || continue
+      awk '$1 == "deb" && !/security/ { for (i = 2; i <= NF; i++) if ($i ~ /^(https?|file):/) { print $i; exit } }' "$f"
     done | head -n1
   )
   mirror=$(printf '%s\n' "$mirror" | head -n1)

@@ -3,6 +3,7 @@
 
 #include <cstdio>
 
+#include "common/recipe.hpp"
 #include "dispatcher/cmdline.hpp"
 #include "dispatcher/provision_env.hpp"
 #include "test_support.hpp"
@@ -145,4 +146,19 @@ TEST(RunFiles, WritesTheContractWithModesAndNoStaleFiles) {
   // No temp files left behind by the atomic writes.
   for (auto& e : fs::recursive_directory_iterator(run))
     EXPECT_EQ(e.path().filename().string().find(".tmp-"), std::string::npos) << e.path();
+}
+
+TEST(Recipes, EveryExampleValidatesAgainstTheSchema) {
+  RecipeValidator validator(slurp(fs::path(PROVISIONER_SOURCE_DIR) / "schemas/recipe.schema.json"));
+  int n = 0;
+  for (const auto& e : fs::directory_iterator(fs::path(PROVISIONER_SOURCE_DIR) / "recipes")) {
+    if (e.path().extension() != ".json") continue;
+    ++n;
+    auto r = validator.parse(slurp(e.path()));
+    std::string why;
+    if (!r.ok())
+      for (const auto& f : r.error().fields) why += f.path + ": " + f.message + "; ";
+    EXPECT_TRUE(r.ok()) << e.path() << ": " << why;
+  }
+  EXPECT_GE(n, 5);
 }
