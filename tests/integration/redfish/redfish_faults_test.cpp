@@ -403,7 +403,7 @@ TEST(RedfishFaults, BadCredentialsFailWithoutLeakingThem) {
   {
     Logger logger(Logger::Format::json, "debug", log_path);
     RedfishContext ctx(rig.time, rig.time, fast_options(), &logger);
-    BmcClient client(ctx, e);
+    BmcClient client(ctx, e, Logger::job_fields("job-42", "MOCK0001"));
     auto facts = client.discover();
     ASSERT_FALSE(facts);
     EXPECT_EQ(failure_code(facts.error()), FailureCode::auth_failed);
@@ -417,6 +417,7 @@ TEST(RedfishFaults, BadCredentialsFailWithoutLeakingThem) {
   ss << in.rdbuf();
   EXPECT_EQ(ss.str().find("wrong-password-XYZ"), std::string::npos);
   EXPECT_NE(ss.str().find("session login failed"), std::string::npos);
+  EXPECT_NE(ss.str().find("job-42"), std::string::npos) << "log lines carry the job";
 }
 
 TEST(RedfishFaults, NoSessionServiceFallsBackToBasicAuth) {
