@@ -11,7 +11,12 @@
 #include "common/crypto.hpp"
 #include "controller/api/api_handler.hpp"
 #include "controller/api/http_server.hpp"
+#include "controller/artifacts/artifact_server.hpp"
+#include "controller/artifacts/artifact_store.hpp"
 #include "controller/config/config.hpp"
+#include "controller/iso/job_media.hpp"
+#include "controller/iso/maintenance_iso.hpp"
+#include "controller/jobs/reconciler.hpp"
 #include "controller/jobs/job_service.hpp"
 #include "controller/logging/logger.hpp"
 #include "controller/metrics/metrics.hpp"
@@ -35,6 +40,12 @@ Result<std::string> load_or_create_secret_key(const std::filesystem::path& file)
   return key;
 }
 
+std::pair<std::string, std::uint16_t> split_host_port(const std::string& listen) {
+  auto colon = listen.rfind(':');
+  if (colon == std::string::npos) return {listen, 0};
+  return {listen.substr(0, colon), static_cast<std::uint16_t>(std::stoi(listen.substr(colon + 1)))};
+}
+
 int run(const ControllerConfig& config) {
   Logger log(config.log_format == "json" ? Logger::Format::json : Logger::Format::text, config.log_level,
              config.log_file);
@@ -53,9 +64,37 @@ int run(const ControllerConfig& config) {
   }
   SystemClock clock;
   Metrics metrics;
+  artifacts::ArtifactStore artifact_store(config.data_dir / "artifacts");
+  std::optional<std::string> maintenance_sha;
+  if (config.maintenance_iso) {
+    auto sha = register_maintenance_iso(artifact_store, *config.maintenance_iso,
+                                        config.data_dir / "maintenance-iso.json");
+    if (!sha) {
+      log.error("cannot register the maintenance ISO", {{"error", sha.error().message}});
+      return 1;
+    }
+    maintenance_sha = *sha;
+    log.info("maintenance ISO registered", {{"path", config.maintenance_iso->string()}, {"sha256", *sha}});
+  }
+  auto [artifact_host, artifact_port] = split_host_port(config.artifacts_listen);
+  artifacts::ArtifactServerOptions artifact_options;
+  artifact_options.host = artifact_host;
+  artifact_options.port = artifact_port;
+  artifact_options.threads = config.artifacts_threads;
+  artifacts::ArtifactServer artifact_server(artifact_store, artifact_options);
+  JobMediaBuilder media(artifact_store, JobMediaOptions{config.artifacts_public_url, maintenance_sha});
   ServerService servers(**store, clock, log, *key);
   JobService jobs(**store, servers, clock, log, metrics, *key,
                   JobServiceOptions{config.recipes_dir, config.public_url, config.webhook_max_skew_seconds});
+  ReconcilerOptions reconcile;
+  reconcile.tick = std::chrono::milliseconds(config.reconcile_tick_ms);
+  reconcile.boot_timeout = std::chrono::seconds(config.boot_timeout_seconds);
+  reconcile.install_timeout = std::chrono::seconds(config.install_timeout_seconds);
+  reconcile.gc_interval = std::chrono::seconds(config.gc_interval_seconds);
+  reconcile.artifact_retention = std::chrono::seconds(config.artifact_retention_seconds);
+  if (maintenance_sha) reconcile.pinned_artifacts.insert(*maintenance_sha);
+  JobReconciler reconciler(**store, jobs, media, artifact_store, clock, log, reconcile);
+  jobs.on_change([&reconciler] { reconciler.wake(); });
   TokenAuthenticator auth(config.tokens);
   ApiHandler handler(jobs, servers, **store, metrics, auth, log);
   HttpServer server(handler, log,
@@ -69,17 +108,26 @@ int run(const ControllerConfig& config) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  auto bound = artifact_server.start();
+  if (!bound) {
+    log.error("cannot start the artifact server", {{"error", bound.error().message}});
+    return 1;
+  }
   if (auto s = server.start(); !s) {
     log.error("cannot start the HTTP server", {{"error", s.error().message}});
     return 1;
   }
+  reconciler.start();
   log.info("controller listening", {{"url", server.base_url()},
+                                    {"artifacts_url", config.artifacts_public_url},
                                     {"data_dir", config.data_dir.string()},
                                     {"api_users", std::to_string(config.tokens.size())}});
   int sig = 0;
   sigwait(&signals, &sig);
   log.info("controller stopping", {{"signal", std::to_string(sig)}});
   server.stop();
+  reconciler.stop();
+  artifact_server.stop();
   return 0;
 }
 

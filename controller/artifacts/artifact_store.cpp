@@ -437,7 +437,8 @@ Result<GcReport> ArtifactStore::gc(const std::set<std::string>& referenced,
   // Composites first: a kept composite keeps the blobs it is made of.
   std::vector<std::pair<fs::path, std::uint64_t>> doomed_manifests;
   auto cdir = root_ / "composite";
-  if (fs::is_directory(cdir, ec)) {
+  // A missing folder (nothing of that kind stored yet) is not an error: check without `ec`.
+  if (std::error_code missing; fs::is_directory(cdir, missing)) {
     for (const auto& entry : fs::directory_iterator(cdir, ec)) {
       auto name = entry.path().filename().string();
       auto t = file_times(entry.path());
@@ -465,7 +466,7 @@ Result<GcReport> ArtifactStore::gc(const std::set<std::string>& referenced,
   for (const auto& [p, size] : doomed_manifests) remove_file(p, size);
 
   auto bdir = root_ / "sha256";
-  if (fs::is_directory(bdir, ec)) {
+  if (std::error_code missing; fs::is_directory(bdir, missing)) {
     for (const auto& entry : fs::directory_iterator(bdir, ec)) {
       auto name = entry.path().filename().string();
       auto t = file_times(entry.path());

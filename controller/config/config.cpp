@@ -38,7 +38,7 @@ Status apply_config_file(const std::filesystem::path& file, ControllerConfig& c)
   }
   const std::string where = "config " + file.string();
   if (auto s = unknown_keys(t, {"listen", "data_dir", "public_url", "recipes_dir", "max_body_bytes", "http_threads",
-                                "log", "tls", "webhook", "tokens"},
+                                "log", "tls", "webhook", "tokens", "artifacts", "reconciler"},
                             where);
       !s)
     return s;
@@ -62,6 +62,29 @@ Status apply_config_file(const std::filesystem::path& file, ControllerConfig& c)
   if (auto* hook = t["webhook"].as_table()) {
     if (auto s = unknown_keys(*hook, {"max_skew_seconds"}, where + " [webhook]"); !s) return s;
     if (auto v = (*hook)["max_skew_seconds"].value<std::int64_t>()) c.webhook_max_skew_seconds = static_cast<int>(*v);
+  }
+  if (auto* a = t["artifacts"].as_table()) {
+    if (auto s = unknown_keys(*a, {"listen", "public_url", "threads", "maintenance_iso", "retention_seconds",
+                                   "max_upload_bytes"},
+                              where + " [artifacts]");
+        !s)
+      return s;
+    if (auto v = (*a)["listen"].value<std::string>()) c.artifacts_listen = *v;
+    if (auto v = (*a)["public_url"].value<std::string>()) c.artifacts_public_url = *v;
+    if (auto v = (*a)["threads"].value<std::int64_t>()) c.artifacts_threads = static_cast<int>(*v);
+    if (auto v = (*a)["maintenance_iso"].value<std::string>()) c.maintenance_iso = *v;
+    if (auto v = (*a)["retention_seconds"].value<std::int64_t>()) c.artifact_retention_seconds = *v;
+    if (auto v = (*a)["max_upload_bytes"].value<std::int64_t>()) c.max_upload_bytes = static_cast<std::uint64_t>(*v);
+  }
+  if (auto* r = t["reconciler"].as_table()) {
+    if (auto s = unknown_keys(*r, {"tick_ms", "boot_timeout_seconds", "install_timeout_seconds", "gc_interval_seconds"},
+                              where + " [reconciler]");
+        !s)
+      return s;
+    if (auto v = (*r)["tick_ms"].value<std::int64_t>()) c.reconcile_tick_ms = static_cast<int>(*v);
+    if (auto v = (*r)["boot_timeout_seconds"].value<std::int64_t>()) c.boot_timeout_seconds = static_cast<int>(*v);
+    if (auto v = (*r)["install_timeout_seconds"].value<std::int64_t>()) c.install_timeout_seconds = static_cast<int>(*v);
+    if (auto v = (*r)["gc_interval_seconds"].value<std::int64_t>()) c.gc_interval_seconds = static_cast<int>(*v);
   }
   if (auto* tokens = t["tokens"].as_array()) {
     for (std::size_t i = 0; i < tokens->size(); ++i) {
@@ -88,7 +111,7 @@ std::variant<RunController, ExitWith> parse_command_line(int argc, char** argv) 
   CLI::App app{"provisioner-controller: bare-metal provisioning controller"};
   app.set_version_flag("--version", "provisioner-controller 0.1.0");
   std::string config_file, listen, data_dir, public_url, recipes_dir, tls_cert, tls_key, log_format, log_level,
-      log_file, admin_hash;
+      log_file, admin_hash, artifacts_listen, artifacts_public_url, maintenance_iso;
   std::size_t max_body = 0;
   int threads = 0;
   app.add_option("-c,--config", config_file, "TOML config file")->envname("PROVISIONER_CONFIG");
@@ -115,6 +138,13 @@ std::variant<RunController, ExitWith> parse_command_line(int argc, char** argv) 
   auto* o_threads = app.add_option("--http-threads", threads, "HTTP worker threads")->envname("PROVISIONER_HTTP_THREADS");
   auto* o_admin = app.add_option("--admin-token-sha256", admin_hash, "SHA-256 (hex) of an extra admin token")
                       ->envname("PROVISIONER_ADMIN_TOKEN_SHA256");
+
+  auto* o_alisten = app.add_option("--artifacts-listen", artifacts_listen, "IP:port the ISO server listens on")
+                        ->envname("PROVISIONER_ARTIFACTS_LISTEN");
+  auto* o_aurl = app.add_option("--artifacts-public-url", artifacts_public_url, "URL BMCs fetch ISOs from")
+                     ->envname("PROVISIONER_ARTIFACTS_PUBLIC_URL");
+  auto* o_maint = app.add_option("--maintenance-iso", maintenance_iso, "the maintenance OS ISO to boot servers into")
+                      ->envname("PROVISIONER_MAINTENANCE_ISO");
 
   auto* hash = app.add_subcommand("hash-token", "print the SHA-256 to put in the config for a token read from stdin");
   auto* generate = app.add_subcommand("generate-token", "print a new random token");
@@ -147,6 +177,9 @@ std::variant<RunController, ExitWith> parse_command_line(int argc, char** argv) 
   if (*o_logfile) c.log_file = log_file;
   if (*o_body) c.max_body_bytes = max_body;
   if (*o_threads) c.http_threads = threads;
+  if (*o_alisten) c.artifacts_listen = artifacts_listen;
+  if (*o_aurl) c.artifacts_public_url = artifacts_public_url;
+  if (*o_maint) c.maintenance_iso = maintenance_iso;
   if (*o_admin) {
     if (!is_sha256_hex(admin_hash)) return ExitWith{2, "--admin-token-sha256 must be 64 lowercase hex digits\n"};
     c.tokens.push_back(ApiToken{"admin-from-flag", Role::admin, admin_hash});
@@ -154,6 +187,8 @@ std::variant<RunController, ExitWith> parse_command_line(int argc, char** argv) 
   if (c.public_url.empty()) c.public_url = std::string(c.tls_cert ? "https://" : "http://") + c.listen;
   while (!c.public_url.empty() && c.public_url.back() == '/') c.public_url.pop_back();
   if (c.recipes_dir.empty()) c.recipes_dir = c.data_dir / "recipes";
+  if (c.artifacts_public_url.empty()) c.artifacts_public_url = "http://" + c.artifacts_listen;
+  if (c.reconcile_tick_ms < 10) return ExitWith{2, "reconciler tick_ms must be at least 10\n"};
   if (c.tls_key && !c.tls_cert) return ExitWith{2, "--tls-key needs --tls-cert\n"};
   if (c.max_body_bytes < 1024) return ExitWith{2, "max_body_bytes must be at least 1024\n"};
   if (c.http_threads < 1 || c.http_threads > 256) return ExitWith{2, "http_threads must be 1..256\n"};

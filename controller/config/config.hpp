@@ -31,6 +31,21 @@ struct ControllerConfig {
   std::optional<std::filesystem::path> log_file;
   int webhook_max_skew_seconds = 300;
   std::vector<ApiToken> tokens;
+
+  // Artifact serving (task and maintenance ISOs) on its own port: BMCs stream whole ISOs
+  // with Range requests, which a dedicated sendfile server does far better than the API's.
+  std::string artifacts_listen = "127.0.0.1:8081";  // an IP address: BMC DNS is often broken
+  std::string artifacts_public_url;                  // default: http(s)://<artifacts_listen>
+  int artifacts_threads = 2;
+  std::optional<std::filesystem::path> maintenance_iso;  // registered as an artifact at start
+  std::int64_t artifact_retention_seconds = 24 * 3600;
+  std::uint64_t max_upload_bytes = 16ull << 30;
+
+  // Reconciler timing.
+  int reconcile_tick_ms = 500;
+  int boot_timeout_seconds = 1800;
+  int install_timeout_seconds = 4 * 3600;
+  int gc_interval_seconds = 600;
 };
 
 // What the command line asked for: run the controller, or print something and exit.

@@ -91,6 +91,13 @@ Result<nlohmann::json> JobService::create(std::string_view body) {
   }
   if (auto errors = recipe_validator_.validate(recipe); !errors.empty())
     return make_error(ErrorKind::invalid_input, "recipe is not valid", prefixed("/recipe", std::move(errors)));
+  // What the task ISO adds to the schema (total size, name depth and clashes) is checked now,
+  // so a job that cannot be built is refused at the door.
+  if (auto ok = iso::check_task_iso_inputs({"job_check", recipe, {{"id", "job_check"}}}); !ok) {
+    auto e = ok.error();
+    if (e.kind == ErrorKind::too_large) e.kind = ErrorKind::invalid_input;
+    return e;
+  }
 
   // The job keeps a snapshot of its server (password sealed), so later edits of the record
   // cannot change a job half-way.
@@ -114,6 +121,7 @@ Result<nlohmann::json> JobService::create(std::string_view body) {
   metrics_.count_transition("", job.status);
   log_.info("job created", Logger::job_fields(job.id, job.server_serial,
                                               {{"task_target", recipe.value("task_target", "")}}));
+  if (on_change_) on_change_();
   auto stored = store_.get_job(job.id);
   if (!stored) return stored.error();
   return view(**stored);
@@ -149,6 +157,13 @@ Result<nlohmann::json> JobService::view(const JobRecord& job) {
                      {"history", std::move(history)},
                      {"created_at", format_rfc3339_ms(job.created_ms)},
                      {"updated_at", format_rfc3339_ms(job.updated_ms)}};
+  // Once complete, the outcome is still what users ask first: the last of succeeded/failed.
+  std::string outcome;
+  for (const auto& e : out["history"])
+    if (e["name"] == "succeeded" || e["name"] == "failed" || e["name"] == "canceled") outcome = e["name"];
+  out["outcome"] = outcome.empty() ? nlohmann::json() : nlohmann::json(outcome);
+  auto media = nlohmann::json::parse(job.media_json);
+  out["media"] = media.empty() ? nlohmann::json() : media;
   out["failed_step"] = job.failed_step.empty() ? nlohmann::json() : nlohmann::json(job.failed_step);
   out["error"] = job.error.empty() ? nlohmann::json() : nlohmann::json(job.error);
   return out;
@@ -238,9 +253,24 @@ Result<nlohmann::json> JobService::cancel(const std::string& id) {
       return make_error(ErrorKind::conflict, "job " + id + " is " + job->status + " and can no longer be canceled");
     auto applied = transition(*job, status, JobStatus::canceled, {}, "canceled through the API");
     if (!applied) return applied.error();
-    if (*applied) return get(id);
+    if (*applied) {
+      if (on_change_) on_change_();
+      return get(id);
+    }
   }
   return make_error(ErrorKind::conflict, "job " + id + " keeps changing; try again");
+}
+
+Result<iso::TaskIsoInputs> JobService::task_inputs(const JobRecord& job) const {
+  auto key = webhook_key(job);
+  if (!key) return key.error();
+  nlohmann::json job_json{{"id", job.id},
+                          {"serial", job.server_serial},
+                          {"webhook_url", webhook_url(job.server_serial)},
+                          {"controller_url", options_.public_url},
+                          {"signing_key_id", job.id + "/v1"},
+                          {"signing_key", *key}};
+  return iso::TaskIsoInputs{job.id, nlohmann::json::parse(job.recipe_json), std::move(job_json)};
 }
 
 Result<std::string> JobService::webhook_key(const JobRecord& job) const {
@@ -314,10 +344,19 @@ Result<nlohmann::json> JobService::accept_webhook(const std::string& serial, std
         break;
       }
     } else {
-      // Already past provisioning: a repeated report of the same outcome is fine, anything else conflicts.
-      bool same = (report->status == "success" && (status == JobStatus::succeeded || status == JobStatus::complete)) ||
-                  (report->status == "failed" && (status == JobStatus::failed || status == JobStatus::complete)) ||
-                  (report->status == "running" && status != JobStatus::canceled);
+      // Already past provisioning: a repeated report of the same outcome is fine, anything
+      // else conflicts. A complete job's outcome is the last succeeded/failed it went through.
+      auto outcome = status;
+      if (status == JobStatus::complete) {
+        auto events = store_.job_events(job.id);
+        if (!events) return events.error();
+        for (const auto& e : *events)
+          if (e.kind == "transition" && (e.name == "succeeded" || e.name == "failed"))
+            outcome = *parse_job_status(e.name);
+      }
+      bool same = (report->status == "success" && outcome == JobStatus::succeeded) ||
+                  (report->status == "failed" && outcome == JobStatus::failed) ||
+                  (report->status == "running" && outcome != JobStatus::canceled);
       if (!same) return make_error(ErrorKind::conflict, "job " + job.id + " is " + job.status);
       break;
     }
@@ -327,6 +366,7 @@ Result<nlohmann::json> JobService::accept_webhook(const std::string& serial, std
     if (!again) return again.error();
     job = std::move(*again);
   }
+  if (applied && on_change_) on_change_();
   auto current = load(job.id);
   if (!current) return current.error();
   return nlohmann::json{{"job_id", job.id}, {"status", current->status}, {"applied", applied}};

@@ -3,6 +3,7 @@
 // status changes (table-checked, compare-and-swap) and authenticates status webhooks.
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -12,6 +13,7 @@
 #include "common/json_schema.hpp"
 #include "common/recipe.hpp"
 #include "common/result.hpp"
+#include "controller/iso/task_iso.hpp"
 #include "controller/jobs/job_status.hpp"
 #include "controller/store/store.hpp"
 
@@ -60,10 +62,18 @@ class JobService {
 
   std::string webhook_url(const std::string& serial) const;
 
+  // Called after a new job or an applied report, so the reconciler acts without waiting for
+  // its next tick.
+  void on_change(std::function<void()> callback) { on_change_ = std::move(callback); }
+
+  // What the job's task ISO carries: the recipe and job.json (id, serial, webhook URL, key).
+  Result<iso::TaskIsoInputs> task_inputs(const JobRecord& job) const;
+
+  Result<JobRecord> load(const std::string& id);
+
  private:
   Result<nlohmann::json> load_recipe_ref(const std::string& name) const;
   Result<nlohmann::json> view(const JobRecord& job);
-  Result<JobRecord> load(const std::string& id);
 
   Store& store_;
   ServerService& servers_;
@@ -72,6 +82,7 @@ class JobService {
   Metrics& metrics_;
   std::string secret_key_;
   JobServiceOptions options_;
+  std::function<void()> on_change_;
   JsonSchema request_schema_;
   RecipeValidator recipe_validator_;
 };

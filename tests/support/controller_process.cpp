@@ -28,14 +28,17 @@ TempDir::~TempDir() {
   std::filesystem::remove_all(path_, ec);
 }
 
-ControllerProcess::ControllerProcess(std::string extra_toml, std::string log_format)
-    : data_dir_(dir_.path() / "data"), port_(free_port()) {
+ControllerProcess::ControllerProcess(std::string extra_toml, std::string log_format, std::string artifacts_toml)
+    : data_dir_(dir_.path() / "data"), port_(free_port()), artifacts_port_(free_port()) {
   std::ostringstream config;
   config << "listen = \"127.0.0.1:" << port_ << "\"\n"
          << "data_dir = \"" << data_dir_.string() << "\"\n"
          << "recipes_dir = \"" << PROVISIONER_SOURCE_DIR << "/recipes\"\n"
          << extra_toml << "\n"
-         << "[log]\nformat = \"" << log_format << "\"\nlevel = \"debug\"\n";
+         << "[log]\nformat = \"" << log_format << "\"\nlevel = \"debug\"\n"
+         << "[artifacts]\nlisten = \"127.0.0.1:" << artifacts_port_ << "\"\n"
+         << artifacts_toml << "\n"
+         << "[reconciler]\ntick_ms = 50\n";
   for (auto [name, role, token] : {std::tuple{"admin", "admin", kAdminToken},
                                    std::tuple{"operator", "operator", kOperatorToken},
                                    std::tuple{"auditor", "auditor", kAuditorToken}, std::tuple{"ci", "ci", kCiToken}})
@@ -100,6 +103,18 @@ HttpResponse ControllerProcess::post(const std::string& target, const std::strin
   h.push_back({"Content-Type", "application/json"});
   if (token) h.push_back({"Authorization", std::string("Bearer ") + token});
   return http_request(port_, "POST", target, h, body);
+}
+
+nlohmann::json ControllerProcess::wait_for_status(const std::string& job_id, const std::string& status,
+                                                 int seconds) const {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  nlohmann::json job;
+  while (std::chrono::steady_clock::now() < deadline) {
+    job = get("/api/v1/jobs/" + job_id).json();
+    if (job.value("status", "") == status) return job;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  throw std::runtime_error("job " + job_id + " did not reach " + status + ": " + job.dump());
 }
 
 std::string ControllerProcess::webhook_key(const std::string& job_id) const {

@@ -32,8 +32,10 @@ class ControllerProcess {
   static constexpr const char* kAuditorToken = "test-auditor-token-0b9c44d2";
   static constexpr const char* kCiToken = "test-ci-token-71a5e9f3c0";
 
-  // `extra_toml` is appended to the generated config file.
-  explicit ControllerProcess(std::string extra_toml = "", std::string log_format = "text");
+  // `extra_toml` is added to the generated config's top level, `artifacts_toml` inside its
+  // [artifacts] table.
+  explicit ControllerProcess(std::string extra_toml = "", std::string log_format = "text",
+                             std::string artifacts_toml = "");
   ~ControllerProcess();
 
   void start();               // returns once /healthz answers
@@ -42,6 +44,10 @@ class ControllerProcess {
   bool running() const { return pid_ > 0; }
 
   std::uint16_t port() const { return port_; }
+  std::uint16_t artifacts_port() const { return artifacts_port_; }
+
+  // Polls GET /api/v1/jobs/{id} until its status is `status` (throws after `seconds`).
+  nlohmann::json wait_for_status(const std::string& job_id, const std::string& status, int seconds = 20) const;
   const std::filesystem::path& data_dir() const { return data_dir_; }
   std::filesystem::path log_file() const { return dir_.path() / "controller.log"; }
   std::string log_text() const;
@@ -58,6 +64,7 @@ class ControllerProcess {
   TempDir dir_;
   std::filesystem::path data_dir_;
   std::uint16_t port_ = 0;
+  std::uint16_t artifacts_port_ = 0;
   pid_t pid_ = -1;
 };
 

@@ -333,7 +333,7 @@ std::string MockBmc::error_body(const std::string& id, const std::string& messag
 
 std::string MockBmc::etag_of(int n) const {
   std::string e = "\"" + std::to_string(n) + "\"";
-  return opt_.weak_etags ? "W/" + e : e;
+  return opt_.weak_etags ? std::string("W/").append(e) : e;
 }
 
 bool MockBmc::etag_matches(const std::string& if_match, int n) const {
@@ -667,6 +667,10 @@ MockBmc::Answer MockBmc::reset(const std::string& body) {
 std::pair<int, std::string> MockBmc::apply_reset(const std::string& type) {
   std::string before = power_;
   bool boots = false;
+  if (opt_.ignore_graceful && (type == "GracefulShutdown" || type == "GracefulRestart")) {
+    resets_.push_back(type);  // the OS ignored the ACPI request
+    return {204, "Reset " + type};
+  }
   if (type == "On") {
     boots = power_ == "Off";
     power_ = "On";

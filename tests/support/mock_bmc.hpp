@@ -47,6 +47,7 @@ struct MockBmcOptions {
   bool async_actions = false;             // actions answer 202 + task monitor
   int task_polls = 2;                     // monitor answers 202 this many times before done
   int task_retry_after_s = 1;
+  bool ignore_graceful = false;           // GracefulShutdown/Restart accepted, nothing happens
   int power_lag_reads = 0;                // PowerState shows the old value for N System reads
   bool fetch_media = false;               // HEAD + Range GET of http:// media URLs on insert
   std::string tls_cert_file, tls_key_file;  // both set: speak HTTPS (address() says https://)

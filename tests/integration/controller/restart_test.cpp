@@ -12,7 +12,7 @@ TEST(Restart, JobSurvivesSigkill) {
   auto created = controller.post("/api/v1/jobs", job_body("SN-RESTART"));
   ASSERT_EQ(created.status, 201);
   auto id = created.json()["id"].get<std::string>();
-  auto before = controller.get("/api/v1/jobs/" + id).json();
+  auto before = controller.wait_for_status(id, "provisioning");  // the reconciler is done with it
 
   controller.kill(SIGKILL);
   EXPECT_THROW(controller.get("/healthz"), std::runtime_error);

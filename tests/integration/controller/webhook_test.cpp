@@ -13,6 +13,7 @@ class Webhook : public testing::Test {
     controller.start();
     id = controller.post("/api/v1/jobs", job_body("SN-HOOK")).json()["id"].get<std::string>();
     key = controller.webhook_key(id);
+    controller.wait_for_status(id, "provisioning");  // media built: the machine could boot now
   }
   std::string report(const std::string& status, const std::string& extra = "") {
     return R"({"job_id":")" + id + R"(","status":")" + status + "\"" + extra + "}";
@@ -29,13 +30,17 @@ TEST_F(Webhook, GoodReportsDriveTheJob) {
   EXPECT_EQ(r.json()["status"], "provisioning");
   auto j = job();
   EXPECT_EQ(j["status"], "provisioning");
-  ASSERT_EQ(j["phases"].size(), 2u);
-  EXPECT_EQ(j["phases"][0]["name"], "maint_booted");
-  EXPECT_EQ(j["phases"][1]["name"], "step:partition.service");
+  ASSERT_EQ(j["phases"].size(), 3u);
+  EXPECT_EQ(j["phases"][0]["name"], "iso_built");
+  EXPECT_EQ(j["phases"][1]["name"], "maint_booted");
+  EXPECT_EQ(j["phases"][2]["name"], "step:partition.service");
 
   r = send_webhook(controller, "SN-HOOK", key, report("success"));
   ASSERT_EQ(r.status, 200) << r.body;
-  EXPECT_EQ(job()["status"], "succeeded");
+  // No BMC to clean up after: the reconciler completes the job right away.
+  auto done = controller.wait_for_status(id, "complete");
+  EXPECT_EQ(done["outcome"], "succeeded");
+  EXPECT_EQ(done["phases"].back()["name"], "cleanup_done");
 }
 
 TEST_F(Webhook, FailureRecordsTheStep) {
@@ -43,10 +48,12 @@ TEST_F(Webhook, FailureRecordsTheStep) {
   auto r = send_webhook(controller, "SN-HOOK", key,
                         report("failed", R"(,"failed_step":"image-linux.service","log_tail":"no space left")"));
   ASSERT_EQ(r.status, 200) << r.body;
-  auto j = job();
-  EXPECT_EQ(j["status"], "failed");
+  auto j = controller.wait_for_status(id, "complete");
+  EXPECT_EQ(j["outcome"], "failed");
   EXPECT_EQ(j["failed_step"], "image-linux.service");
-  EXPECT_EQ(j["history"].back()["detail"], "no space left");
+  bool detail = false;
+  for (const auto& e : j["history"]) detail |= e["name"] == "failed" && e["detail"] == "no space left";
+  EXPECT_TRUE(detail) << j.dump();
 }
 
 TEST_F(Webhook, ForgedRequestsAreRefused) {
@@ -61,14 +68,14 @@ TEST_F(Webhook, ForgedRequestsAreRefused) {
   EXPECT_EQ(r.status, 401);
   // No signature at all.
   EXPECT_EQ(http_request(controller.port(), "POST", "/api/v1/status-webhook/SN-HOOK", {}, report("success")).status, 401);
-  EXPECT_EQ(job()["status"], "queued");
+  EXPECT_EQ(job()["outcome"], nullptr);
 }
 
 TEST_F(Webhook, StaleAndFutureTimestampsAreRefused) {
   auto now = std::time(nullptr);
   EXPECT_EQ(send_webhook(controller, "SN-HOOK", key, report("success"), now - 3600).status, 401);
   EXPECT_EQ(send_webhook(controller, "SN-HOOK", key, report("success"), now + 3600).status, 401);
-  EXPECT_EQ(job()["status"], "queued");
+  EXPECT_EQ(job()["outcome"], nullptr);
 }
 
 TEST_F(Webhook, ReplayIsRefused) {
@@ -84,7 +91,7 @@ TEST_F(Webhook, ReplayIsRefused) {
 
 TEST_F(Webhook, DuplicateSuccessIsIdempotent) {
   ASSERT_EQ(send_webhook(controller, "SN-HOOK", key, report("success")).status, 200);
-  auto first = job();
+  auto first = controller.wait_for_status(id, "complete");
   auto again = send_webhook(controller, "SN-HOOK", key, report("success"), std::time(nullptr) + 1);
   ASSERT_EQ(again.status, 200) << again.body;
   EXPECT_EQ(again.json()["applied"], false);
@@ -94,7 +101,7 @@ TEST_F(Webhook, DuplicateSuccessIsIdempotent) {
                          std::time(nullptr) + 2)
                 .status,
             409);
-  EXPECT_EQ(job()["status"], "succeeded");
+  EXPECT_EQ(job()["outcome"], "succeeded");
 }
 
 TEST_F(Webhook, CanceledJobsRefuseReports) {

@@ -243,5 +243,18 @@ TEST_F(ArtifactStoreTest, GcRemovesOnlyUnreferencedAndOld) {
   EXPECT_TRUE(store.exists(keep_ref->sha256));
 }
 
+
+TEST_F(ArtifactStoreTest, GcWorksBeforeAnyCompositeOrBlobExists) {
+  ArtifactStore store(root_);
+  auto empty = store.gc({}, std::chrono::seconds(0));
+  ASSERT_TRUE(empty.ok()) << empty.error().message;
+  auto a = store.put("only plain artifacts, no composite folder yet");
+  ASSERT_TRUE(a.ok());
+  auto r = store.gc({}, std::chrono::seconds(0), std::chrono::system_clock::now() + std::chrono::seconds(1));
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->removed, 1u);
+  EXPECT_FALSE(store.exists(a->sha256));
+}
+
 }  // namespace
 }  // namespace provisioner::artifacts

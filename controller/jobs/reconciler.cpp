@@ -1,0 +1,161 @@
+#include "controller/jobs/reconciler.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include "controller/artifacts/artifact_store.hpp"
+#include "controller/iso/job_media.hpp"
+#include "controller/jobs/job_service.hpp"
+#include "controller/logging/logger.hpp"
+
+namespace provisioner {
+
+JobReconciler::JobReconciler(Store& store, JobService& jobs, const JobMediaBuilder& media,
+                             artifacts::ArtifactStore& artifacts, const Clock& clock, const Logger& log,
+                             ReconcilerOptions options)
+    : store_(store),
+      jobs_(jobs),
+      media_(media),
+      artifacts_(artifacts),
+      clock_(clock),
+      log_(log),
+      options_(std::move(options)) {}
+
+JobReconciler::~JobReconciler() { stop(); }
+
+void JobReconciler::start() {
+  thread_ = std::thread([this] {
+    std::unique_lock lock(mutex_);
+    while (!stopping_) {
+      lock.unlock();
+      try {
+        reconcile_once();
+        if (clock_.now_ms() - last_gc_ms_ >= std::chrono::milliseconds(options_.gc_interval).count()) {
+          last_gc_ms_ = clock_.now_ms();
+          if (auto s = collect_garbage(); !s) log_.warn("artifact garbage collection failed", {{"error", s.error().message}});
+        }
+      } catch (const std::exception& e) {
+        log_.error("reconciler pass failed", {{"error", e.what()}});
+      }
+      lock.lock();
+      wake_.wait_for(lock, options_.tick, [this] { return stopping_ || woken_; });
+      woken_ = false;
+    }
+  });
+}
+
+void JobReconciler::stop() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void JobReconciler::wake() {
+  {
+    std::lock_guard lock(mutex_);
+    woken_ = true;
+  }
+  wake_.notify_all();
+}
+
+void JobReconciler::reconcile_once() {
+  auto jobs = store_.list_jobs_to_reconcile(options_.batch);
+  if (!jobs) {
+    log_.error("cannot list jobs to reconcile", {{"error", jobs.error().message}});
+    return;
+  }
+  for (const auto& job : *jobs) drive(job);
+}
+
+void JobReconciler::drive(const JobRecord& job) {
+  auto status = parse_job_status(job.status).value_or(JobStatus::complete);
+  switch (status) {
+    case JobStatus::queued: return build_media(job);
+    case JobStatus::provisioning: return check_timeouts(job);
+    case JobStatus::succeeded:
+    case JobStatus::failed:
+    case JobStatus::canceled: return clean_up(job);
+    case JobStatus::complete: return;
+  }
+}
+
+void JobReconciler::build_media(const JobRecord& job) {
+  auto fields = Logger::job_fields(job.id, job.server_serial);
+  auto inputs = jobs_.task_inputs(job);
+  Result<JobMedia> media = inputs ? media_.build(*inputs, media_mode_for(nlohmann::json::parse(job.recipe_json),
+                                                                         nlohmann::json::parse(job.server_json)))
+                                  : Result<JobMedia>(inputs.error());
+  if (!media) {
+    // A media problem does not go away by itself: fail the job with the reason.
+    log_.error("cannot build the job's media", Logger::job_fields(job.id, job.server_serial,
+                                                                  {{"error", media.error().message}}));
+    jobs_.transition(job, JobStatus::queued, JobStatus::failed,
+                     JobChanges{std::nullopt, "task media: " + media.error().message}, "iso_built failed");
+    return;
+  }
+  auto recorded = store_.set_job_media(job.id, "queued", media->to_json().dump(), clock_.now_ms());
+  if (!recorded || !*recorded) return;  // canceled meanwhile: the next pass cleans up
+  std::string detail = media->boot_iso ? media->boot_iso->sha256 : "";
+  if (media->task_iso) detail = media->task_iso->sha256;
+  store_.record_phase(job.id, "iso_built", detail, clock_.now_ms());
+  log_.info("task media built", Logger::job_fields(job.id, job.server_serial,
+                                                   {{"mode", media->mode}, {"sha256", detail}}));
+  jobs_.transition(job, JobStatus::queued, JobStatus::provisioning, {}, "media ready");
+}
+
+void JobReconciler::check_timeouts(const JobRecord& job) {
+  auto events = store_.job_events(job.id);
+  if (!events) return;
+  std::int64_t started = 0, booted = 0;
+  for (const auto& e : *events) {
+    if (e.kind == "transition" && e.name == "provisioning") started = e.at_ms;
+    if (e.kind == "phase" && (e.name == "reset_issued")) started = e.at_ms;  // the clock restarts at the reset
+    if (e.kind == "phase" && e.name == "maint_booted") booted = e.at_ms;
+  }
+  auto recipe = nlohmann::json::parse(job.recipe_json);
+  auto limit = [&](const char* key, std::chrono::seconds fallback) {
+    auto t = recipe.value("timeouts", nlohmann::json::object());
+    return t.contains(key) ? t[key].get<std::int64_t>() * 1000 : std::chrono::milliseconds(fallback).count();
+  };
+  auto now = clock_.now_ms();
+  std::string why;
+  if (booted == 0 && started > 0 && now - started > limit("boot", options_.boot_timeout))
+    why = "the maintenance OS did not report within " + std::to_string(limit("boot", options_.boot_timeout) / 1000) + " s";
+  else if (booted > 0 && now - booted > limit("install", options_.install_timeout))
+    why = "the installation did not finish within " + std::to_string(limit("install", options_.install_timeout) / 1000) + " s";
+  if (why.empty()) return;
+  log_.warn("job timed out", Logger::job_fields(job.id, job.server_serial, {{"reason", why}}));
+  jobs_.transition(job, JobStatus::provisioning, JobStatus::failed, JobChanges{std::nullopt, why}, "timeout");
+}
+
+void JobReconciler::clean_up(const JobRecord& job) {
+  // Media ejection and boot-to-disk belong here for BMC-managed servers; a server without a
+  // BMC has nothing to undo.
+  auto first = store_.record_phase(job.id, "cleanup_done", "", clock_.now_ms());
+  if (!first) return;
+  auto status = parse_job_status(job.status).value_or(JobStatus::complete);
+  if (status == JobStatus::succeeded || status == JobStatus::failed)
+    jobs_.transition(job, status, JobStatus::complete, {}, "cleanup done");
+}
+
+Status JobReconciler::collect_garbage() {
+  auto in_use = store_.media_in_use();
+  if (!in_use) return in_use.error();
+  std::set<std::string> referenced = options_.pinned_artifacts;
+  for (const auto& text : *in_use) {
+    auto media = JobMedia::from_json(nlohmann::json::parse(text));
+    if (media.boot_iso) referenced.insert(media.boot_iso->sha256);
+    if (media.task_iso) referenced.insert(media.task_iso->sha256);
+  }
+  auto report = artifacts_.gc(referenced, options_.artifact_retention);
+  if (!report) return report.error();
+  if (report->removed > 0)
+    log_.info("artifacts collected", {{"removed", std::to_string(report->removed)},
+                                      {"bytes_freed", std::to_string(report->bytes_freed)},
+                                      {"kept", std::to_string(report->kept)}});
+  return Ok{};
+}
+
+}  // namespace provisioner
