@@ -407,8 +407,14 @@ class SocketTransport final : public HttpTransport {
 }  // namespace
 
 std::string Endpoint::host_header() const {
-  std::string h = host.find(':') != std::string::npos ? "[" + host + "]" : host;
-  if ((https && port != 443) || (!https && port != 80)) h += ":" + std::to_string(port);
+  std::string h;
+  // Built piecewise: `"x" + std::to_string(..)` trips a GCC 12 -Wrestrict false positive.
+  if (host.find(':') != std::string::npos) {  // IPv6 literal
+    h.append("[").append(host).append("]");
+  } else {
+    h = host;
+  }
+  if ((https && port != 443) || (!https && port != 80)) h.append(":").append(std::to_string(port));
   return h;
 }
 

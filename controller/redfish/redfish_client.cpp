@@ -901,7 +901,8 @@ struct BmcClient::Impl {
       if (state == "PoweringOff")
         if (auto s = wait_power("Off", opt.power_timeout_ms); !s) return s.error();
       if (auto s = issue(can("On") ? "On" : "PushPowerButton"); !s) return s.error();
-    } else if (profile.prefer_graceful_restart && can("GracefulShutdown") && can("On")) {
+    } else if ((profile.prefer_graceful_restart || opt.prefer_graceful_restart) && can("GracefulShutdown") &&
+               can("On")) {
       if (auto s = off_then_on(true); !s) return s.error();
       if (auto s = issue("On"); !s) return s.error();
     } else if (can("ForceRestart")) {

@@ -119,6 +119,7 @@ struct RedfishOptions {
   std::int64_t power_poll_ms = 2'000;
   std::int64_t power_timeout_ms = 300'000;
   std::int64_t graceful_timeout_ms = 120'000;
+  bool prefer_graceful_restart = false;  // GracefulShutdown, wait, then force (or per profile)
   int boot_reapply_attempts = 3;
   int breaker_threshold = 8;
   std::int64_t breaker_open_ms = 60'000;

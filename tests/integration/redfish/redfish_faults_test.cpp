@@ -9,6 +9,7 @@
 #include <chrono>
 #include <fstream>
 #include <mutex>
+#include <numeric>
 #include <sstream>
 #include <thread>
 
@@ -693,6 +694,24 @@ TEST(RedfishPower, WithoutForceRestartUsesForceOffThenOn) {
   ASSERT_TRUE(r) << r.error().message;
   EXPECT_EQ(r->issued, (std::vector<std::string>{"ForceOff", "On"}));
   EXPECT_EQ(rig.bmc.resets(), (std::vector<std::string>{"ForceOff", "On"}));
+  EXPECT_EQ(rig.bmc.power_state(), "On");
+}
+
+TEST(RedfishPower, GracefulShutdownTimesOutThenForces) {
+  MockBmcOptions o;
+  o.ignore_graceful = true;
+  RedfishOptions ro = fast_options();
+  ro.prefer_graceful_restart = true;
+  ro.graceful_timeout_ms = 10'000;
+  ro.power_poll_ms = 2'000;
+  Rig rig(o, ro);
+  BmcClient client(rig.ctx, rig.endpoint());
+  auto r = client.power_cycle_into_boot();
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(r->issued, (std::vector<std::string>{"GracefulShutdown", "ForceOff", "On"}));
+  EXPECT_EQ(rig.bmc.resets(), (std::vector<std::string>{"GracefulShutdown", "ForceOff", "On"}));
+  auto sleeps = rig.time.sleeps();
+  EXPECT_EQ(std::accumulate(sleeps.begin(), sleeps.end(), std::int64_t{0}), 10'000) << "waited the graceful timeout";
   EXPECT_EQ(rig.bmc.power_state(), "On");
 }
 
