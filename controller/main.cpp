@@ -13,6 +13,7 @@
 #include "controller/api/http_server.hpp"
 #include "controller/artifacts/artifact_server.hpp"
 #include "controller/artifacts/artifact_store.hpp"
+#include "controller/artifacts/upload_service.hpp"
 #include "controller/config/config.hpp"
 #include "controller/iso/job_media.hpp"
 #include "controller/iso/maintenance_iso.hpp"
@@ -65,15 +66,13 @@ int run(const ControllerConfig& config) {
   SystemClock clock;
   Metrics metrics;
   artifacts::ArtifactStore artifact_store(config.data_dir / "artifacts");
-  std::optional<std::string> maintenance_sha;
+  MaintenanceIso maintenance(**store, artifact_store);
   if (config.maintenance_iso) {
-    auto sha = register_maintenance_iso(artifact_store, *config.maintenance_iso,
-                                        config.data_dir / "maintenance-iso.json");
+    auto sha = maintenance.register_file(*config.maintenance_iso, config.data_dir / "maintenance-iso.json");
     if (!sha) {
       log.error("cannot register the maintenance ISO", {{"error", sha.error().message}});
       return 1;
     }
-    maintenance_sha = *sha;
     log.info("maintenance ISO registered", {{"path", config.maintenance_iso->string()}, {"sha256", *sha}});
   }
   auto [artifact_host, artifact_port] = split_host_port(config.artifacts_listen);
@@ -82,7 +81,7 @@ int run(const ControllerConfig& config) {
   artifact_options.port = artifact_port;
   artifact_options.threads = config.artifacts_threads;
   artifacts::ArtifactServer artifact_server(artifact_store, artifact_options);
-  JobMediaBuilder media(artifact_store, JobMediaOptions{config.artifacts_public_url, maintenance_sha});
+  JobMediaBuilder media(artifact_store, maintenance, JobMediaOptions{config.artifacts_public_url});
   ServerService servers(**store, clock, log, *key);
   JobService jobs(**store, servers, clock, log, metrics, *key,
                   JobServiceOptions{config.recipes_dir, config.public_url, config.webhook_max_skew_seconds});
@@ -92,11 +91,12 @@ int run(const ControllerConfig& config) {
   reconcile.install_timeout = std::chrono::seconds(config.install_timeout_seconds);
   reconcile.gc_interval = std::chrono::seconds(config.gc_interval_seconds);
   reconcile.artifact_retention = std::chrono::seconds(config.artifact_retention_seconds);
-  if (maintenance_sha) reconcile.pinned_artifacts.insert(*maintenance_sha);
-  JobReconciler reconciler(**store, jobs, media, artifact_store, clock, log, reconcile);
+  JobReconciler reconciler(**store, jobs, media, artifact_store, maintenance, clock, log, reconcile);
   jobs.on_change([&reconciler] { reconciler.wake(); });
+  artifacts::UploadService uploads(artifact_store, config.artifacts_public_url, config.max_upload_bytes,
+                                   [&maintenance](const std::string& sha) { return maintenance.set_current(sha); });
   TokenAuthenticator auth(config.tokens);
-  ApiHandler handler(jobs, servers, **store, metrics, auth, log);
+  ApiHandler handler(jobs, servers, uploads, **store, metrics, auth, log);
   HttpServer server(handler, log,
                     HttpServerOptions{config.listen, config.tls_cert, config.tls_key, config.max_body_bytes,
                                       config.http_threads});

@@ -4,6 +4,7 @@
 
 #include "common/result.hpp"
 #include "common/webhook.hpp"
+#include "controller/artifacts/upload_service.hpp"
 #include "controller/jobs/job_service.hpp"
 #include "controller/logging/logger.hpp"
 #include "controller/metrics/metrics.hpp"
@@ -31,6 +32,7 @@ const std::vector<RouteSpec>& api_routes() {
       {"GET", "/api/v1/servers/{id}", Permission::read},
       {"PATCH", "/api/v1/servers/{id}", Permission::operate},
       {"DELETE", "/api/v1/servers/{id}", Permission::operate},
+      {"POST", "/api/v1/artifacts", Permission::submit, true},
   };
   return routes;
 }
@@ -106,9 +108,19 @@ std::optional<std::string> query_value(const ApiRequest& req, const char* name) 
 
 }  // namespace
 
-ApiHandler::ApiHandler(JobService& jobs, ServerService& servers, Store& store, Metrics& metrics,
-                       const TokenAuthenticator& auth, const Logger& log)
-    : jobs_(jobs), servers_(servers), store_(store), metrics_(metrics), auth_(auth), log_(log) {}
+ApiHandler::ApiHandler(JobService& jobs, ServerService& servers, artifacts::UploadService& uploads, Store& store,
+                       Metrics& metrics, const TokenAuthenticator& auth, const Logger& log)
+    : jobs_(jobs), servers_(servers), uploads_(uploads), store_(store), metrics_(metrics), auth_(auth), log_(log) {}
+
+bool ApiHandler::streams_body(const std::string& method, const std::string& path) const {
+  auto parts = split_path(path);
+  std::vector<std::string> params;
+  for (const auto& r : api_routes())
+    if (r.method == method && match(r.pattern, parts, params)) return r.streams_body;
+  return false;
+}
+
+std::uint64_t ApiHandler::max_streamed_body() const { return uploads_.max_bytes(); }
 
 ApiResponse ApiHandler::error_response(int status, const std::string& message) {
   return json_response(status, {{"error", message}});
@@ -187,6 +199,13 @@ ApiResponse ApiHandler::dispatch(const RouteSpec& route, const std::vector<std::
     if (p == "/api/v1/servers/{id}") {
       auto removed = servers_.remove(params[0]);
       return removed ? ApiResponse{204, "application/json", "", {}} : from_error(removed.error());
+    }
+    if (p == "/api/v1/artifacts") {
+      if (!req.read_body) return error_response(500, "upload without a body stream");
+      auto stored = uploads_.upload(artifacts::UploadRequest{query_value(req, "digest"), query_value(req, "name"),
+                                                             query_value(req, "purpose"), req.read_body});
+      if (stored) log_.info("artifact uploaded", {{"sha256", (*stored)["sha256"]}, {"reused", (*stored)["reused"].dump()}});
+      return from_result(stored, 201);
     }
     if (p == "/api/v1/status-webhook/{serial}")
       return from_result(jobs_.accept_webhook(params[0], req.header(std::string(kWebhookTimestampHeader)),

@@ -8,12 +8,16 @@
 #include <utility>
 #include <vector>
 
+#include "common/result.hpp"
 #include "controller/api/auth.hpp"
 
 namespace provisioner {
 
 class JobService;
 class ServerService;
+namespace artifacts {
+class UploadService;
+}
 class Logger;
 class Metrics;
 class Store;
@@ -24,6 +28,8 @@ struct ApiRequest {
   std::map<std::string, std::string> query;
   std::function<std::string(const std::string&)> header;  // "" when absent
   std::string body;
+  // Routes that stream their body (uploads) read it piece by piece instead; 0 at the end.
+  std::function<Result<std::size_t>(char*, std::size_t)> read_body;
 };
 
 struct ApiResponse {
@@ -37,6 +43,7 @@ struct RouteSpec {
   std::string method;
   std::string pattern;  // "/api/v1/jobs/{id}"
   Permission permission;
+  bool streams_body = false;  // the edge hands the body over as a stream, not a string
 };
 
 // Every route the controller answers; the OpenAPI test checks the document against it.
@@ -44,10 +51,14 @@ const std::vector<RouteSpec>& api_routes();
 
 class ApiHandler {
  public:
-  ApiHandler(JobService& jobs, ServerService& servers, Store& store, Metrics& metrics, const TokenAuthenticator& auth,
-             const Logger& log);
+  ApiHandler(JobService& jobs, ServerService& servers, artifacts::UploadService& uploads, Store& store,
+             Metrics& metrics, const TokenAuthenticator& auth, const Logger& log);
 
   ApiResponse handle(const ApiRequest& request);
+
+  // Whether this request's route streams its body, and the largest body it accepts.
+  bool streams_body(const std::string& method, const std::string& path) const;
+  std::uint64_t max_streamed_body() const;
 
   // For answers the edge gives itself (413 before reading a body).
   static ApiResponse error_response(int status, const std::string& message);
@@ -58,6 +69,7 @@ class ApiHandler {
 
   JobService& jobs_;
   ServerService& servers_;
+  artifacts::UploadService& uploads_;
   Store& store_;
   Metrics& metrics_;
   const TokenAuthenticator& auth_;

@@ -1,5 +1,10 @@
 #include "controller/api/http_server.hpp"
 
+#include <atomic>
+#include <mutex>
+#include <thread>
+#include <vector>
+
 #include <boost/asio/ssl.hpp>
 #include <cpprest/http_listener.h>
 #include <cpprest/uri.h>
@@ -15,11 +20,53 @@ using web::http::http_response;
 using web::http::experimental::listener::http_listener;
 using web::http::experimental::listener::http_listener_config;
 
+namespace {
+
+// The request line and headers as the handler sees them; the body is added by the caller.
+ApiRequest to_api_request(const http_request& request) {
+  ApiRequest api;
+  api.method = request.method();
+  const auto& uri = request.request_uri();
+  api.path = web::uri::decode(uri.path());
+  for (const auto& [k, v] : web::uri::split_query(uri.query())) api.query[web::uri::decode(k)] = web::uri::decode(v);
+  auto headers = request.headers();
+  api.header = [headers](const std::string& name) {
+    auto it = headers.find(name);
+    return it == headers.end() ? std::string() : it->second;
+  };
+  return api;
+}
+
+constexpr std::size_t kMaxConcurrentUploads = 4;
+
+}  // namespace
+
 struct HttpServer::Impl {
   ApiHandler& handler;
   const Logger& log;
   HttpServerOptions options;
   std::unique_ptr<http_listener> listener;
+  // Uploads read their body on threads of their own: blocking a pool thread on a slow
+  // client would starve the (one per core) pool that also receives the bytes.
+  struct Upload {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
+  std::mutex uploads_mutex;
+  std::vector<Upload> uploads;
+  std::atomic<std::size_t> active_uploads{0};
+
+  // Joins finished upload threads so their stacks are returned (caller holds uploads_mutex).
+  void reap_uploads() {
+    for (auto it = uploads.begin(); it != uploads.end();) {
+      if (it->done->load()) {
+        it->thread.join();
+        it = uploads.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
 
   void reply(http_request& request, const ApiResponse& r, bool close = false) {
     http_response response(static_cast<web::http::status_code>(r.status));
@@ -34,9 +81,49 @@ struct HttpServer::Impl {
     });
   }
 
+  void serve_upload(http_request request) {
+    auto method = request.method();
+    auto started = std::chrono::steady_clock::now();
+    if (request.headers().content_length() > handler.max_streamed_body()) {
+      handler.count(method, "oversize", 413, std::chrono::steady_clock::now() - started);
+      reply(request, ApiHandler::error_response(413, "upload larger than " +
+                                                         std::to_string(handler.max_streamed_body()) + " bytes"),
+            true);
+      return;
+    }
+    if (active_uploads.fetch_add(1) >= kMaxConcurrentUploads) {
+      --active_uploads;
+      auto r = ApiHandler::error_response(503, "too many uploads at once; retry later");
+      r.headers.push_back({"Retry-After", "5"});
+      reply(request, r, true);
+      return;
+    }
+    std::lock_guard lock(uploads_mutex);
+    reap_uploads();
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    uploads.push_back({std::thread([this, request, done]() mutable {
+      ApiRequest api = to_api_request(request);
+      auto body = request.body().streambuf();
+      api.read_body = [body](char* out, std::size_t cap) mutable -> Result<std::size_t> {
+        try {
+          return body.getn(reinterpret_cast<std::uint8_t*>(out), cap).get();
+        } catch (const std::exception& e) {
+          return make_error(ErrorKind::invalid_input, std::string("the upload was cut off: ") + e.what());
+        }
+      };
+      reply(request, handler.handle(api));
+      --active_uploads;
+      done->store(true);
+    }), done});
+  }
+
   void serve(http_request request) {
     auto method = request.method();
     auto started = std::chrono::steady_clock::now();
+    if (handler.streams_body(method, web::uri::decode(request.request_uri().path()))) {
+      serve_upload(std::move(request));
+      return;
+    }
     // Refuse an oversize body before reading it.
     auto declared = request.headers().content_length();
     if (declared > options.max_body_bytes) {
@@ -61,16 +148,7 @@ struct HttpServer::Impl {
               true);
         return;
       }
-      ApiRequest api;
-      api.method = method;
-      const auto& uri = request.request_uri();
-      api.path = web::uri::decode(uri.path());
-      for (const auto& [k, v] : web::uri::split_query(uri.query())) api.query[web::uri::decode(k)] = web::uri::decode(v);
-      const auto& headers = request.headers();
-      api.header = [&headers](const std::string& name) {
-        auto it = headers.find(name);
-        return it == headers.end() ? std::string() : it->second;
-      };
+      ApiRequest api = to_api_request(request);
       api.body.assign(body.begin(), body.end());
       reply(request, handler.handle(api));
     });
@@ -120,6 +198,12 @@ void HttpServer::stop() {
     impl_->listener->close().wait();
   } catch (...) {
   }
+  std::vector<Impl::Upload> uploads;
+  {
+    std::lock_guard lock(impl_->uploads_mutex);
+    uploads.swap(impl_->uploads);
+  }
+  for (auto& u : uploads) u.thread.join();  // closing the listener ended their bodies
   impl_->listener.reset();
 }
 

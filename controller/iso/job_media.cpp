@@ -2,6 +2,7 @@
 
 #include "controller/artifacts/artifact_server.hpp"
 #include "controller/artifacts/artifact_store.hpp"
+#include "controller/iso/maintenance_iso.hpp"
 
 namespace provisioner {
 
@@ -33,8 +34,9 @@ std::string media_mode_for(const nlohmann::json& recipe, const nlohmann::json& s
   return "dual-cd";
 }
 
-JobMediaBuilder::JobMediaBuilder(artifacts::ArtifactStore& store, JobMediaOptions options)
-    : store_(store), options_(std::move(options)) {
+JobMediaBuilder::JobMediaBuilder(artifacts::ArtifactStore& store, const MaintenanceIso& maintenance,
+                                 JobMediaOptions options)
+    : store_(store), maintenance_(maintenance), options_(std::move(options)) {
   while (!options_.artifact_base_url.empty() && options_.artifact_base_url.back() == '/')
     options_.artifact_base_url.pop_back();
 }
@@ -47,8 +49,9 @@ Result<JobMedia> JobMediaBuilder::build(const iso::TaskIsoInputs& inputs, const 
   JobMedia media;
   media.mode = mode;
   std::optional<std::string> base_path;
-  if (options_.maintenance_iso_sha256) {
-    auto p = store_.path_of(*options_.maintenance_iso_sha256);
+  auto maintenance_sha = maintenance_.current();
+  if (maintenance_sha) {
+    auto p = store_.path_of(*maintenance_sha);
     if (!p) return make_error(ErrorKind::unavailable, "the maintenance ISO artifact is missing from the store");
     base_path = p->string();
   }
@@ -57,13 +60,14 @@ Result<JobMedia> JobMediaBuilder::build(const iso::TaskIsoInputs& inputs, const 
     // One medium: the maintenance ISO plus the task as an appended session, stored as a
     // composite of the shared base file and the small per-job parts.
     if (!base_path)
-      return make_error(ErrorKind::unavailable, "single-iso mode needs a maintenance ISO ([artifacts] maintenance_iso)");
+      return make_error(ErrorKind::unavailable,
+                        "single-iso mode needs a maintenance ISO ([artifacts] maintenance_iso, or an upload)");
     auto overlay = iso::build_single_iso_overlay(*base_path, inputs);
     if (!overlay) return overlay.error();
     std::vector<artifacts::CompositePart> parts;
     for (auto& seg : overlay->segments) {
       if (seg.kind == iso::IsoSegment::Kind::base_file)
-        parts.push_back(artifacts::CompositePart::region(*options_.maintenance_iso_sha256, seg.offset, seg.length));
+        parts.push_back(artifacts::CompositePart::region(*maintenance_sha, seg.offset, seg.length));
       else
         parts.push_back(artifacts::CompositePart::bytes(std::move(seg.data)));
     }
@@ -78,8 +82,7 @@ Result<JobMedia> JobMediaBuilder::build(const iso::TaskIsoInputs& inputs, const 
   auto stored = store_.put(*image);
   if (!stored) return stored.error();
   media.task_iso = MediaRef{stored->sha256, url_of(stored->sha256, "task.iso")};
-  if (options_.maintenance_iso_sha256)
-    media.boot_iso = MediaRef{*options_.maintenance_iso_sha256, url_of(*options_.maintenance_iso_sha256, "maintenance.iso")};
+  if (maintenance_sha) media.boot_iso = MediaRef{*maintenance_sha, url_of(*maintenance_sha, "maintenance.iso")};
   return media;
 }
 

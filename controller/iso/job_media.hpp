@@ -32,14 +32,15 @@ struct JobMedia {
 // recipe.media_mode, else the server record's media_mode, else dual-cd.
 std::string media_mode_for(const nlohmann::json& recipe, const nlohmann::json& server);
 
+class MaintenanceIso;
+
 struct JobMediaOptions {
-  std::string artifact_base_url;                      // "http://192.0.2.10:8081"
-  std::optional<std::string> maintenance_iso_sha256;  // a plain artifact in the store
+  std::string artifact_base_url;  // "http://192.0.2.10:8081"
 };
 
 class JobMediaBuilder {
  public:
-  JobMediaBuilder(artifacts::ArtifactStore& store, JobMediaOptions options);
+  JobMediaBuilder(artifacts::ArtifactStore& store, const MaintenanceIso& maintenance, JobMediaOptions options);
 
   // Same inputs → same artifacts (the ISO is deterministic and the store content-addressed),
   // so a build repeated after a crash reuses what the first one stored.
@@ -50,6 +51,7 @@ class JobMediaBuilder {
 
  private:
   artifacts::ArtifactStore& store_;
+  const MaintenanceIso& maintenance_;
   JobMediaOptions options_;
 };
 

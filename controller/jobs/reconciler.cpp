@@ -4,18 +4,20 @@
 
 #include "controller/artifacts/artifact_store.hpp"
 #include "controller/iso/job_media.hpp"
+#include "controller/iso/maintenance_iso.hpp"
 #include "controller/jobs/job_service.hpp"
 #include "controller/logging/logger.hpp"
 
 namespace provisioner {
 
 JobReconciler::JobReconciler(Store& store, JobService& jobs, const JobMediaBuilder& media,
-                             artifacts::ArtifactStore& artifacts, const Clock& clock, const Logger& log,
-                             ReconcilerOptions options)
+                             artifacts::ArtifactStore& artifacts, const MaintenanceIso& maintenance,
+                             const Clock& clock, const Logger& log, ReconcilerOptions options)
     : store_(store),
       jobs_(jobs),
       media_(media),
       artifacts_(artifacts),
+      maintenance_(maintenance),
       clock_(clock),
       log_(log),
       options_(std::move(options)) {}
@@ -143,7 +145,8 @@ void JobReconciler::clean_up(const JobRecord& job) {
 Status JobReconciler::collect_garbage() {
   auto in_use = store_.media_in_use();
   if (!in_use) return in_use.error();
-  std::set<std::string> referenced = options_.pinned_artifacts;
+  std::set<std::string> referenced;
+  if (auto current = maintenance_.current()) referenced.insert(*current);  // what the next job boots
   for (const auto& text : *in_use) {
     auto media = JobMedia::from_json(nlohmann::json::parse(text));
     if (media.boot_iso) referenced.insert(media.boot_iso->sha256);

@@ -16,6 +16,7 @@
 namespace provisioner {
 
 class JobMediaBuilder;
+class MaintenanceIso;
 class JobService;
 class Logger;
 namespace artifacts {
@@ -29,13 +30,12 @@ struct ReconcilerOptions {
   std::chrono::seconds install_timeout{4 * 3600};      // maintenance OS booted → outcome
   std::chrono::seconds gc_interval{600};
   std::chrono::seconds artifact_retention{24 * 3600};  // unreferenced artifacts kept this long
-  std::set<std::string> pinned_artifacts;              // never collected (the maintenance ISO)
 };
 
 class JobReconciler {
  public:
   JobReconciler(Store& store, JobService& jobs, const JobMediaBuilder& media, artifacts::ArtifactStore& artifacts,
-                const Clock& clock, const Logger& log, ReconcilerOptions options);
+                const MaintenanceIso& maintenance, const Clock& clock, const Logger& log, ReconcilerOptions options);
   ~JobReconciler();
 
   void start();
@@ -57,6 +57,7 @@ class JobReconciler {
   JobService& jobs_;
   const JobMediaBuilder& media_;
   artifacts::ArtifactStore& artifacts_;
+  const MaintenanceIso& maintenance_;
   const Clock& clock_;
   const Logger& log_;
   ReconcilerOptions options_;

@@ -64,6 +64,12 @@ CREATE TABLE servers (
 -- What the job boots from and hands over: {"task_iso": {"sha256", "url"}, "boot_iso": {...},
 -- "media_mode": "..."}; artifacts named here are kept by garbage collection.
 ALTER TABLE jobs ADD COLUMN media_json TEXT NOT NULL DEFAULT '{}';
+
+-- Controller-wide settings that change at run time (e.g. the current maintenance ISO).
+CREATE TABLE settings (
+  key   TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+);
 )sql",
 };
 

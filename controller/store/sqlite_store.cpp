@@ -424,4 +424,27 @@ Result<std::int64_t> SqliteStore::count_unfinished_jobs(const std::string& seria
   return s.integer(0);
 }
 
+Result<std::optional<std::string>> SqliteStore::get_setting(const std::string& key) {
+  std::lock_guard lock(impl_->mutex);
+  auto st = impl_->prepare("SELECT value FROM settings WHERE key = ?");
+  if (!st) return st.error();
+  Stmt s(*st);
+  s.bind(1, key);
+  int rc = s.step();
+  if (rc == SQLITE_ROW) return std::optional<std::string>(s.text(0));
+  if (rc == SQLITE_DONE) return std::optional<std::string>();
+  return db_error(impl_->db, "get setting");
+}
+
+Status SqliteStore::set_setting(const std::string& key, const std::string& value) {
+  std::lock_guard lock(impl_->mutex);
+  auto st = impl_->prepare(
+      "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value");
+  if (!st) return st.error();
+  Stmt s(*st);
+  s.bind(1, key).bind(2, value);
+  if (s.step() != SQLITE_DONE) return db_error(impl_->db, "set setting");
+  return Ok{};
+}
+
 }  // namespace provisioner

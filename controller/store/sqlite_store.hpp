@@ -28,6 +28,8 @@ class SqliteStore final : public Store {
   Result<std::vector<std::string>> media_in_use() override;
   Result<bool> remember_webhook(const std::string& signature, std::int64_t now_ms, std::int64_t expires_ms) override;
   Result<std::map<std::string, std::int64_t>> count_jobs_by_status() override;
+  Result<std::optional<std::string>> get_setting(const std::string& key) override;
+  Status set_setting(const std::string& key, const std::string& value) override;
   Status insert_server(const ServerRecord& server) override;
   Result<std::optional<ServerRecord>> get_server(const std::string& id) override;
   Result<std::vector<ServerRecord>> list_servers(const std::optional<std::string>& after_id, int limit) override;

@@ -92,6 +92,9 @@ class Store {
 
   virtual Result<std::map<std::string, std::int64_t>> count_jobs_by_status() = 0;
 
+  virtual Result<std::optional<std::string>> get_setting(const std::string& key) = 0;
+  virtual Status set_setting(const std::string& key, const std::string& value) = 0;
+
   // Servers. A duplicate serial is a conflict.
   virtual Status insert_server(const ServerRecord& server) = 0;
   virtual Result<std::optional<ServerRecord>> get_server(const std::string& id) = 0;
