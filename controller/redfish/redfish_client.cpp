@@ -366,7 +366,10 @@ struct BmcClient::Impl {
       if (session_uri.empty() && r->body.is_object()) session_uri = path_of(r->body.value("@odata.id", ""));
       return Ok{};
     }
-    if (!r && failure_code(r.error()) == FailureCode::circuit_open) return r.error();
+    if (!r && (failure_code(r.error()) == FailureCode::circuit_open || failure_code(r.error()) == FailureCode::transport)) {
+      login_tried = false;  // the BMC was not reachable: says nothing about sessions, try again next time
+      return r.error();
+    }
     // Sessions unsupported or broken on this BMC: basic auth still works on all we know.
     log(2, "session login failed; using basic auth",
         {{"status", r ? std::to_string(r->status) : std::string("no answer")}});

@@ -127,6 +127,7 @@ struct RedfishOptions {
 };
 
 // One per controller: the global concurrency limit, per-BMC locks and breakers, time.
+// Must outlive every BmcClient made from it.
 class RedfishContext {
  public:
   RedfishContext(const Clock& clock, Sleeper& sleeper, RedfishOptions options = {}, const Logger* logger = nullptr);

@@ -395,6 +395,24 @@ TEST(RedfishFaults, SessionExpiryMidFlowLogsInOnceAndReplays) {
                                                           "PATCH " + kSys + " 204"}));
 }
 
+TEST(RedfishFaults, UnreachableDuringLoginDoesNotDowngradeToBasic) {
+  Rig rig;
+  std::atomic<bool> down{true};
+  rig.bmc.set_hook([&](const RecordedRequest& r, int) {
+    if (down && r.path == "/redfish/v1/SessionService/Sessions") return MockAction::reset();
+    return MockAction::pass();
+  });
+  BmcClient client(rig.ctx, rig.endpoint());
+  auto first = client.discover();
+  ASSERT_FALSE(first);
+  EXPECT_EQ(failure_code(first.error()), FailureCode::transport) << first.error().message;
+  down = false;
+  auto second = client.discover();
+  ASSERT_TRUE(second) << second.error().message;
+  for (const auto& r : matching(rig.bmc, "GET", "/redfish/v1/Systems")) EXPECT_EQ(r.header("authorization"), "");
+  EXPECT_EQ(matching(rig.bmc, "POST", "/Sessions").back().status, 201);
+}
+
 TEST(RedfishFaults, BadCredentialsFailWithoutLeakingThem) {
   Rig rig;
   BmcEndpoint e = rig.endpoint();
