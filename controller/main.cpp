@@ -17,7 +17,9 @@
 #include "controller/config/config.hpp"
 #include "controller/iso/job_media.hpp"
 #include "controller/iso/maintenance_iso.hpp"
+#include "controller/jobs/bmc_driver.hpp"
 #include "controller/jobs/reconciler.hpp"
+#include "controller/redfish/redfish_client.hpp"
 #include "controller/jobs/job_service.hpp"
 #include "controller/logging/logger.hpp"
 #include "controller/metrics/metrics.hpp"
@@ -90,8 +92,12 @@ int run(const ControllerConfig& config) {
   reconcile.boot_timeout = std::chrono::seconds(config.boot_timeout_seconds);
   reconcile.install_timeout = std::chrono::seconds(config.install_timeout_seconds);
   reconcile.gc_interval = std::chrono::seconds(config.gc_interval_seconds);
+  reconcile.workers = config.reconcile_workers;
   reconcile.artifact_retention = std::chrono::seconds(config.artifact_retention_seconds);
-  JobReconciler reconciler(**store, jobs, media, artifact_store, maintenance, clock, log, reconcile);
+  redfish::RealSleeper sleeper;
+  redfish::RedfishContext redfish(clock, sleeper, config.redfish, &log);
+  BmcJobDriver bmc(**store, jobs, servers, media, redfish, clock, log);
+  JobReconciler reconciler(**store, jobs, media, artifact_store, maintenance, &bmc, clock, log, reconcile);
   jobs.on_change([&reconciler] { reconciler.wake(); });
   artifacts::UploadService uploads(artifact_store, config.artifacts_public_url, config.max_upload_bytes,
                                    [&maintenance](const std::string& sha) { return maintenance.set_current(sha); });

@@ -38,7 +38,7 @@ Status apply_config_file(const std::filesystem::path& file, ControllerConfig& c)
   }
   const std::string where = "config " + file.string();
   if (auto s = unknown_keys(t, {"listen", "data_dir", "public_url", "recipes_dir", "max_body_bytes", "http_threads",
-                                "log", "tls", "webhook", "tokens", "artifacts", "reconciler"},
+                                "log", "tls", "webhook", "tokens", "artifacts", "reconciler", "redfish"},
                             where);
       !s)
     return s;
@@ -77,7 +77,8 @@ Status apply_config_file(const std::filesystem::path& file, ControllerConfig& c)
     if (auto v = (*a)["max_upload_bytes"].value<std::int64_t>()) c.max_upload_bytes = static_cast<std::uint64_t>(*v);
   }
   if (auto* r = t["reconciler"].as_table()) {
-    if (auto s = unknown_keys(*r, {"tick_ms", "boot_timeout_seconds", "install_timeout_seconds", "gc_interval_seconds"},
+    if (auto s = unknown_keys(*r, {"tick_ms", "boot_timeout_seconds", "install_timeout_seconds", "gc_interval_seconds",
+                                   "workers"},
                               where + " [reconciler]");
         !s)
       return s;
@@ -85,6 +86,32 @@ Status apply_config_file(const std::filesystem::path& file, ControllerConfig& c)
     if (auto v = (*r)["boot_timeout_seconds"].value<std::int64_t>()) c.boot_timeout_seconds = static_cast<int>(*v);
     if (auto v = (*r)["install_timeout_seconds"].value<std::int64_t>()) c.install_timeout_seconds = static_cast<int>(*v);
     if (auto v = (*r)["gc_interval_seconds"].value<std::int64_t>()) c.gc_interval_seconds = static_cast<int>(*v);
+    if (auto v = (*r)["workers"].value<std::int64_t>()) c.reconcile_workers = static_cast<int>(*v);
+  }
+  if (auto* rf = t["redfish"].as_table()) {
+    // Every knob in milliseconds or counts, named as in RedfishOptions.
+    auto& o = c.redfish;
+    const std::vector<std::pair<const char*, std::int64_t*>> ms = {
+        {"connect_timeout_ms", &o.connect_timeout_ms}, {"request_timeout_ms", &o.request_timeout_ms},
+        {"retry_base_ms", &o.retry_base_ms},           {"retry_cap_ms", &o.retry_cap_ms},
+        {"not_ready_delay_ms", &o.not_ready_delay_ms}, {"max_retry_after_ms", &o.max_retry_after_ms},
+        {"insert_retry_delay_ms", &o.insert_retry_delay_ms}, {"task_poll_ms", &o.task_poll_ms},
+        {"task_timeout_ms", &o.task_timeout_ms},       {"power_poll_ms", &o.power_poll_ms},
+        {"power_timeout_ms", &o.power_timeout_ms},     {"graceful_timeout_ms", &o.graceful_timeout_ms},
+        {"breaker_open_ms", &o.breaker_open_ms}};
+    const std::vector<std::pair<const char*, int*>> counts = {
+        {"get_attempts", &o.get_attempts},         {"not_ready_attempts", &o.not_ready_attempts},
+        {"rate_limit_attempts", &o.rate_limit_attempts}, {"boot_reapply_attempts", &o.boot_reapply_attempts},
+        {"breaker_threshold", &o.breaker_threshold}, {"max_concurrent_requests", &o.max_concurrent_requests}};
+    std::set<std::string> known{"prefer_graceful_restart"};
+    for (const auto& [k, p] : ms) known.insert(k);
+    for (const auto& [k, p] : counts) known.insert(k);
+    if (auto s = unknown_keys(*rf, known, where + " [redfish]"); !s) return s;
+    for (const auto& [k, p] : ms)
+      if (auto v = (*rf)[k].value<std::int64_t>()) *p = *v;
+    for (const auto& [k, p] : counts)
+      if (auto v = (*rf)[k].value<std::int64_t>()) *p = static_cast<int>(*v);
+    if (auto v = (*rf)["prefer_graceful_restart"].value<bool>()) o.prefer_graceful_restart = *v;
   }
   if (auto* tokens = t["tokens"].as_array()) {
     for (std::size_t i = 0; i < tokens->size(); ++i) {

@@ -12,6 +12,7 @@
 
 #include "common/result.hpp"
 #include "controller/api/auth.hpp"
+#include "controller/redfish/redfish_client.hpp"
 
 namespace provisioner {
 
@@ -46,6 +47,10 @@ struct ControllerConfig {
   int boot_timeout_seconds = 1800;
   int install_timeout_seconds = 4 * 3600;
   int gc_interval_seconds = 600;
+  int reconcile_workers = 32;
+
+  // Redfish client timing and limits ([redfish] in the config file).
+  redfish::RedfishOptions redfish;
 };
 
 // What the command line asked for: run the controller, or print something and exit.

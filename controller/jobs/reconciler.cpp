@@ -5,19 +5,21 @@
 #include "controller/artifacts/artifact_store.hpp"
 #include "controller/iso/job_media.hpp"
 #include "controller/iso/maintenance_iso.hpp"
+#include "controller/jobs/bmc_driver.hpp"
 #include "controller/jobs/job_service.hpp"
 #include "controller/logging/logger.hpp"
 
 namespace provisioner {
 
 JobReconciler::JobReconciler(Store& store, JobService& jobs, const JobMediaBuilder& media,
-                             artifacts::ArtifactStore& artifacts, const MaintenanceIso& maintenance,
+                             artifacts::ArtifactStore& artifacts, const MaintenanceIso& maintenance, BmcJobDriver* bmc,
                              const Clock& clock, const Logger& log, ReconcilerOptions options)
     : store_(store),
       jobs_(jobs),
       media_(media),
       artifacts_(artifacts),
       maintenance_(maintenance),
+      bmc_(bmc),
       clock_(clock),
       log_(log),
       options_(std::move(options)) {}
@@ -25,7 +27,8 @@ JobReconciler::JobReconciler(Store& store, JobService& jobs, const JobMediaBuild
 JobReconciler::~JobReconciler() { stop(); }
 
 void JobReconciler::start() {
-  thread_ = std::thread([this] {
+  for (int i = 0; i < options_.workers; ++i) workers_.emplace_back([this] { work(); });
+  ticker_ = std::thread([this] {
     std::unique_lock lock(mutex_);
     while (!stopping_) {
       lock.unlock();
@@ -49,9 +52,14 @@ void JobReconciler::stop() {
   {
     std::lock_guard lock(mutex_);
     stopping_ = true;
+    queue_.clear();
   }
   wake_.notify_all();
-  if (thread_.joinable()) thread_.join();
+  work_cv_.notify_all();
+  if (ticker_.joinable()) ticker_.join();
+  for (auto& w : workers_)
+    if (w.joinable()) w.join();
+  workers_.clear();
 }
 
 void JobReconciler::wake() {
@@ -68,14 +76,45 @@ void JobReconciler::reconcile_once() {
     log_.error("cannot list jobs to reconcile", {{"error", jobs.error().message}});
     return;
   }
-  for (const auto& job : *jobs) drive(job);
+  std::lock_guard lock(mutex_);
+  for (auto& job : *jobs)
+    if (in_flight_.insert(job.id).second) queue_.push_back(std::move(job));
+  work_cv_.notify_all();
+}
+
+void JobReconciler::work() {
+  std::unique_lock lock(mutex_);
+  while (true) {
+    work_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+    if (stopping_) return;
+    JobRecord job = std::move(queue_.front());
+    queue_.pop_front();
+    lock.unlock();
+    try {
+      // The listing may be a tick old: act on the job as it is now.
+      auto fresh = store_.get_job(job.id);
+      if (fresh && *fresh) drive(**fresh);
+    } catch (const std::exception& e) {
+      log_.error("reconciling a job failed", Logger::job_fields(job.id, job.server_serial, {{"error", e.what()}}));
+    }
+    lock.lock();
+    in_flight_.erase(job.id);
+  }
 }
 
 void JobReconciler::drive(const JobRecord& job) {
   auto status = parse_job_status(job.status).value_or(JobStatus::complete);
   switch (status) {
-    case JobStatus::queued: return build_media(job);
-    case JobStatus::provisioning: return check_timeouts(job);
+    case JobStatus::queued: {
+      build_media(job);
+      auto fresh = store_.get_job(job.id);  // media ready: go straight on to the BMC steps
+      if (fresh && *fresh && (*fresh)->status == "provisioning") drive(**fresh);
+      return;
+    }
+    case JobStatus::provisioning:
+      if (check_timeouts(job)) return;
+      if (bmc_ && BmcJobDriver::has_bmc(job)) bmc_->advance(job);
+      return;
     case JobStatus::succeeded:
     case JobStatus::failed:
     case JobStatus::canceled: return clean_up(job);
@@ -107,9 +146,9 @@ void JobReconciler::build_media(const JobRecord& job) {
   jobs_.transition(job, JobStatus::queued, JobStatus::provisioning, {}, "media ready");
 }
 
-void JobReconciler::check_timeouts(const JobRecord& job) {
+bool JobReconciler::check_timeouts(const JobRecord& job) {
   auto events = store_.job_events(job.id);
-  if (!events) return;
+  if (!events) return false;
   std::int64_t started = 0, booted = 0;
   for (const auto& e : *events) {
     if (e.kind == "transition" && e.name == "provisioning") started = e.at_ms;
@@ -127,17 +166,19 @@ void JobReconciler::check_timeouts(const JobRecord& job) {
     why = "the maintenance OS did not report within " + std::to_string(limit("boot", options_.boot_timeout) / 1000) + " s";
   else if (booted > 0 && now - booted > limit("install", options_.install_timeout))
     why = "the installation did not finish within " + std::to_string(limit("install", options_.install_timeout) / 1000) + " s";
-  if (why.empty()) return;
+  if (why.empty()) return false;
   log_.warn("job timed out", Logger::job_fields(job.id, job.server_serial, {{"reason", why}}));
   jobs_.transition(job, JobStatus::provisioning, JobStatus::failed, JobChanges{std::nullopt, why}, "timeout");
+  return true;
 }
 
 void JobReconciler::clean_up(const JobRecord& job) {
-  // Media ejection and boot-to-disk belong here for BMC-managed servers; a server without a
-  // BMC has nothing to undo.
+  auto status = parse_job_status(job.status).value_or(JobStatus::complete);
+  // Eject, boot from disk, and on success reset into the installed system. A server without
+  // a BMC has nothing to undo.
+  if (bmc_ && BmcJobDriver::has_bmc(job) && !bmc_->clean_up(job, status == JobStatus::succeeded)) return;
   auto first = store_.record_phase(job.id, "cleanup_done", "", clock_.now_ms());
   if (!first) return;
-  auto status = parse_job_status(job.status).value_or(JobStatus::complete);
   if (status == JobStatus::succeeded || status == JobStatus::failed)
     jobs_.transition(job, status, JobStatus::complete, {}, "cleanup done");
 }

@@ -1,13 +1,16 @@
 #pragma once
 // The job reconciler: on start-up and on every tick it drives each unfinished job one step
 // from its persisted phase. Every step is idempotent and recorded in the store before the
-// next one starts, so a restarted controller simply carries on.
+// next one starts, so a restarted controller simply carries on. Jobs run on a pool of
+// workers: a slow BMC delays its own job, never the others.
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <mutex>
 #include <set>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "common/clock.hpp"
 #include "common/result.hpp"
@@ -15,18 +18,20 @@
 
 namespace provisioner {
 
+class BmcJobDriver;
 class JobMediaBuilder;
-class MaintenanceIso;
 class JobService;
 class Logger;
+class MaintenanceIso;
 namespace artifacts {
 class ArtifactStore;
 }
 
 struct ReconcilerOptions {
   std::chrono::milliseconds tick{500};
-  int batch = 500;                                     // jobs looked at per tick
-  std::chrono::seconds boot_timeout{1800};             // provisioning → maintenance OS reports
+  int batch = 2000;                                    // jobs looked at per tick
+  int workers = 32;                                    // jobs driven at once
+  std::chrono::seconds boot_timeout{1800};             // reset (or provisioning) → maintenance OS reports
   std::chrono::seconds install_timeout{4 * 3600};      // maintenance OS booted → outcome
   std::chrono::seconds gc_interval{600};
   std::chrono::seconds artifact_retention{24 * 3600};  // unreferenced artifacts kept this long
@@ -34,23 +39,26 @@ struct ReconcilerOptions {
 
 class JobReconciler {
  public:
+  // `bmc` may be null: then jobs are only driven by their machines' reports (PXE).
   JobReconciler(Store& store, JobService& jobs, const JobMediaBuilder& media, artifacts::ArtifactStore& artifacts,
-                const MaintenanceIso& maintenance, const Clock& clock, const Logger& log, ReconcilerOptions options);
+                const MaintenanceIso& maintenance, BmcJobDriver* bmc, const Clock& clock, const Logger& log,
+                ReconcilerOptions options);
   ~JobReconciler();
 
   void start();
   void stop();
   void wake();  // a new job or report arrived: reconcile now rather than at the next tick
 
-  // One pass over every unfinished job (what each tick runs).
+  // Hands every unfinished job not already being driven to the workers.
   void reconcile_once();
   // Removes artifacts no unfinished job needs, older than the retention.
   Status collect_garbage();
 
  private:
+  void work();
   void drive(const JobRecord& job);
   void build_media(const JobRecord& job);
-  void check_timeouts(const JobRecord& job);
+  bool check_timeouts(const JobRecord& job);  // true when it failed the job
   void clean_up(const JobRecord& job);
 
   Store& store_;
@@ -58,15 +66,20 @@ class JobReconciler {
   const JobMediaBuilder& media_;
   artifacts::ArtifactStore& artifacts_;
   const MaintenanceIso& maintenance_;
+  BmcJobDriver* bmc_;
   const Clock& clock_;
   const Logger& log_;
   ReconcilerOptions options_;
 
   std::mutex mutex_;
-  std::condition_variable wake_;
+  std::condition_variable wake_;      // the ticker
+  std::condition_variable work_cv_;   // the workers
   bool stopping_ = false;
   bool woken_ = false;
-  std::thread thread_;
+  std::deque<JobRecord> queue_;
+  std::set<std::string> in_flight_;   // queued or being driven
+  std::thread ticker_;
+  std::vector<std::thread> workers_;
   std::int64_t last_gc_ms_ = 0;
 };
 

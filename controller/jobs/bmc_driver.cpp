@@ -1,0 +1,196 @@
+#include "controller/jobs/bmc_driver.hpp"
+
+#include "controller/iso/job_media.hpp"
+#include "controller/jobs/job_service.hpp"
+#include "controller/logging/logger.hpp"
+#include "controller/redfish/redfish_client.hpp"
+#include "controller/servers/server_service.hpp"
+
+namespace provisioner {
+
+namespace {
+
+bool has_phase(const std::vector<JobEvent>& events, const std::string& phase) {
+  for (const auto& e : events)
+    if (e.kind == "phase" && e.name == phase) return true;
+  return false;
+}
+
+// Failures that will not go away by asking again.
+bool is_permanent(redfish::FailureCode code) {
+  using redfish::FailureCode;
+  return code == FailureCode::auth_failed || code == FailureCode::not_found || code == FailureCode::invalid_input;
+}
+
+std::vector<redfish::MediaRequest> media_requests(const JobMedia& media) {
+  std::vector<redfish::MediaRequest> out;
+  if (media.boot_iso) out.push_back({media.boot_iso->url, redfish::MediaKind::cd});
+  if (media.task_iso && (media.mode == "dual-cd" || media.mode == "cd-usb"))
+    out.push_back({media.task_iso->url, media.mode == "cd-usb" ? redfish::MediaKind::usb : redfish::MediaKind::cd});
+  return out;
+}
+
+redfish::BootMode boot_mode_of(const nlohmann::json& recipe) {
+  auto mode = recipe.value("boot_mode", "");
+  if (mode == "uefi") return redfish::BootMode::uefi;
+  if (mode == "bios") return redfish::BootMode::legacy;
+  return redfish::BootMode::keep;
+}
+
+}  // namespace
+
+BmcJobDriver::BmcJobDriver(Store& store, JobService& jobs, ServerService& servers, const JobMediaBuilder& media,
+                           redfish::RedfishContext& redfish, const Clock& clock, const Logger& log)
+    : store_(store), jobs_(jobs), servers_(servers), media_(media), redfish_(redfish), clock_(clock), log_(log) {}
+
+bool BmcJobDriver::has_bmc(const JobRecord& job) {
+  auto server = nlohmann::json::parse(job.server_json);
+  return server.contains("bmc") && server["bmc"].contains("address");
+}
+
+std::optional<redfish::BmcEndpoint> BmcJobDriver::endpoint(const JobRecord& job) const {
+  auto server = nlohmann::json::parse(job.server_json);
+  if (!server.contains("bmc")) return std::nullopt;
+  const auto& bmc = server["bmc"];
+  redfish::BmcEndpoint e;
+  e.address = bmc.value("address", "");
+  e.username = bmc.value("username", "");
+  e.password = servers_.bmc_password(server).value_or("");
+  e.verify_tls = bmc.value("verify_tls", true);
+  e.ca_file = bmc.value("ca_file", "");
+  e.profile = bmc.value("profile", "auto");
+  e.system_id = bmc.value("system_id", "");
+  e.serial = job.server_serial;
+  return e;
+}
+
+bool BmcJobDriver::backing_off(const std::string& job_id) {
+  std::lock_guard lock(backoff_mutex_);
+  auto it = backoff_.find(job_id);
+  return it != backoff_.end() && clock_.now_ms() < it->second.next_ms;
+}
+
+void BmcJobDriver::back_off(const std::string& job_id) {
+  std::lock_guard lock(backoff_mutex_);
+  auto& b = backoff_[job_id];
+  b.delay_ms = std::min<std::int64_t>(b.delay_ms == 0 ? 1000 : b.delay_ms * 2, 60'000);
+  b.next_ms = clock_.now_ms() + b.delay_ms;
+}
+
+void BmcJobDriver::fail(const JobRecord& job, const std::string& phase, const Error& error) {
+  log_.error("BMC step failed for good", Logger::job_fields(job.id, job.server_serial,
+                                                            {{"phase", phase}, {"error", error.message}}));
+  jobs_.transition(job, JobStatus::provisioning, JobStatus::failed, JobChanges{std::nullopt, phase + ": " + error.message},
+                   phase + " failed");
+}
+
+void BmcJobDriver::advance(const JobRecord& job) {
+  if (backing_off(job.id)) return;
+  auto events = store_.job_events(job.id);
+  if (!events) return;
+  if (has_phase(*events, "reset_issued")) return;  // nothing left for the BMC until the outcome
+  auto ep = endpoint(job);
+  if (!ep) return;
+  auto media = JobMedia::from_json(nlohmann::json::parse(job.media_json));
+  auto recipe = nlohmann::json::parse(job.recipe_json);
+  auto fields = [&](LogFields extra = {}) { return Logger::job_fields(job.id, job.server_serial, std::move(extra)); };
+  if (!media.boot_iso) {
+    fail(job, "media_inserted",
+         make_error(ErrorKind::unavailable, "no maintenance ISO to boot ([artifacts] maintenance_iso, or an upload)"));
+    return;
+  }
+
+  redfish::BmcClient bmc(redfish_, *ep, {{"job_id", job.id}, {"serial", job.server_serial}});
+  auto transient = [&](const std::string& phase, const Error& e) {
+    if (is_permanent(redfish::failure_code(e))) return fail(job, phase, e);
+    log_.warn("BMC step will be retried", fields({{"phase", phase}, {"error", e.message}}));
+    back_off(job.id);
+  };
+
+  if (!has_phase(*events, "media_inserted")) {
+    auto inserted = bmc.insert_media(media_requests(media));
+    if (!inserted && redfish::failure_code(inserted.error()) == redfish::FailureCode::second_medium_refused &&
+        media.mode != "single-iso") {
+      // Many BMCs hold one medium only: rebuild this job as one ISO and insert that instead.
+      auto inputs = jobs_.task_inputs(job);
+      auto single = inputs ? media_.build(*inputs, "single-iso") : Result<JobMedia>(inputs.error());
+      if (!single) return fail(job, "media_inserted", single.error());
+      store_.set_job_media(job.id, "provisioning", single->to_json().dump(), clock_.now_ms());
+      store_.record_phase(job.id, "media_fallback:single-iso", inserted.error().message, clock_.now_ms());
+      log_.warn("BMC refused a second medium: switched the job to single-iso", fields({{"reason", inserted.error().message}}));
+      media = *single;
+      inserted = bmc.insert_media(media_requests(media));
+    }
+    if (!inserted) return transient("media_inserted", inserted.error());
+    std::string urls;
+    for (const auto& r : *inserted) urls += (urls.empty() ? "" : " ") + r.url;
+    store_.record_phase(job.id, "media_inserted", urls, clock_.now_ms());
+  }
+  if (!has_phase(*events, "boot_set")) {
+    auto boot = bmc.set_boot_once_cd(boot_mode_of(recipe));
+    if (!boot) return transient("boot_set", boot.error());
+    store_.record_phase(job.id, "boot_set", boot->target + "/" + boot->enabled + (boot->mode.empty() ? "" : "/" + boot->mode),
+                        clock_.now_ms());
+  }
+  // Recorded before it is sent: after a crash here the reset is never repeated (the boot
+  // timeout then fails the job instead of power-cycling a machine twice).
+  auto first = store_.record_phase(job.id, "reset_issued", "", clock_.now_ms());
+  if (!first || !*first) return;
+  auto reset = bmc.power_cycle_into_boot();
+  if (!reset) {
+    fail(job, "reset_issued", reset.error());
+    return;
+  }
+  std::string issued;
+  for (const auto& r : reset->issued) issued += (issued.empty() ? "" : "+") + r;
+  log_.info("server reset into the maintenance OS", fields({{"reset", issued}, {"power", reset->power_state}}));
+  std::lock_guard lock(backoff_mutex_);
+  backoff_.erase(job.id);
+}
+
+bool BmcJobDriver::clean_up(const JobRecord& job, bool boot_disk_now) {
+  if (backing_off(job.id)) return false;
+  auto ep = endpoint(job);
+  if (!ep) return true;
+  auto events = store_.job_events(job.id);
+  if (!events) return false;
+  if (!has_phase(*events, "media_inserted") && !has_phase(*events, "reset_issued")) return true;  // nothing to undo
+  auto media = JobMedia::from_json(nlohmann::json::parse(job.media_json));
+  std::vector<std::string> urls;
+  for (const auto& r : media_requests(media)) urls.push_back(r.url);
+  redfish::BmcClient bmc(redfish_, *ep, {{"job_id", job.id}, {"serial", job.server_serial}});
+  redfish::CleanupOptions options;
+  options.boot = redfish::CleanupOptions::BootRestore::hdd_once;
+  options.reset = false;  // below, once only
+  auto done = bmc.cleanup(urls, options);
+  if (done && boot_disk_now) {
+    // Into the installed system. Recorded before it is sent, like the first reset: a crash
+    // between the two must not power-cycle a machine that is already booting its disk.
+    auto first = store_.record_phase(job.id, "disk_reset_issued", "", clock_.now_ms());
+    if (!first) return false;
+    if (*first) {
+      auto reset = bmc.power_cycle_into_boot();
+      if (!reset) {
+        log_.error("reset into the installed system failed", Logger::job_fields(job.id, job.server_serial,
+                                                                                {{"error", reset.error().message}}));
+        store_.record_phase(job.id, "cleanup_failed", reset.error().message, clock_.now_ms());
+      }
+    }
+  }
+  if (done) {
+    std::lock_guard lock(backoff_mutex_);
+    backoff_.erase(job.id);
+    return true;
+  }
+  auto fields = Logger::job_fields(job.id, job.server_serial, {{"error", done.error().message}});
+  if (is_permanent(redfish::failure_code(done.error()))) {
+    log_.error("cleanup failed for good: media may still be inserted", fields);
+    store_.record_phase(job.id, "cleanup_failed", done.error().message, clock_.now_ms());
+    return true;
+  }
+  log_.warn("cleanup will be retried", fields);
+  back_off(job.id);
+  return false;
+}
+
+}  // namespace provisioner

@@ -1,0 +1,181 @@
+// The whole virtual-media flow through the controller process against a mock BMC that
+// speaks Redfish over HTTP: insert, boot once, reset, reports, eject, boot from disk.
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "tests/integration/controller/iso_tools.hpp"
+#include "tests/integration/controller/test_jobs.hpp"
+#include "tests/integration/controller/webhook_signer.hpp"
+#include "tests/support/controller_process.hpp"
+#include "tests/support/mock_bmc.hpp"
+
+using namespace provisioner;
+using namespace provisioner::test;
+
+namespace {
+
+// Redfish pauses scaled down so the flow runs in well under a second.
+constexpr const char* kFastRedfish =
+    "[redfish]\npower_poll_ms = 20\nretry_base_ms = 20\nretry_cap_ms = 50\ninsert_retry_delay_ms = 20\n"
+    "not_ready_delay_ms = 20\ntask_poll_ms = 20\nrequest_timeout_ms = 5000\nbreaker_open_ms = 300\n";
+
+std::vector<std::string> phase_names(const nlohmann::json& job) {
+  std::vector<std::string> out;
+  for (const auto& p : job["phases"]) out.push_back(p["name"]);
+  return out;
+}
+
+bool has(const std::vector<std::string>& v, const std::string& x) { return std::find(v.begin(), v.end(), x) != v.end(); }
+
+}  // namespace
+
+class BmcFlow : public testing::Test {
+ protected:
+  void SetUp() override { base = make_maintenance_iso(tmp.path()); }
+
+  void start(MockBmcOptions options = {}) {
+    bmc = std::make_unique<MockBmc>(std::move(options));
+    controller = std::make_unique<ControllerProcess>(kFastRedfish, "text",
+                                                     "maintenance_iso = \"" + base.string() + "\"\n");
+    controller->start();
+  }
+
+  std::string submit(nlohmann::json recipe = linux_recipe(), const std::string& password = "mock-bmc-password") {
+    nlohmann::json body{{"server",
+                         {{"serial", "MOCK0001"},
+                          {"bmc", {{"address", bmc->address()}, {"username", "admin"}, {"password", password}}}}},
+                        {"recipe", std::move(recipe)}};
+    auto r = controller->post("/api/v1/jobs", body.dump());
+    EXPECT_EQ(r.status, 201) << r.body;
+    return r.json()["id"];
+  }
+
+  nlohmann::json wait_for_phase(const std::string& id, const std::string& phase, int seconds = 20) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+    nlohmann::json job;
+    while (std::chrono::steady_clock::now() < deadline) {
+      job = controller->get("/api/v1/jobs/" + id).json();
+      if (has(phase_names(job), phase)) return job;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    ADD_FAILURE() << "no phase " << phase << ": " << job.dump() << "\n" << controller->log_text();
+    return job;
+  }
+
+  void report(const std::string& id, const std::string& body) {
+    auto r = send_webhook(*controller, "MOCK0001", controller->webhook_key(id), body);
+    ASSERT_EQ(r.status, 200) << r.body;
+  }
+
+  TempDir tmp;
+  std::filesystem::path base;
+  std::unique_ptr<MockBmc> bmc;
+  std::unique_ptr<ControllerProcess> controller;
+};
+
+TEST_F(BmcFlow, DualCdFromSubmissionToBootFromDisk) {
+  start();
+  auto id = submit();
+  auto job = wait_for_phase(id, "reset_issued");
+  EXPECT_EQ(phase_names(job), (std::vector<std::string>{"iso_built", "media_inserted", "boot_set", "reset_issued"}));
+  // The machine was reset once, into the CD, with both media inserted.
+  ASSERT_EQ(bmc->boots().size(), 1u);
+  EXPECT_EQ(bmc->boots()[0].boot_target, "Cd");
+  auto media = bmc->boots()[0].media;
+  ASSERT_EQ(media.size(), 2u);
+  std::sort(media.begin(), media.end());
+  EXPECT_TRUE(media[0].ends_with("/maintenance.iso") || media[1].ends_with("/maintenance.iso"));
+  EXPECT_TRUE(media[0].ends_with("/task.iso") || media[1].ends_with("/task.iso"));
+
+  // The maintenance OS reports; the controller cleans up and boots the disk.
+  report(id, R"({"job_id":")" + id + R"(","status":"running","step":"partition.service"})");
+  report(id, R"({"job_id":")" + id + R"(","status":"success"})");
+  job = controller->wait_for_status(id, "complete");
+  EXPECT_EQ(job["outcome"], "succeeded");
+  EXPECT_EQ(phase_names(job), (std::vector<std::string>{"iso_built", "media_inserted", "boot_set", "reset_issued",
+                                                        "maint_booted", "step:partition.service", "disk_reset_issued",
+                                                        "cleanup_done"}));
+  EXPECT_EQ(bmc->slot_image("CD1"), "");
+  EXPECT_EQ(bmc->slot_image("CD2"), "");
+  ASSERT_EQ(bmc->boots().size(), 2u);
+  EXPECT_EQ(bmc->boots()[1].boot_target, "Hdd");
+  EXPECT_TRUE(bmc->boots()[1].media.empty()) << "booted back into the ISO";
+  EXPECT_EQ(bmc->live_sessions(), 0) << "sessions must be logged out";
+}
+
+TEST_F(BmcFlow, ABmcRefusingASecondMediumGetsOneIso) {
+  MockBmcOptions options;
+  options.refuse_second_medium = true;
+  start(options);
+  auto id = submit();
+  auto job = wait_for_phase(id, "reset_issued");
+  EXPECT_TRUE(has(phase_names(job), "media_fallback:single-iso")) << job.dump();
+  EXPECT_EQ(job["media"]["mode"], "single-iso");
+  ASSERT_EQ(bmc->boots().size(), 1u);
+  ASSERT_EQ(bmc->boots()[0].media.size(), 1u);
+  EXPECT_TRUE(bmc->boots()[0].media[0].ends_with("/boot.iso"));
+}
+
+TEST_F(BmcFlow, AFailedStepEjectsAndLeavesTheMachineBootingItsDisk) {
+  start();
+  auto id = submit();
+  wait_for_phase(id, "reset_issued");
+  report(id, R"({"job_id":")" + id + R"(","status":"failed","failed_step":"image-linux.service"})");
+  auto job = controller->wait_for_status(id, "complete");
+  EXPECT_EQ(job["outcome"], "failed");
+  EXPECT_EQ(job["failed_step"], "image-linux.service");
+  EXPECT_EQ(bmc->slot_image("CD1"), "");
+  EXPECT_EQ(bmc->slot_image("CD2"), "");
+  EXPECT_EQ(bmc->boot().target, "Hdd") << "the next boot must not be the ISO";
+  EXPECT_EQ(bmc->resets().size(), 1u) << "a failed machine is left for the operator, not reset again";
+}
+
+TEST_F(BmcFlow, CancelCleansUp) {
+  start();
+  auto id = submit();
+  wait_for_phase(id, "reset_issued");
+  controller->post("/api/v1/jobs/" + id + "/cancel", "");
+  auto job = wait_for_phase(id, "cleanup_done");
+  EXPECT_EQ(job["status"], "canceled");
+  EXPECT_EQ(bmc->slot_image("CD1"), "");
+  EXPECT_EQ(bmc->slot_image("CD2"), "");
+}
+
+TEST_F(BmcFlow, WrongCredentialsFailTheJobWithoutLeakingThem) {
+  start();
+  auto id = submit(linux_recipe(), "not-the-password-81f2");
+  auto job = controller->wait_for_status(id, "complete");
+  EXPECT_EQ(job["outcome"], "failed");
+  EXPECT_EQ(job["error"].get<std::string>().rfind("media_inserted: ", 0), 0u) << job["error"];
+  EXPECT_EQ(job.dump().find("not-the-password-81f2"), std::string::npos);
+  EXPECT_EQ(controller->log_text().find("not-the-password-81f2"), std::string::npos);
+  EXPECT_TRUE(bmc->resets().empty());
+}
+
+TEST_F(BmcFlow, TheBmcFetchesMediaFromTheArtifactServer) {
+  MockBmcOptions options;
+  options.fetch_media = true;
+  start(options);
+  auto id = submit();
+  wait_for_phase(id, "reset_issued");
+  auto fetches = bmc->media_fetches();
+  ASSERT_EQ(fetches.size(), 2u);
+  for (const auto& f : fetches) {
+    EXPECT_EQ(f.head_status, 200) << f.url;
+    EXPECT_EQ(f.range_status, 206) << f.url;
+  }
+}
+
+TEST_F(BmcFlow, AnUnavailableBmcIsRetriedUntilItAnswers) {
+  MockBmcOptions options;
+  start(options);
+  bmc->set_hook([](const RecordedRequest&, int) { return MockAction::respond(503); });
+  auto id = submit();
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  auto job = controller->get("/api/v1/jobs/" + id).json();
+  EXPECT_EQ(job["status"], "provisioning") << "a 503 is worth retrying: " << job.dump();
+  EXPECT_FALSE(has(phase_names(job), "media_inserted"));
+  bmc->set_hook(nullptr);  // the BMC recovers
+  wait_for_phase(id, "reset_issued", 90);
+}
