@@ -47,7 +47,7 @@ struct ControllerConfig {
   int boot_timeout_seconds = 1800;
   int install_timeout_seconds = 4 * 3600;
   int gc_interval_seconds = 600;
-  int reconcile_workers = 32;
+  int reconcile_workers = 256;  // BMC calls wait on the network, not the CPU: bench/jobs/run.sh
 
   // Redfish client timing and limits ([redfish] in the config file).
   redfish::RedfishOptions redfish;

@@ -30,7 +30,7 @@ class ArtifactStore;
 struct ReconcilerOptions {
   std::chrono::milliseconds tick{500};
   int batch = 2000;                                    // jobs looked at per tick
-  int workers = 32;                                    // jobs driven at once
+  int workers = 256;                                   // jobs driven at once
   std::chrono::seconds boot_timeout{1800};             // reset (or provisioning) → maintenance OS reports
   std::chrono::seconds install_timeout{4 * 3600};      // maintenance OS booted → outcome
   std::chrono::seconds gc_interval{600};

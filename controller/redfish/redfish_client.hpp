@@ -123,7 +123,7 @@ struct RedfishOptions {
   int boot_reapply_attempts = 3;
   int breaker_threshold = 8;
   std::int64_t breaker_open_ms = 60'000;
-  int max_concurrent_requests = 64;      // requests in flight across all BMCs
+  int max_concurrent_requests = 512;     // requests in flight across all BMCs (bench/jobs/run.sh)
 };
 
 // One per controller: the global concurrency limit, per-BMC locks and breakers, time.

@@ -42,6 +42,7 @@ class ControllerProcess {
   void kill(int signal = 9);  // and reap
   void restart() { kill(); start(); }
   bool running() const { return pid_ > 0; }
+  pid_t pid() const { return pid_; }
 
   std::uint16_t port() const { return port_; }
   std::uint16_t artifacts_port() const { return artifacts_port_; }
