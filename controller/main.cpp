@@ -82,6 +82,10 @@ int run(const ControllerConfig& config) {
   artifact_options.host = artifact_host;
   artifact_options.port = artifact_port;
   artifact_options.threads = config.artifacts_threads;
+  if (config.artifacts_tls_cert)
+    artifact_options.tls = artifacts::TlsOptions{config.artifacts_tls_cert->string(),
+                                                 config.artifacts_tls_key.value_or(*config.artifacts_tls_cert).string(),
+                                                 config.artifacts_tls_min_version};
   artifacts::ArtifactServer artifact_server(artifact_store, artifact_options);
   JobMediaBuilder media(artifact_store, maintenance, JobMediaOptions{config.artifacts_public_url});
   ServerService servers(**store, clock, log, *key);
@@ -102,7 +106,7 @@ int run(const ControllerConfig& config) {
   artifacts::UploadService uploads(artifact_store, config.artifacts_public_url, config.max_upload_bytes,
                                    [&maintenance](const std::string& sha) { return maintenance.set_current(sha); });
   TokenAuthenticator auth(config.tokens);
-  ApiHandler handler(jobs, servers, uploads, **store, metrics, auth, log);
+  ApiHandler handler(jobs, servers, uploads, artifact_store, **store, metrics, auth, log);
   HttpServer server(handler, log,
                     HttpServerOptions{config.listen, config.tls_cert, config.tls_key, config.max_body_bytes,
                                       config.http_threads});

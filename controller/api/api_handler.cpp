@@ -4,6 +4,8 @@
 
 #include "common/result.hpp"
 #include "common/webhook.hpp"
+#include "common/atomic_file.hpp"
+#include "controller/artifacts/artifact_store.hpp"
 #include "controller/artifacts/upload_service.hpp"
 #include "controller/jobs/job_service.hpp"
 #include "controller/logging/logger.hpp"
@@ -33,6 +35,8 @@ const std::vector<RouteSpec>& api_routes() {
       {"PATCH", "/api/v1/servers/{id}", Permission::operate},
       {"DELETE", "/api/v1/servers/{id}", Permission::operate},
       {"POST", "/api/v1/artifacts", Permission::submit, true},
+      // Machines in network media mode have no token: see JobService::network_task_for_serial.
+      {"GET", "/api/v1/tasks/by-serial/{serial}", Permission::open},
   };
   return routes;
 }
@@ -108,9 +112,10 @@ std::optional<std::string> query_value(const ApiRequest& req, const char* name) 
 
 }  // namespace
 
-ApiHandler::ApiHandler(JobService& jobs, ServerService& servers, artifacts::UploadService& uploads, Store& store,
-                       Metrics& metrics, const TokenAuthenticator& auth, const Logger& log)
-    : jobs_(jobs), servers_(servers), uploads_(uploads), store_(store), metrics_(metrics), auth_(auth), log_(log) {}
+ApiHandler::ApiHandler(JobService& jobs, ServerService& servers, artifacts::UploadService& uploads,
+                       const artifacts::ArtifactStore& artifacts, Store& store, Metrics& metrics,
+                       const TokenAuthenticator& auth, const Logger& log)
+    : jobs_(jobs), servers_(servers), uploads_(uploads), artifacts_(artifacts), store_(store), metrics_(metrics), auth_(auth), log_(log) {}
 
 bool ApiHandler::streams_body(const std::string& method, const std::string& path) const {
   auto parts = split_path(path);
@@ -206,6 +211,15 @@ ApiResponse ApiHandler::dispatch(const RouteSpec& route, const std::vector<std::
                                                              query_value(req, "purpose"), req.read_body});
       if (stored) log_.info("artifact uploaded", {{"sha256", (*stored)["sha256"]}, {"reused", (*stored)["reused"].dump()}});
       return from_result(stored, 201);
+    }
+    if (p == "/api/v1/tasks/by-serial/{serial}") {
+      auto job = jobs_.network_task_for_serial(params[0]);
+      if (!job) return from_error(job.error());
+      auto media = nlohmann::json::parse(job->media_json);
+      auto path = artifacts_.path_of(media["task_iso"].value("sha256", ""));
+      auto bytes = path ? read_file(*path) : Result<std::string>(make_error(ErrorKind::not_found, "task ISO missing"));
+      if (!bytes) return from_error(bytes.error());
+      return ApiResponse{200, "application/octet-stream", std::move(*bytes), {{"Cache-Control", "no-store"}}};
     }
     if (p == "/api/v1/status-webhook/{serial}")
       return from_result(jobs_.accept_webhook(params[0], req.header(std::string(kWebhookTimestampHeader)),

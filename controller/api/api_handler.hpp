@@ -16,6 +16,7 @@ namespace provisioner {
 class JobService;
 class ServerService;
 namespace artifacts {
+class ArtifactStore;
 class UploadService;
 }
 class Logger;
@@ -51,8 +52,9 @@ const std::vector<RouteSpec>& api_routes();
 
 class ApiHandler {
  public:
-  ApiHandler(JobService& jobs, ServerService& servers, artifacts::UploadService& uploads, Store& store,
-             Metrics& metrics, const TokenAuthenticator& auth, const Logger& log);
+  ApiHandler(JobService& jobs, ServerService& servers, artifacts::UploadService& uploads,
+             const artifacts::ArtifactStore& artifacts, Store& store, Metrics& metrics, const TokenAuthenticator& auth,
+             const Logger& log);
 
   ApiResponse handle(const ApiRequest& request);
 
@@ -70,6 +72,7 @@ class ApiHandler {
   JobService& jobs_;
   ServerService& servers_;
   artifacts::UploadService& uploads_;
+  const artifacts::ArtifactStore& artifacts_;
   Store& store_;
   Metrics& metrics_;
   const TokenAuthenticator& auth_;

@@ -65,7 +65,7 @@ Status apply_config_file(const std::filesystem::path& file, ControllerConfig& c)
   }
   if (auto* a = t["artifacts"].as_table()) {
     if (auto s = unknown_keys(*a, {"listen", "public_url", "threads", "maintenance_iso", "retention_seconds",
-                                   "max_upload_bytes"},
+                                   "max_upload_bytes", "tls_cert", "tls_key", "tls_min_version"},
                               where + " [artifacts]");
         !s)
       return s;
@@ -75,6 +75,9 @@ Status apply_config_file(const std::filesystem::path& file, ControllerConfig& c)
     if (auto v = (*a)["maintenance_iso"].value<std::string>()) c.maintenance_iso = *v;
     if (auto v = (*a)["retention_seconds"].value<std::int64_t>()) c.artifact_retention_seconds = *v;
     if (auto v = (*a)["max_upload_bytes"].value<std::int64_t>()) c.max_upload_bytes = static_cast<std::uint64_t>(*v);
+    if (auto v = (*a)["tls_cert"].value<std::string>()) c.artifacts_tls_cert = *v;
+    if (auto v = (*a)["tls_key"].value<std::string>()) c.artifacts_tls_key = *v;
+    if (auto v = (*a)["tls_min_version"].value<std::string>()) c.artifacts_tls_min_version = *v;
   }
   if (auto* r = t["reconciler"].as_table()) {
     if (auto s = unknown_keys(*r, {"tick_ms", "boot_timeout_seconds", "install_timeout_seconds", "gc_interval_seconds",
@@ -214,7 +217,8 @@ std::variant<RunController, ExitWith> parse_command_line(int argc, char** argv) 
   if (c.public_url.empty()) c.public_url = std::string(c.tls_cert ? "https://" : "http://") + c.listen;
   while (!c.public_url.empty() && c.public_url.back() == '/') c.public_url.pop_back();
   if (c.recipes_dir.empty()) c.recipes_dir = c.data_dir / "recipes";
-  if (c.artifacts_public_url.empty()) c.artifacts_public_url = "http://" + c.artifacts_listen;
+  if (c.artifacts_public_url.empty())
+    c.artifacts_public_url = std::string(c.artifacts_tls_cert ? "https://" : "http://") + c.artifacts_listen;
   if (c.reconcile_tick_ms < 10) return ExitWith{2, "reconciler tick_ms must be at least 10\n"};
   if (c.tls_key && !c.tls_cert) return ExitWith{2, "--tls-key needs --tls-cert\n"};
   if (c.max_body_bytes < 1024) return ExitWith{2, "max_body_bytes must be at least 1024\n"};

@@ -39,6 +39,9 @@ struct ControllerConfig {
   std::string artifacts_public_url;                  // default: http(s)://<artifacts_listen>
   int artifacts_threads = 2;
   std::optional<std::filesystem::path> maintenance_iso;  // registered as an artifact at start
+  // HTTPS for BMCs that want it; old BMCs may speak only TLS 1.0/1.1 ("TLSv1").
+  std::optional<std::filesystem::path> artifacts_tls_cert, artifacts_tls_key;
+  std::string artifacts_tls_min_version = "TLSv1.2";
   std::int64_t artifact_retention_seconds = 24 * 3600;
   std::uint64_t max_upload_bytes = 16ull << 30;
 

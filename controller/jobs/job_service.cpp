@@ -261,6 +261,26 @@ Result<nlohmann::json> JobService::cancel(const std::string& id) {
   return make_error(ErrorKind::conflict, "job " + id + " keeps changing; try again");
 }
 
+Result<JobRecord> JobService::network_task_for_serial(const std::string& serial) {
+  JobFilter filter;
+  filter.status = std::string(to_string(JobStatus::provisioning));
+  filter.server_serial = serial;
+  filter.limit = 1;
+  auto jobs = store_.list_jobs(filter);
+  if (!jobs) return jobs.error();
+  if (jobs->empty()) return make_error(ErrorKind::not_found, "no task for " + serial + " yet");
+  const auto& job = jobs->front();
+  auto media = nlohmann::json::parse(job.media_json);
+  if (media.value("mode", "") != "network") return make_error(ErrorKind::not_found, "no task for " + serial + " yet");
+  auto events = store_.job_events(job.id);
+  if (!events) return events.error();
+  for (const auto& e : *events)
+    if (e.kind == "phase" && e.name == "maint_booted")
+      return make_error(ErrorKind::not_found, "no task for " + serial + " yet");
+  log_.info("task handed out by serial", Logger::job_fields(job.id, serial));
+  return job;
+}
+
 Result<iso::TaskIsoInputs> JobService::task_inputs(const JobRecord& job) const {
   auto key = webhook_key(job);
   if (!key) return key.error();

@@ -66,6 +66,11 @@ class JobService {
   // its next tick.
   void on_change(std::function<void()> callback) { on_change_ = std::move(callback); }
 
+  // The job a machine asking by serial number should run (network media mode): provisioning,
+  // network mode, and its maintenance OS not booted yet. A serial number can be guessed and a
+  // task ISO carries the job's signing key, so nothing else is ever handed out this way.
+  Result<JobRecord> network_task_for_serial(const std::string& serial);
+
   // What the job's task ISO carries: the recipe and job.json (id, serial, webhook URL, key).
   Result<iso::TaskIsoInputs> task_inputs(const JobRecord& job) const;
 

@@ -71,6 +71,10 @@ void ControllerProcess::start() {
       throw std::runtime_error("controller exited at start-up; log:\n" + log_text());
     }
     try {
+      if (tls_) {
+        raw_exchange(port_, "");  // connects: the listener is up
+        return;
+      }
       if (http_request(port_, "GET", "/healthz").status == 200) return;
     } catch (const std::exception&) {
     }

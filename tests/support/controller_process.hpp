@@ -38,7 +38,8 @@ class ControllerProcess {
                              std::string artifacts_toml = "");
   ~ControllerProcess();
 
-  void start();               // returns once /healthz answers
+  void start();               // returns once /healthz answers (or the port accepts, with TLS)
+  void use_tls() { tls_ = true; }
   void kill(int signal = 9);  // and reap
   void restart() { kill(); start(); }
   bool running() const { return pid_ > 0; }
@@ -67,6 +68,7 @@ class ControllerProcess {
   std::uint16_t port_ = 0;
   std::uint16_t artifacts_port_ = 0;
   pid_t pid_ = -1;
+  bool tls_ = false;
 };
 
 }  // namespace provisioner::test

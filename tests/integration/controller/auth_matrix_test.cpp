@@ -37,7 +37,8 @@ TEST(AuthMatrix, EveryRouteEveryRole) {
       std::string what = route.method + " " + route.pattern + " as " +
                          (caller.role ? std::string(to_string(*caller.role)) : "anonymous");
       if (route.permission == Permission::open) {
-        EXPECT_EQ(r.status, 200) << what;
+        EXPECT_NE(r.status, 401) << what;
+        EXPECT_NE(r.status, 403) << what;
       } else if (!caller.role) {
         EXPECT_EQ(r.status, 401) << what;
         EXPECT_EQ(r.header("WWW-Authenticate"), "Bearer") << what;
