@@ -71,11 +71,7 @@ void ControllerProcess::start() {
       throw std::runtime_error("controller exited at start-up; log:\n" + log_text());
     }
     try {
-      if (tls_) {
-        raw_exchange(port_, "");  // connects: the listener is up
-        return;
-      }
-      if (http_request(port_, "GET", "/healthz").status == 200) return;
+      if (tls_ ? accepts_connections(port_) : http_request(port_, "GET", "/healthz").status == 200) return;
     } catch (const std::exception&) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));

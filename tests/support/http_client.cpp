@@ -105,6 +105,15 @@ HttpResponse http_request(std::uint16_t port, const std::string& method, const s
   return parse_response(raw_exchange(port, req, host));
 }
 
+bool accepts_connections(std::uint16_t port, const std::string& host) {
+  try {
+    ::close(connect_to(host, port));
+    return true;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
 std::uint16_t free_port() {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in addr{};

@@ -32,6 +32,9 @@ std::string raw_exchange(std::uint16_t port, const std::string& raw, const std::
 // Parses a raw response (status line, headers, body by Content-Length or to the end).
 HttpResponse parse_response(const std::string& raw);
 
+// Whether something accepts TCP connections on the port (connects, then closes at once).
+bool accepts_connections(std::uint16_t port, const std::string& host = "127.0.0.1");
+
 // A port nobody listens on right now.
 std::uint16_t free_port();
 
