@@ -46,7 +46,7 @@ TEST(CrashSafety, SigkillAtRandomPointsLosesNothingAndNeverResetsTwice) {
   std::vector<std::string> ids;
   for (int i = 0; i < n; ++i) {
     auto recipe = linux_recipe();
-    recipe["timeouts"] = {{"boot", 30}};
+    recipe["timeouts"] = {{"boot", 90}};
     nlohmann::json body{{"server",
                          {{"serial", "CRASH" + std::to_string(1000 + i)},
                           {"bmc", {{"address", bmcs[i]->address()}, {"username", "admin"}, {"password", "mock-bmc-password"}}}}},
@@ -56,12 +56,15 @@ TEST(CrashSafety, SigkillAtRandomPointsLosesNothingAndNeverResetsTwice) {
     ids.push_back(r.json()["id"]);
   }
 
+  // The storm: n kills (at most 20 s of them) at random moments, then quiet so the jobs can
+  // finish. Kills that never stop would only show that nothing completes between them.
   std::atomic<bool> stop{false};
   std::atomic<int> kills{0};
+  auto storm_end = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   std::thread killer([&] {
     std::mt19937 rng(std::random_device{}());
     std::uniform_int_distribution<int> pause_ms(20, 400);
-    while (!stop) {
+    while (!stop && kills < n && std::chrono::steady_clock::now() < storm_end) {
       std::this_thread::sleep_for(std::chrono::milliseconds(pause_ms(rng)));
       if (stop) break;
       controller.kill(SIGKILL);
@@ -83,7 +86,7 @@ TEST(CrashSafety, SigkillAtRandomPointsLosesNothingAndNeverResetsTwice) {
   std::vector<int> install_ms(n);
   std::mt19937 rng(7);
   for (auto& ms : install_ms) ms = std::uniform_int_distribution<int>(0, 1500)(rng);
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(150);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(240);
   int remaining = n;
   while (remaining > 0 && std::chrono::steady_clock::now() < deadline) {
     for (int i = 0; i < n; ++i) {
@@ -111,8 +114,6 @@ TEST(CrashSafety, SigkillAtRandomPointsLosesNothingAndNeverResetsTwice) {
         // The controller is down right now: try again on the next round.
       }
     }
-    // Enough kills: let the rest finish undisturbed.
-    if (kills >= 2 * n) stop = true;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   stop = true;
@@ -132,9 +133,16 @@ TEST(CrashSafety, SigkillAtRandomPointsLosesNothingAndNeverResetsTwice) {
     if (job["outcome"] == "succeeded") {
       EXPECT_EQ(cd_boots, 1) << ids[i];
       EXPECT_EQ(bmcs[i]->slot_image("CD1") + bmcs[i]->slot_image("CD2"), "") << "media left inserted: " << ids[i];
+    } else {
+      // The one legitimate failure: the reset was recorded, then the crash came before it
+      // reached the BMC; it is never resent, so the machine never booted and the job timed out.
+      EXPECT_EQ(cd_boots, 0) << "a machine that booted must not fail: " << job.dump();
+      EXPECT_NE(job["error"].get<std::string>().find("did not report"), std::string::npos) << job.dump();
     }
   }
   std::printf("crash safety: %d jobs, %d SIGKILLs, %d succeeded, %d failed (reset lost in a crash → boot timeout)\n",
               n, kills.load(), succeeded, failed);
-  EXPECT_GT(kills.load(), 0);
+  EXPECT_GE(kills.load(), std::min(n, 20));
+  // Losing a reset takes a crash in the instant between recording and sending it: rare.
+  EXPECT_GE(succeeded * 10, n * 9) << "most jobs must survive the crashes";
 }
