@@ -56,6 +56,15 @@ pid_t spawn(const std::vector<std::string>& argv, const std::filesystem::path& l
   pid_t pid = ::fork();
   if (pid != 0) return pid;
   // Child: only async-signal-safe calls from here on.
+  // The signal mask and ignored dispositions survive exec: the vbmc blocks SIGTERM/SIGINT
+  // (it sigwaits for them) and ignores SIGPIPE; QEMU must get them back, or SIGTERM (and
+  // the parent-death signal below) would never stop it.
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  ::signal(SIGPIPE, SIG_DFL);
+  ::signal(SIGTERM, SIG_DFL);
+  ::signal(SIGINT, SIG_DFL);
   ::setpgid(0, 0);
   if (die_with_parent) {
     ::prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -211,6 +220,8 @@ void QemuMachine::worker_loop() {
       }
     }
     reap_locked();
+    if (once_in_use_since_ && std::chrono::steady_clock::now() - *once_in_use_since_ >= rt_.once_settle)
+      consume_once_locked();
     if (restart_after_powerdown_) {
       if (!running_locked()) {
         restart_after_powerdown_ = false;
@@ -229,17 +240,22 @@ void QemuMachine::boot_began_locked(const std::string& why) {
   ++boot_count_;
   std::string target = effective_target();
   log_.info("boot began", {{"machine", config_.id}, {"why", why}, {"boot_target", target}});
-  if (boot_.enabled == "Once") {
-    // The firmware already has this boot's order (captured at the reset); from the next boot
-    // on the machine boots its disk again.
-    boot_.enabled = "Disabled";
-    ++boot_generation_;
-    if (auto s = apply_boot_order_locked("Hdd"); !s)
-      log_.error("restoring boot order after a one-time override failed",
-                 {{"machine", config_.id}, {"error", s.error().message}});
-    else
-      log_.info("one-time boot override consumed; disk first again", {{"machine", config_.id}});
-  }
+  // Firmware resets during POST restart the window: the override must survive them.
+  if (boot_.enabled == "Once") once_in_use_since_ = std::chrono::steady_clock::now();
+}
+
+void QemuMachine::consume_once_locked() {
+  once_in_use_since_.reset();
+  if (boot_.enabled != "Once") return;
+  // The firmware already has this boot's order (captured at its last reset); from the next
+  // boot on the machine boots its disk again.
+  boot_.enabled = "Disabled";
+  ++boot_generation_;
+  if (auto s = apply_boot_order_locked("Hdd"); !s)
+    log_.error("restoring boot order after a one-time override failed",
+               {{"machine", config_.id}, {"error", s.error().message}});
+  else
+    log_.info("one-time boot override consumed; disk first again", {{"machine", config_.id}});
 }
 
 // ------------------------------------------------------------------ process
@@ -351,9 +367,11 @@ std::vector<std::string> QemuMachine::command_line() const {
     a.insert(a.end(), {"-device", "virtio-blk-pci,drive=disk0drv,id=disk0,bootindex=" + index_of("disk0")});
   bool xhci = false;
   for (const auto& s : slots_) {
-    std::string drive = "if=none,id=" + s.device + "drv";
+    // Read-only even when empty: a disk device created writable refuses read-only media
+    // later, and the cached image is shared by every insert of its URL.
+    std::string drive = "if=none,readonly=on,id=" + s.device + "drv";
     if (s.device.rfind("cd", 0) == 0) drive += ",media=cdrom";
-    if (s.inserted) drive += ",format=raw,readonly=on,file=" + qopt(s.file.string());
+    if (s.inserted) drive += ",format=raw,file=" + qopt(s.file.string());
     a.insert(a.end(), {"-drive", drive});
     if (s.device.rfind("cd", 0) == 0) {
       // q35's AHCI ports are ide.0..ide.5; the disk uses ide.2 on sata, CDs take 0, 1, 3, 4.
@@ -568,6 +586,7 @@ Status QemuMachine::set_boot(const BootOverride& wanted) {
   std::lock_guard lock(mu_);
   BootOverride before = boot_;
   boot_ = wanted;
+  once_in_use_since_.reset();  // a new override waits for the next boot
   if (auto s = apply_boot_order_locked(effective_target()); !s) {
     boot_ = before;
     return s;

@@ -8,10 +8,14 @@
 //
 // Boot override: BootSourceOverrideTarget maps to `bootindex` values on the devices (qom-set
 // at run time, on the command line at start). QEMU rebuilds the firmware's boot order from
-// bootindex at every machine reset, so Once is real: the override is applied at once, and
-// when the next boot begins (a QMP RESET event, or a fresh start of QEMU) the vbmc puts the
-// disk first again and reports Enabled=Disabled. The boot that just began still sees the
-// override, because the firmware reads the order QEMU captured at that reset.
+// bootindex at every machine reset, so Once is real: the override is applied at once; when a
+// boot begins (a reset we issue, a guest RESET event, or a fresh start of QEMU) the override
+// is "in use", and once no further reset has followed for `once_settle` the vbmc puts the
+// disk first again and reports Enabled=Disabled. The settle time exists because firmware
+// resets the machine itself early in POST (SeaBIOS twice right after system_reset, OVMF after
+// first-boot memory map changes): consuming Once at the first RESET would let those firmware
+// resets boot the disk. The boot in progress keeps the override, because the firmware reads
+// the order QEMU captured at its last reset.
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -20,6 +24,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -48,6 +53,7 @@ struct MachineRuntime {
   std::filesystem::path media_cache;
   std::int64_t media_chunk_bytes = 8 << 20;
   std::chrono::seconds graceful_timeout{120};
+  std::chrono::milliseconds once_settle{10'000};  // see the class comment
 };
 
 struct MediaSlotState {
@@ -93,7 +99,7 @@ class QemuMachine {
   std::uint64_t boot_generation() const;  // bumped when boot or power changes (System ETag)
   Status set_boot(const BootOverride& wanted);
 
-  // Boots begun since the vbmc started (starts + resets), for tests and logs.
+  // Machine resets since the vbmc started (starts, our resets, guest and firmware resets).
   int boot_count() const;
   // Raw QMP for tests and diagnostics; unavailable when QEMU is not running.
   Result<nlohmann::json> qmp(const std::string& command, const nlohmann::json& arguments = nullptr);
@@ -116,6 +122,7 @@ class QemuMachine {
   std::string effective_target() const;
   Status apply_boot_order_locked(const std::string& target);
   void boot_began_locked(const std::string& why);
+  void consume_once_locked();
   MediaSlotState* find_slot(const std::string& id);
 
   MachineConfig config_;
@@ -132,6 +139,8 @@ class QemuMachine {
   std::unique_ptr<QmpClient> qmp_;
   std::chrono::steady_clock::time_point restart_after_powerdown_deadline_{};
   bool restart_after_powerdown_ = false;
+  // Set while a Once override is in use by a boot: the time of that boot's last reset.
+  std::optional<std::chrono::steady_clock::time_point> once_in_use_since_;
 
   struct Spawner;  // forks QEMU from one long-lived thread (see qemu_machine.cpp)
   std::unique_ptr<Spawner> spawner_;

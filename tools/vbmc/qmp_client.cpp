@@ -129,8 +129,9 @@ void QmpClient::read_loop() {
         continue;
       }
       if (j.contains("id") && j["id"].is_number_integer()) {
+        auto id = j["id"].get<std::int64_t>();  // before the move below
         std::lock_guard lock(mu_);
-        answers_[j["id"].get<std::int64_t>()] = std::move(j);
+        answers_[id] = std::move(j);
         cv_.notify_all();
       }
     }

@@ -66,7 +66,7 @@ Result<MachineConfig> parse_machine(const json& m, const std::string& where) {
 Result<VbmcConfig> from_json(const json& j, const std::string& where) {
   if (!j.is_object()) return bad(where, "the document must be an object");
   if (auto s = unknown_keys(j, {"listen", "username", "password", "state_dir", "qemu_binary", "qemu_img", "accel",
-                                "ovmf_code", "ovmf_vars", "graceful_timeout_s", "media_chunk_bytes", "log_level",
+                                "ovmf_code", "ovmf_vars", "graceful_timeout_s", "once_settle_ms", "media_chunk_bytes", "log_level",
                                 "log_format", "machine", "machines"},
                             where);
       !s)
@@ -79,6 +79,7 @@ Result<VbmcConfig> from_json(const json& j, const std::string& where) {
       !(s = read(j, "accel", c.accel, where)) || !(s = read_path(j, "ovmf_code", c.ovmf_code, where)) ||
       !(s = read_path(j, "ovmf_vars", c.ovmf_vars, where)) ||
       !(s = read(j, "graceful_timeout_s", c.graceful_timeout_s, where)) ||
+      !(s = read(j, "once_settle_ms", c.once_settle_ms, where)) ||
       !(s = read(j, "media_chunk_bytes", c.media_chunk_bytes, where)) ||
       !(s = read(j, "log_level", c.log_level, where)) || !(s = read(j, "log_format", c.log_format, where)))
     return s.error();
@@ -154,6 +155,7 @@ Status finish_config(VbmcConfig& c) {
   if (c.username.empty()) return bad("config", "username is required");
   if (c.state_dir.empty()) return bad("config", "state_dir is required");
   if (c.accel != "auto" && c.accel != "kvm" && c.accel != "tcg") return bad("config", "accel must be auto|kvm|tcg");
+  if (c.once_settle_ms < 0) return bad("config", "once_settle_ms must not be negative");
   if (c.media_chunk_bytes < 4096) return bad("config", "media_chunk_bytes too small");
   if (c.machines.empty()) return bad("config", "no machine defined");
   std::set<std::string> ids;

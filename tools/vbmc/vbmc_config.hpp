@@ -39,6 +39,7 @@ struct VbmcConfig {
   std::filesystem::path ovmf_code = "/usr/share/OVMF/OVMF_CODE.fd";
   std::filesystem::path ovmf_vars = "/usr/share/OVMF/OVMF_VARS.fd";
   int graceful_timeout_s = 120;            // GracefulRestart: how long the guest may take to power off
+  int once_settle_ms = 10'000;             // a Once override is consumed this long after the last reset
   std::int64_t media_chunk_bytes = 8 << 20;  // Range GET size when fetching media
   std::string log_level = "info";
   std::string log_format = "text";

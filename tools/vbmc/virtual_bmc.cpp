@@ -32,6 +32,7 @@ Result<std::unique_ptr<VirtualBmc>> VirtualBmc::create(VbmcConfig config, const 
     rt.media_cache = c.state_dir / "media-cache";
     rt.media_chunk_bytes = c.media_chunk_bytes;
     rt.graceful_timeout = std::chrono::seconds(c.graceful_timeout_s);
+    rt.once_settle = std::chrono::milliseconds(c.once_settle_ms);
     v->machines_.push_back(std::make_unique<QemuMachine>(m, rt, logger));
   }
   std::vector<QemuMachine*> ptrs;
