@@ -609,20 +609,27 @@ Result<json> QemuMachine::qmp(const std::string& command, const json& arguments)
 
 // ------------------------------------------------------------------ KVM probe
 
-bool kvm_boots(const std::string& qemu_binary, const std::filesystem::path& scratch_dir) {
+bool kvm_boots(const std::string& qemu_binary, const std::filesystem::path& ovmf_code,
+               const std::filesystem::path& scratch_dir) {
   if (::access("/dev/kvm", R_OK | W_OK) != 0) return false;
   std::error_code ec;
   std::filesystem::create_directories(scratch_dir, ec);
   auto out = scratch_dir / "kvm-probe.log";
   std::filesystem::remove(out, ec);
-  // SeaBIOS writes its boot log to the debug console; under a KVM that cannot run guests it
-  // never gets to "No bootable device" (or QEMU dies at once).
-  pid_t pid = spawn({qemu_binary, "-accel", "kvm", "-machine", "q35", "-m", "32", "-display", "none", "-nodefaults",
-                     "-no-user-config", "-debugcon", "file:" + out.string(), "-global", "isa-debugcon.iobase=0x402"},
-                    scratch_dir / "kvm-probe.stderr", false);
+  std::vector<std::string> argv = {qemu_binary, "-accel", "kvm", "-machine", "q35", "-m", "128", "-display", "none",
+                                   "-nodefaults", "-no-user-config", "-net", "none"};
+  if (std::filesystem::exists(ovmf_code)) {
+    // OVMF prints "BdsDxe: ..." on the serial port once its 64-bit boot manager runs.
+    argv.insert(argv.end(), {"-drive", "if=pflash,format=raw,readonly=on,file=" + qopt(ovmf_code.string()),
+                             "-serial", "file:" + out.string()});
+  } else {
+    // SeaBIOS writes its boot log to the debug console.
+    argv.insert(argv.end(), {"-debugcon", "file:" + out.string(), "-global", "isa-debugcon.iobase=0x402"});
+  }
+  pid_t pid = spawn(argv, scratch_dir / "kvm-probe.stderr", false);
   if (pid < 0) return false;
   bool ok = false;
-  auto deadline = std::chrono::steady_clock::now() + 5s;
+  auto deadline = std::chrono::steady_clock::now() + 8s;  // a working KVM needs well under 1 s
   while (std::chrono::steady_clock::now() < deadline) {
     int st = 0;
     if (::waitpid(pid, &st, WNOHANG) == pid) {
@@ -632,7 +639,13 @@ bool kvm_boots(const std::string& qemu_binary, const std::filesystem::path& scra
     std::ifstream in(out);
     std::stringstream ss;
     ss << in.rdbuf();
-    if (ss.str().find("No bootable device") != std::string::npos || ss.str().find("Booting from") != std::string::npos) {
+    const std::string text = ss.str();
+    std::ifstream err(scratch_dir / "kvm-probe.stderr");
+    std::stringstream es;
+    es << err.rdbuf();
+    if (es.str().find("KVM internal error") != std::string::npos) break;  // QEMU pauses, does not exit
+    if (text.find("BdsDxe") != std::string::npos || text.find("No bootable device") != std::string::npos ||
+        text.find("Booting from") != std::string::npos) {
       ok = true;
       break;
     }

@@ -152,8 +152,12 @@ class QemuMachine {
   std::thread worker_;
 };
 
-// True when /dev/kvm can boot firmware here: runs SeaBIOS under KVM for a moment and looks
-// for its boot messages (an openable /dev/kvm that cannot run guests is common in nested VMs).
-bool kvm_boots(const std::string& qemu_binary, const std::filesystem::path& scratch_dir);
+// True when /dev/kvm can really run a guest here. An openable /dev/kvm that fails as soon as
+// the guest enters long mode ("KVM internal error") is common in nested VMs, and SeaBIOS
+// alone never leaves 32-bit mode, so the probe boots OVMF (64-bit DXE) under KVM and waits
+// for its boot manager on the serial port; without OVMF it falls back to SeaBIOS reaching
+// its boot menu (a weaker test).
+bool kvm_boots(const std::string& qemu_binary, const std::filesystem::path& ovmf_code,
+               const std::filesystem::path& scratch_dir);
 
 }  // namespace provisioner::vbmc

@@ -16,7 +16,7 @@ Result<std::unique_ptr<VirtualBmc>> VirtualBmc::create(VbmcConfig config, const 
   std::filesystem::create_directories(c.state_dir, ec);
   if (ec) return make_error(ErrorKind::unavailable, "cannot create state_dir " + c.state_dir.string() + ": " + ec.message());
   v->accel_ = c.accel;
-  if (c.accel == "auto") v->accel_ = kvm_boots(c.qemu_binary, c.state_dir) ? "kvm" : "tcg";
+  if (c.accel == "auto") v->accel_ = kvm_boots(c.qemu_binary, c.ovmf_code, c.state_dir) ? "kvm" : "tcg";
   logger.info("accelerator chosen", {{"accel", v->accel_}, {"configured", c.accel}});
   for (const auto& m : c.machines) {
     if (m.firmware == "uefi" && (!std::filesystem::exists(c.ovmf_code) || !std::filesystem::exists(c.ovmf_vars)))

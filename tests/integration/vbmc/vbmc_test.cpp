@@ -342,6 +342,22 @@ TEST_F(VbmcTest, OnceSetWhilePoweredOffIsUsedByThePowerOnBoot) {
   EXPECT_EQ(bootindex("disk0"), 1);
 }
 
+TEST_F(VbmcTest, UefiMachineRunsOvmfWithItsOwnVarsAndAutoAccelPicksOne) {
+  if (!fs::exists("/usr/share/OVMF/OVMF_CODE.fd")) GTEST_SKIP() << "package ovmf not installed";
+  VbmcConfig c = config();
+  c.accel = "auto";  // the probe: KVM only when it really runs a 64-bit guest
+  c.machines[0].firmware = "uefi";
+  start(c);
+  EXPECT_TRUE(vbmc_->accel() == "kvm" || vbmc_->accel() == "tcg");
+  EXPECT_EQ(system()["Boot"]["BootSourceOverrideMode"], "UEFI");
+  ASSERT_EQ(reset("On"), 204);
+  EXPECT_EQ(system()["PowerState"], "On");
+  EXPECT_TRUE(fs::exists(dir_ / "state" / "machines" / "vm1" / "OVMF_VARS.fd"));
+  auto st = machine_->qmp("query-status");
+  ASSERT_TRUE(st);
+  EXPECT_EQ((*st)["status"], "running");
+}
+
 TEST_F(VbmcTest, SessionsAndAuthentication) {
   start(config());
   EXPECT_EQ(http_request(port_, "GET", "/redfish/v1/").status, 200);  // the root is public
