@@ -115,10 +115,12 @@ void HttpServer::accept_loop() {
     }
     std::thread([this, fd] {
       serve(fd);
-      std::lock_guard lock(mu_);
-      open_fds_.erase(std::remove(open_fds_.begin(), open_fds_.end(), fd), open_fds_.end());
-      ::close(fd);
-      --active_;
+      {
+        std::lock_guard lock(mu_);
+        open_fds_.erase(std::remove(open_fds_.begin(), open_fds_.end(), fd), open_fds_.end());
+        ::close(fd);
+      }
+      --active_;  // the last touch of `this`: stop() may return (and free us) right after
     }).detach();
   }
 }

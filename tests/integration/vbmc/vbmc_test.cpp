@@ -205,10 +205,19 @@ TEST_F(VbmcTest, PowerOnStartsQemuAndForceOffStopsIt) {
   EXPECT_EQ((*st)["status"], "running");
   EXPECT_TRUE(fs::exists(dir_ / "state" / "machines" / "vm1" / "disk.qcow2"));  // created on first start
 
+  // The ACPI power button needs an OS to act on it; firmware alone ignores it, as on
+  // hardware (the controller then forces the machine off).
+  EXPECT_EQ(reset("GracefulShutdown"), 204);
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(system()["PowerState"], "On");
+
   EXPECT_EQ(reset("ForceOff"), 204);
   EXPECT_EQ(system()["PowerState"], "Off");
   EXPECT_FALSE(machine_->qmp("query-status"));
   EXPECT_EQ(reset("Nmi"), 400);  // not offered
+  // ForceRestart of a machine that is off powers it on.
+  EXPECT_EQ(reset("ForceRestart"), 204);
+  EXPECT_EQ(system()["PowerState"], "On");
 }
 
 TEST_F(VbmcTest, InsertFetchesOverHttpIntoTheCdDriveAndEjectRemovesIt) {
