@@ -82,6 +82,8 @@ int run(const ControllerConfig& config) {
   artifact_options.host = artifact_host;
   artifact_options.port = artifact_port;
   artifact_options.threads = config.artifacts_threads;
+  // ISOs for BMCs (some check the name), and the OS images recipes point at.
+  artifact_options.name_suffixes = {".iso", ".img", ".raw", ".qcow2", ".tar", ".tar.gz", ".tgz", ".tar.xz", ".tar.zst"};
   if (config.artifacts_tls_cert)
     artifact_options.tls = artifacts::TlsOptions{config.artifacts_tls_cert->string(),
                                                  config.artifacts_tls_key.value_or(*config.artifacts_tls_cert).string(),

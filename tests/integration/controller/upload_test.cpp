@@ -31,6 +31,10 @@ TEST(Upload, StoresWhatTheDigestNamesAndServesIt) {
   auto got = http_request(controller.artifacts_port(), "GET", "/artifacts/" + sha + "/rootfs.iso");
   ASSERT_EQ(got.status, 200);
   EXPECT_TRUE(got.body == body);
+  // OS images for recipes are served under their own suffixes too.
+  ASSERT_EQ(upload(controller, "?digest=sha256:" + sha + "&name=rootfs.tar.zst", body).status, 201);
+  EXPECT_EQ(http_request(controller.artifacts_port(), "HEAD", "/artifacts/" + sha + "/rootfs.tar.zst").status, 200);
+  EXPECT_EQ(http_request(controller.artifacts_port(), "HEAD", "/artifacts/" + sha + "/rootfs.exe").status, 404);
   auto again = upload(controller, "?digest=sha256:" + sha, body);
   EXPECT_EQ(again.status, 201);
   EXPECT_EQ(again.json()["reused"], true);
