@@ -144,6 +144,15 @@ int run_report(const ReportOptions& options, const Clock& clock, const SleepFn& 
     say("cannot report: " + config.error().message);
     return kExitNoWebhookConfig;
   }
+  if (options.status == "failed" && options.check_unit_state && options.unit.find('.') != std::string::npos) {
+    if (auto manager = SystemdManager::connect(options.bus_address)) {
+      auto state = (*manager)->active_state(options.unit);
+      if (state && *state != "failed") {
+        say(options.unit + " is " + *state + ", not failed: it only missed a failed dependency; not reported");
+        return kExitOk;
+      }
+    }
+  }
   WebhookReport report;
   report.job_id = config->job_id;
   report.status = options.status;

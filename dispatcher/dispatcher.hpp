@@ -53,6 +53,11 @@ struct ReportOptions {
   bool with_journal = true;
   std::int64_t delivery_ms = 15 * 60 * 1000;
   std::string extra_log;  // prepended to log_tail (MONITOR_* from systemd)
+  // systemd (257 seen) also runs OnFailure= handlers of units whose start job merely failed
+  // as a dependency of the failed step. Those never ran: their ActiveState is not "failed".
+  // Only the unit that really failed is reported; unknown state → report anyway.
+  bool check_unit_state = true;
+  std::optional<std::string> bus_address;  // nullopt: the system bus
 };
 
 int run_report(const ReportOptions& options, const Clock& clock, const SleepFn& sleep);

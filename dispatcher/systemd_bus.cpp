@@ -3,6 +3,7 @@
 #include <systemd/sd-bus.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -64,6 +65,34 @@ Result<std::unique_ptr<SystemdManager>> SystemdManager::connect(const std::optio
 }
 
 SystemdManager::~SystemdManager() { sd_bus_flush_close_unref(bus_); }
+
+Result<std::string> SystemdManager::active_state(const std::string& unit) {
+  sd_bus_error error = SD_BUS_ERROR_NULL;
+  sd_bus_message* reply = nullptr;
+  int r = sd_bus_call_method(bus_, kService, kPath, kManager, "GetUnit", &error, &reply, "s", unit.c_str());
+  if (r < 0) {
+    bool missing = sd_bus_error_has_name(&error, "org.freedesktop.systemd1.NoSuchUnit");
+    auto e = missing ? make_error(ErrorKind::not_found, "no unit " + unit) : bus_error("GetUnit " + unit, r, &error);
+    sd_bus_error_free(&error);
+    return e;
+  }
+  const char* path = nullptr;
+  r = sd_bus_message_read(reply, "o", &path);
+  std::string unit_path = r >= 0 ? path : "";
+  sd_bus_message_unref(reply);
+  if (r < 0) return bus_error("GetUnit reply", r);
+  char* state = nullptr;
+  r = sd_bus_get_property_string(bus_, kService, unit_path.c_str(), "org.freedesktop.systemd1.Unit", "ActiveState",
+                                 &error, &state);
+  if (r < 0) {
+    auto e = bus_error("ActiveState of " + unit, r, &error);
+    sd_bus_error_free(&error);
+    return e;
+  }
+  std::string out = state;
+  std::free(state);
+  return out;
+}
 
 Result<JobOutcome> SystemdManager::start_unit_and_wait(const std::string& unit, const std::string& mode,
                                                        std::int64_t deadline_ms,

@@ -35,6 +35,9 @@ class SystemdManager {
   // StartUnit(name, mode) and wait for that job's JobRemoved signal, or until deadline_ms
   // (unix ms; then the result is kDispatcherTimeout). Bus failures are `unavailable`. `on_job_removed` sees every job that finishes meanwhile
   // (the steps pulled in by a target), for progress lines in the journal.
+  // The unit's ActiveState ("failed", "inactive", ...). not_found when systemd has no such unit.
+  Result<std::string> active_state(const std::string& unit);
+
   Result<JobOutcome> start_unit_and_wait(const std::string& unit, const std::string& mode, std::int64_t deadline_ms,
                                          const std::function<void(const JobOutcome&)>& on_job_removed = {});
 

@@ -181,6 +181,7 @@ TEST(DispatcherReport, SignsWithTheJobKeyAndMarksTheOutcome) {
   r.status = "failed";
   r.unit = "provision-partition.service";
   r.with_journal = false;
+  r.check_unit_state = false;
   r.extra_log = "MONITOR_SERVICE_RESULT=exit-code\n";
   EXPECT_EQ(run_report(r, clock, sleep), kExitOk);
   ASSERT_EQ(f.reports.size(), 2u);
@@ -198,4 +199,32 @@ TEST(DispatcherReport, SignsWithTheJobKeyAndMarksTheOutcome) {
   EXPECT_EQ(run_report(r, clock, sleep), kExitNoWebhookConfig);
   r.status = "done";
   EXPECT_EQ(run_report(r, clock, sleep), kExitUsage);
+}
+
+TEST(DispatcherReport, SkipsUnitsThatOnlyMissedAFailedDependency) {
+  PrivateBus bus;
+  REQUIRE_BUS(bus);
+  FakeSystemd systemd(bus.address(), kPlans,
+                      {{"provision-image-linux.service", "failed"}, {"provision-config-drive.service", "inactive"}});
+  ASSERT_TRUE(systemd.ok());
+  auto manager = SystemdManager::connect(bus.address());
+  ASSERT_TRUE(manager.ok());
+  EXPECT_EQ(*(*manager)->active_state("provision-image-linux.service"), "failed");
+  EXPECT_EQ((*manager)->active_state("nope.service").error().kind, ErrorKind::not_found);
+
+  RunFixture f(bus.address());
+  ASSERT_EQ(f.run(), kExitOk);
+  SystemClock clock;
+  auto sleep = [](std::int64_t ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); };
+  ReportOptions r;
+  r.run_dir = f.options.run_dir;
+  r.status = "failed";
+  r.with_journal = false;
+  r.bus_address = bus.address();
+  r.unit = "provision-config-drive.service";  // dependency fallout: not reported
+  EXPECT_EQ(run_report(r, clock, sleep), kExitOk);
+  r.unit = "provision-image-linux.service";  // the real failure
+  EXPECT_EQ(run_report(r, clock, sleep), kExitOk);
+  ASSERT_EQ(f.reports.size(), 2u);  // running + one failure
+  EXPECT_EQ(f.reports[1].failed_step, "provision-image-linux.service");
 }

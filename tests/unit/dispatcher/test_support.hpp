@@ -279,13 +279,21 @@ class FakeSystemd {
     std::string result = "done";
     bool never_finish = false;
   };
-  FakeSystemd(const std::string& address, std::map<std::string, Plan> plans) : plans_(std::move(plans)) {
+  FakeSystemd(const std::string& address, std::map<std::string, Plan> plans,
+              std::map<std::string, std::string> states = {})
+      : plans_(std::move(plans)), states_(std::move(states)) {
     sd_bus_new(&bus_);
     sd_bus_set_address(bus_, address.c_str());
     sd_bus_set_bus_client(bus_, 1);
     ok_ = sd_bus_start(bus_) >= 0 && sd_bus_request_name(bus_, "org.freedesktop.systemd1", 0) >= 0 &&
           sd_bus_add_object_vtable(bus_, nullptr, "/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager",
                                    vtable(), this) >= 0;
+    // One Unit object per unit with a known ActiveState.
+    for (const auto& [unit, state] : states_) {
+      unit_paths_[unit] = "/org/freedesktop/systemd1/unit/u" + std::to_string(unit_paths_.size());
+      ok_ = ok_ && sd_bus_add_object_vtable(bus_, nullptr, unit_paths_[unit].c_str(), "org.freedesktop.systemd1.Unit",
+                                            unit_vtable(), &states_.at(unit)) >= 0;
+    }
     thread_ = std::thread([this] {
       while (!stop_) {
         int r = sd_bus_process(bus_, nullptr);
@@ -312,9 +320,31 @@ class FakeSystemd {
         SD_BUS_VTABLE_START(0),
         SD_BUS_METHOD("Subscribe", "", "", &FakeSystemd::on_subscribe, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD("StartUnit", "ss", "o", &FakeSystemd::on_start_unit, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD("GetUnit", "s", "o", &FakeSystemd::on_get_unit, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_SIGNAL("JobRemoved", "uoss", 0),
         SD_BUS_VTABLE_END};
     return table;
+  }
+  static const sd_bus_vtable* unit_vtable() {
+    static const sd_bus_vtable table[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("ActiveState", "s", &FakeSystemd::get_state, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_VTABLE_END};
+    return table;
+  }
+  static int get_state(sd_bus*, const char*, const char*, const char*, sd_bus_message* reply, void* userdata,
+                       sd_bus_error*) {
+    return sd_bus_message_append(reply, "s", static_cast<std::string*>(userdata)->c_str());
+  }
+  static int on_get_unit(sd_bus_message* m, void* userdata, sd_bus_error* error) {
+    auto* self = static_cast<FakeSystemd*>(userdata);
+    const char* unit = nullptr;
+    int r = sd_bus_message_read(m, "s", &unit);
+    if (r < 0) return r;
+    auto it = self->unit_paths_.find(unit);
+    if (it == self->unit_paths_.end())
+      return sd_bus_error_setf(error, "org.freedesktop.systemd1.NoSuchUnit", "Unit %s not loaded.", unit);
+    return sd_bus_reply_method_return(m, "o", it->second.c_str());
   }
   static int on_subscribe(sd_bus_message* m, void* self, sd_bus_error*) {
     ++static_cast<FakeSystemd*>(self)->subscribed_;
@@ -351,6 +381,8 @@ class FakeSystemd {
   sd_bus* bus_ = nullptr;
   bool ok_ = false;
   std::map<std::string, Plan> plans_;
+  std::map<std::string, std::string> states_;
+  std::map<std::string, std::string> unit_paths_;
   std::atomic<bool> stop_{false};
   std::atomic<int> subscribed_{0};
   std::atomic<std::uint32_t> next_job_{0};
