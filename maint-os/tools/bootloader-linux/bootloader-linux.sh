@@ -42,6 +42,24 @@ trap cleanup EXIT
 
 ls "$TARGET_MNT"/boot/vmlinuz* >/dev/null 2>&1 || die "the image has no kernel in /boot"
 
+# grub-mkconfig writes root=UUID=... only when /dev/disk/by-uuid/<uuid> exists; otherwise it
+# falls back to the device name seen here (/dev/vda2, or /dev/loop0p1 in a test), which the
+# installed system may not have. Filesystems made a moment ago may not have their udev links
+# yet: ask udev, and make the link ourselves if it is still missing.
+while read -r n fmt mp; do
+  dev=$(part_dev "$disk" "$n")
+  uuid=$(blkid -s UUID -o value "$dev" || true)
+  [ -n "$uuid" ] || continue
+  if [ ! -e "/dev/disk/by-uuid/$uuid" ] && command -v udevadm >/dev/null; then
+    udevadm trigger --action=change "$dev" 2>/dev/null || true
+    udevadm settle --timeout=30 2>/dev/null || true
+  fi
+  if [ ! -e "/dev/disk/by-uuid/$uuid" ]; then
+    mkdir -p /dev/disk/by-uuid
+    ln -sf "$dev" "/dev/disk/by-uuid/$uuid"
+  fi
+done < <(layout_mounts)
+
 for d in dev dev/pts proc sys run; do
   mkdir -p "$TARGET_MNT/$d"
   mount --bind "/$d" "$TARGET_MNT/$d"
