@@ -90,8 +90,9 @@ const Images& images() {
     fs::path dir = E2E_IMAGES_DIR;
     if (const char* e = std::getenv("PROVISIONER_E2E_IMAGES")) dir = e;
     Images i{dir / "maint.iso", dir / "rootfs.tar.zst", ""};
-    if (!fs::exists(i.maint_iso) || !fs::exists(i.rootfs) || !fs::exists(dir / "rootfs.sha256")) {
+    if (!std::getenv("PROVISIONER_E2E_IMAGES")) {
       // Normally done by the e2e_images ctest fixture; a direct run builds (or finds cached) here.
+      // Cheap when cached: the scripts hash their inputs and link the cached files.
       std::string cmd = std::string(E2E_BUILD_IMAGES) + " " + E2E_DISPATCHER_BIN + " " + dir.string();
       if (std::system(cmd.c_str()) != 0) throw std::runtime_error("building the e2e images failed: " + cmd);
     }

@@ -35,7 +35,10 @@ decompressor() {
 fetch_url() {
   local url=$1 out=$2
   log "downloading $url"
-  curl --fail --location --silent --show-error --retry 5 --retry-connrefused --output "$out" "$url"
+  # Every error is retried (a controller restarting mid-download resets the connection, which
+  # plain --retry does not count as transient); each retry starts the file over.
+  curl --fail --location --silent --show-error --retry 12 --retry-all-errors --retry-delay 5 \
+    --retry-max-time 600 --connect-timeout 20 --output "$out" "$url"
   if [ -n "${IMAGE_DIGEST:-}" ]; then
     local got
     got=sha256:$(sha256sum "$out" | cut -d' ' -f1)
