@@ -1,6 +1,7 @@
 // provisioner-controller: wires the store, job service and HTTP API together and serves
 // until SIGINT/SIGTERM.
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <filesystem>
@@ -95,6 +96,7 @@ int run(const ControllerConfig& config) {
                   JobServiceOptions{config.recipes_dir, config.public_url, config.webhook_max_skew_seconds});
   ReconcilerOptions reconcile;
   reconcile.tick = std::chrono::milliseconds(config.reconcile_tick_ms);
+  reconcile.idle_recheck = std::chrono::milliseconds(config.idle_recheck_ms);
   reconcile.boot_timeout = std::chrono::seconds(config.boot_timeout_seconds);
   reconcile.install_timeout = std::chrono::seconds(config.install_timeout_seconds);
   reconcile.gc_interval = std::chrono::seconds(config.gc_interval_seconds);
@@ -104,7 +106,7 @@ int run(const ControllerConfig& config) {
   redfish::RedfishContext redfish(clock, sleeper, config.redfish, &log);
   BmcJobDriver bmc(**store, jobs, servers, media, redfish, clock, log);
   JobReconciler reconciler(**store, jobs, media, artifact_store, maintenance, &bmc, clock, log, reconcile);
-  jobs.on_change([&reconciler] { reconciler.wake(); });
+  jobs.on_change([&reconciler](const std::string& id) { reconciler.wake(id); });
   artifacts::UploadService uploads(artifact_store, config.artifacts_public_url, config.max_upload_bytes,
                                    [&maintenance](const std::string& sha) { return maintenance.set_current(sha); });
   TokenAuthenticator auth(config.tokens);
@@ -146,6 +148,12 @@ int run(const ControllerConfig& config) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Hundreds of BMC connections, artifact downloads and API clients at once: raise the open
+  // file limit to what the system allows this process.
+  if (rlimit files{}; ::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &files);
+  }
   auto parsed = parse_command_line(argc, argv);
   if (auto* exit = std::get_if<ExitWith>(&parsed)) {
     (exit->code == 0 ? std::cout : std::cerr) << exit->output;

@@ -7,9 +7,13 @@ cd "$(dirname "$0")/../.."
 seconds=${1:-15}
 connections=${2:-32}
 ./scripts/build release >/dev/null
-bin=build/controller/provisioner-controller
+bin=${CONTROLLER_BIN:-build/controller/provisioner-controller}
 work=$(mktemp -d)
-trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$work"' EXIT
+# On the way out: stop the controller and show anything alarming it printed (a crash, a
+# sanitizer report) before its log goes.
+trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true;
+      grep -A30 -E "AddressSanitizer|runtime error|Segmentation|terminate called" "$work/log" >&2 || true;
+      rm -rf "$work"' EXIT
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 export BENCH_TOKEN=$($bin generate-token)

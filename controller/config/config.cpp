@@ -81,7 +81,7 @@ Status apply_config_file(const std::filesystem::path& file, ControllerConfig& c)
   }
   if (auto* r = t["reconciler"].as_table()) {
     if (auto s = unknown_keys(*r, {"tick_ms", "boot_timeout_seconds", "install_timeout_seconds", "gc_interval_seconds",
-                                   "workers"},
+                                   "workers", "idle_recheck_ms"},
                               where + " [reconciler]");
         !s)
       return s;
@@ -90,6 +90,7 @@ Status apply_config_file(const std::filesystem::path& file, ControllerConfig& c)
     if (auto v = (*r)["install_timeout_seconds"].value<std::int64_t>()) c.install_timeout_seconds = static_cast<int>(*v);
     if (auto v = (*r)["gc_interval_seconds"].value<std::int64_t>()) c.gc_interval_seconds = static_cast<int>(*v);
     if (auto v = (*r)["workers"].value<std::int64_t>()) c.reconcile_workers = static_cast<int>(*v);
+    if (auto v = (*r)["idle_recheck_ms"].value<std::int64_t>()) c.idle_recheck_ms = static_cast<int>(*v);
   }
   if (auto* rf = t["redfish"].as_table()) {
     // Every knob in milliseconds or counts, named as in RedfishOptions.

@@ -47,6 +47,7 @@ struct ControllerConfig {
 
   // Reconciler timing.
   int reconcile_tick_ms = 500;
+  int idle_recheck_ms = 5000;
   int boot_timeout_seconds = 1800;
   int install_timeout_seconds = 4 * 3600;
   int gc_interval_seconds = 600;

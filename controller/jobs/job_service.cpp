@@ -121,7 +121,7 @@ Result<nlohmann::json> JobService::create(std::string_view body) {
   metrics_.count_transition("", job.status);
   log_.info("job created", Logger::job_fields(job.id, job.server_serial,
                                               {{"task_target", recipe.value("task_target", "")}}));
-  if (on_change_) on_change_();
+  if (on_change_) on_change_(job.id);
   auto stored = store_.get_job(job.id);
   if (!stored) return stored.error();
   return view(**stored);
@@ -254,7 +254,7 @@ Result<nlohmann::json> JobService::cancel(const std::string& id) {
     auto applied = transition(*job, status, JobStatus::canceled, {}, "canceled through the API");
     if (!applied) return applied.error();
     if (*applied) {
-      if (on_change_) on_change_();
+      if (on_change_) on_change_(id);
       return get(id);
     }
   }
@@ -386,7 +386,7 @@ Result<nlohmann::json> JobService::accept_webhook(const std::string& serial, std
     if (!again) return again.error();
     job = std::move(*again);
   }
-  if (applied && on_change_) on_change_();
+  if (applied && on_change_) on_change_(job.id);
   auto current = load(job.id);
   if (!current) return current.error();
   return nlohmann::json{{"job_id", job.id}, {"status", current->status}, {"applied", applied}};

@@ -64,7 +64,7 @@ class JobService {
 
   // Called after a new job or an applied report, so the reconciler acts without waiting for
   // its next tick.
-  void on_change(std::function<void()> callback) { on_change_ = std::move(callback); }
+  void on_change(std::function<void(const std::string& job_id)> callback) { on_change_ = std::move(callback); }
 
   // The job a machine asking by serial number should run (network media mode): provisioning,
   // network mode, and its maintenance OS not booted yet. A serial number can be guessed and a
@@ -87,7 +87,7 @@ class JobService {
   Metrics& metrics_;
   std::string secret_key_;
   JobServiceOptions options_;
-  std::function<void()> on_change_;
+  std::function<void(const std::string&)> on_change_;
   JsonSchema request_schema_;
   RecipeValidator recipe_validator_;
 };

@@ -1,5 +1,8 @@
 #include "controller/jobs/reconciler.hpp"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <nlohmann/json.hpp>
 
 #include "controller/artifacts/artifact_store.hpp"
@@ -42,8 +45,7 @@ void JobReconciler::start() {
         log_.error("reconciler pass failed", {{"error", e.what()}});
       }
       lock.lock();
-      wake_.wait_for(lock, options_.tick, [this] { return stopping_ || woken_; });
-      woken_ = false;
+      wake_.wait_for(lock, options_.tick, [this] { return stopping_; });
     }
   });
 }
@@ -62,43 +64,64 @@ void JobReconciler::stop() {
   workers_.clear();
 }
 
-void JobReconciler::wake() {
-  {
-    std::lock_guard lock(mutex_);
-    woken_ = true;
-  }
-  wake_.notify_all();
+void JobReconciler::wake(const std::string& job_id) {
+  std::lock_guard lock(mutex_);
+  resting_until_.erase(job_id);
+  if (in_flight_.insert(job_id).second) queue_.push_back(job_id);
+  else rewake_.insert(job_id);  // a worker holds it now: it goes round again when done
+  work_cv_.notify_one();
 }
 
 void JobReconciler::reconcile_once() {
-  auto jobs = store_.list_jobs_to_reconcile(options_.batch);
-  if (!jobs) {
-    log_.error("cannot list jobs to reconcile", {{"error", jobs.error().message}});
+  auto ids = store_.job_ids_to_reconcile(options_.batch);
+  if (!ids) {
+    log_.error("cannot list jobs to reconcile", {{"error", ids.error().message}});
     return;
   }
+  auto now = clock_.now_ms();
   std::lock_guard lock(mutex_);
-  for (auto& job : *jobs)
-    if (in_flight_.insert(job.id).second) queue_.push_back(std::move(job));
+  std::map<std::string, std::int64_t> still_resting;
+  for (auto& id : *ids) {
+    if (auto r = resting_until_.find(id); r != resting_until_.end() && r->second > now) {
+      still_resting.insert(*r);
+      continue;
+    }
+    if (in_flight_.insert(id).second) queue_.push_back(std::move(id));
+  }
+  resting_until_.swap(still_resting);  // finished jobs drop out here
   work_cv_.notify_all();
 }
 
 void JobReconciler::work() {
+  // Background work yields to the API: a burst of submissions must not wait behind the
+  // ISO builds it causes (nice +5 for this thread only; Linux schedules threads separately).
+  ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 5);
   std::unique_lock lock(mutex_);
   while (true) {
     work_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
     if (stopping_) return;
-    JobRecord job = std::move(queue_.front());
+    std::string id = std::move(queue_.front());
     queue_.pop_front();
     lock.unlock();
+    bool idle = false;
     try {
-      // The listing may be a tick old: act on the job as it is now.
-      auto fresh = store_.get_job(job.id);
-      if (fresh && *fresh) drive(**fresh);
+      auto job = store_.get_job(id);
+      if (job && *job) {
+        drive(**job);
+        // Nothing changed: the job waits for its machine or its BMC backoff; look again later.
+        auto after = store_.get_job(id);
+        idle = after && *after && (*after)->updated_ms == (**job).updated_ms && (*after)->status == (**job).status;
+      }
     } catch (const std::exception& e) {
-      log_.error("reconciling a job failed", Logger::job_fields(job.id, job.server_serial, {{"error", e.what()}}));
+      log_.error("reconciling a job failed", {{"job_id", id}, {"error", e.what()}});
     }
     lock.lock();
-    in_flight_.erase(job.id);
+    if (rewake_.erase(id)) {
+      queue_.push_back(id);  // stays in flight
+      continue;
+    }
+    in_flight_.erase(id);
+    if (idle) resting_until_[id] = clock_.now_ms() + std::chrono::milliseconds(options_.idle_recheck).count();
   }
 }
 

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <set>
 #include <string>
@@ -28,7 +29,8 @@ class ArtifactStore;
 }
 
 struct ReconcilerOptions {
-  std::chrono::milliseconds tick{500};
+  std::chrono::milliseconds tick{500};                 // how often every unfinished job is looked at
+  std::chrono::milliseconds idle_recheck{5000};        // a job that had nothing to do waits this long
   int batch = 2000;                                    // jobs looked at per tick
   int workers = 256;                                   // jobs driven at once
   std::chrono::seconds boot_timeout{1800};             // reset (or provisioning) → maintenance OS reports
@@ -47,9 +49,10 @@ class JobReconciler {
 
   void start();
   void stop();
-  void wake();  // a new job or report arrived: reconcile now rather than at the next tick
+  // A job was created or changed (a report, a cancel): drive it now, not at the next tick.
+  void wake(const std::string& job_id);
 
-  // Hands every unfinished job not already being driven to the workers.
+  // Hands every unfinished job not already being driven (and not resting) to the workers.
   void reconcile_once();
   // Removes artifacts no unfinished job needs, older than the retention.
   Status collect_garbage();
@@ -75,9 +78,12 @@ class JobReconciler {
   std::condition_variable wake_;      // the ticker
   std::condition_variable work_cv_;   // the workers
   bool stopping_ = false;
-  bool woken_ = false;
-  std::deque<JobRecord> queue_;
+  std::deque<std::string> queue_;     // job ids
   std::set<std::string> in_flight_;   // queued or being driven
+  std::set<std::string> rewake_;      // changed while being driven: drive once more
+  // Jobs that had nothing to do rest until then (unix ms): a fleet waiting for its machines'
+  // reports must not cost a full pass of work on every tick.
+  std::map<std::string, std::int64_t> resting_until_;
   std::thread ticker_;
   std::vector<std::thread> workers_;
   std::int64_t last_gc_ms_ = 0;

@@ -2,6 +2,7 @@
 
 #include <sqlite3.h>
 
+#include <condition_variable>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -67,14 +68,85 @@ JobRecord job_from_row(const Stmt& s) {
 
 }  // namespace
 
-struct SqliteStore::Impl {
+// A read-only connection with its own statement cache. WAL lets readers run beside the
+// writer, so API reads never queue behind the reconciler's writes.
+struct ReadConnection {
   sqlite3* db = nullptr;
-  std::mutex mutex;
   std::unordered_map<std::string, sqlite3_stmt*> statements;
+  ~ReadConnection() {
+    for (auto& [sql, s] : statements) sqlite3_finalize(s);
+    if (db) sqlite3_close(db);
+  }
+  Result<sqlite3_stmt*> prepare(const std::string& sql) {
+    if (auto it = statements.find(sql); it != statements.end()) return it->second;
+    sqlite3_stmt* s = nullptr;
+    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &s, nullptr) != SQLITE_OK) return db_error(db, "prepare");
+    statements.emplace(sql, s);
+    return s;
+  }
+};
+
+struct SqliteStore::Impl {
+  sqlite3* db = nullptr;  // the one writer
+  std::mutex mutex;       // guards db and statements
+  std::unordered_map<std::string, sqlite3_stmt*> statements;
+  std::filesystem::path file;
+  // At most kMaxReaders read connections (each holds three file descriptors and a page
+  // cache); a reader beyond that waits for one to come back.
+  static constexpr std::size_t kMaxReaders = 16;
+  std::mutex readers_mutex;
+  std::condition_variable reader_returned;
+  std::vector<std::unique_ptr<ReadConnection>> idle_readers;
+  std::size_t open_readers = 0;
 
   ~Impl() {
     for (auto& [sql, s] : statements) sqlite3_finalize(s);
     if (db) sqlite3_close(db);
+  }
+
+  // Borrows a read connection (opening one when none is idle) and gives it back after use.
+  class Reader {
+   public:
+    Reader(Impl& impl, std::unique_ptr<ReadConnection> c) : impl_(impl), c_(std::move(c)) {}
+    Reader(Reader&&) = default;
+    ~Reader() {
+      if (!c_) return;
+      {
+        std::lock_guard lock(impl_.readers_mutex);
+        impl_.idle_readers.push_back(std::move(c_));
+      }
+      impl_.reader_returned.notify_one();
+    }
+    ReadConnection* operator->() { return c_.get(); }
+
+   private:
+    Impl& impl_;
+    std::unique_ptr<ReadConnection> c_;
+  };
+
+  Result<Reader> reader() {
+    {
+      std::unique_lock lock(readers_mutex);
+      reader_returned.wait(lock, [this] { return !idle_readers.empty() || open_readers < kMaxReaders; });
+      if (!idle_readers.empty()) {
+        auto c = std::move(idle_readers.back());
+        idle_readers.pop_back();
+        return Reader(*this, std::move(c));
+      }
+      ++open_readers;  // ours to open, outside the lock
+    }
+    auto c = std::make_unique<ReadConnection>();
+    if (sqlite3_open_v2(file.c_str(), &c->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
+      std::string why = c->db ? sqlite3_errmsg(c->db) : "out of memory";
+      {
+        std::lock_guard lock(readers_mutex);
+        --open_readers;
+      }
+      reader_returned.notify_one();
+      return make_error(ErrorKind::unavailable, "cannot open a read connection: " + why);
+    }
+    sqlite3_busy_timeout(c->db, 5000);
+    return Reader(*this, std::move(c));
   }
 
   // Statements are prepared once and cached: preparing costs more than running them.
@@ -128,6 +200,7 @@ SqliteStore::~SqliteStore() = default;
 
 Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::filesystem::path& file) {
   auto impl = std::make_unique<Impl>();
+  impl->file = file;
   if (sqlite3_open_v2(file.c_str(), &impl->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                       nullptr) != SQLITE_OK)
     return make_error(ErrorKind::unavailable, "cannot open database " + file.string() + ": " +
@@ -188,25 +261,27 @@ Status SqliteStore::insert_job(const JobRecord& j) {
 }
 
 Result<std::optional<JobRecord>> SqliteStore::get_job(const std::string& id) {
-  std::lock_guard lock(impl_->mutex);
-  auto st = impl_->prepare(std::string("SELECT ") + kJobColumns + " FROM jobs WHERE id = ?");
+  auto reader = impl_->reader();
+  if (!reader) return reader.error();
+  auto st = (*reader)->prepare(std::string("SELECT ") + kJobColumns + " FROM jobs WHERE id = ?");
   if (!st) return st.error();
   Stmt s(*st);
   s.bind(1, id);
   int rc = s.step();
   if (rc == SQLITE_ROW) return std::optional<JobRecord>(job_from_row(s));
   if (rc == SQLITE_DONE) return std::optional<JobRecord>();
-  return db_error(impl_->db, "get job");
+  return db_error((*reader)->db, "get job");
 }
 
 Result<std::vector<JobRecord>> SqliteStore::list_jobs(const JobFilter& f) {
-  std::lock_guard lock(impl_->mutex);
+  auto reader = impl_->reader();
+  if (!reader) return reader.error();
   // Fixed SQL text per filter shape keeps the statement cache small and the SQL portable.
   std::string sql = std::string("SELECT ") + kJobColumns + " FROM jobs WHERE seq < ?";
   if (f.status) sql += " AND status = ?";
   if (f.server_serial) sql += " AND server_serial = ?";
   sql += " ORDER BY seq DESC LIMIT ?";
-  auto st = impl_->prepare(sql);
+  auto st = (*reader)->prepare(sql);
   if (!st) return st.error();
   Stmt s(*st);
   int i = 1;
@@ -217,7 +292,7 @@ Result<std::vector<JobRecord>> SqliteStore::list_jobs(const JobFilter& f) {
   std::vector<JobRecord> out;
   int rc;
   while ((rc = s.step()) == SQLITE_ROW) out.push_back(job_from_row(s));
-  if (rc != SQLITE_DONE) return db_error(impl_->db, "list jobs");
+  if (rc != SQLITE_DONE) return db_error((*reader)->db, "list jobs");
   return out;
 }
 
@@ -262,8 +337,9 @@ Result<bool> SqliteStore::record_phase(const std::string& id, const std::string&
 }
 
 Result<std::vector<JobEvent>> SqliteStore::job_events(const std::string& id) {
-  std::lock_guard lock(impl_->mutex);
-  auto st = impl_->prepare(
+  auto reader = impl_->reader();
+  if (!reader) return reader.error();
+  auto st = (*reader)->prepare(
       "SELECT seq, kind, name, from_status, detail, at_ms FROM job_events WHERE job_id = ? ORDER BY seq");
   if (!st) return st.error();
   Stmt s(*st);
@@ -272,7 +348,7 @@ Result<std::vector<JobEvent>> SqliteStore::job_events(const std::string& id) {
   int rc;
   while ((rc = s.step()) == SQLITE_ROW)
     out.push_back(JobEvent{s.integer(0), s.text(1), s.text(2), s.text(3), s.text(4), s.integer(5)});
-  if (rc != SQLITE_DONE) return db_error(impl_->db, "job events");
+  if (rc != SQLITE_DONE) return db_error((*reader)->db, "job events");
   return out;
 }
 
@@ -287,31 +363,33 @@ Result<bool> SqliteStore::set_job_media(const std::string& id, const std::string
   return sqlite3_changes(impl_->db) == 1;
 }
 
-Result<std::vector<JobRecord>> SqliteStore::list_jobs_to_reconcile(int limit) {
-  std::lock_guard lock(impl_->mutex);
-  auto st = impl_->prepare(std::string("SELECT ") + kJobColumns +
+Result<std::vector<std::string>> SqliteStore::job_ids_to_reconcile(int limit) {
+  auto reader = impl_->reader();
+  if (!reader) return reader.error();
+  auto st = (*reader)->prepare(std::string("SELECT id") +
                            " FROM jobs WHERE status NOT IN ('complete', 'canceled') OR "
                            "(status = 'canceled' AND NOT EXISTS (SELECT 1 FROM job_phases p WHERE p.job_id = jobs.id "
                            "AND p.phase = 'cleanup_done')) ORDER BY seq LIMIT ?");
   if (!st) return st.error();
   Stmt s(*st);
   s.bind(1, static_cast<std::int64_t>(limit));
-  std::vector<JobRecord> out;
+  std::vector<std::string> out;
   int rc;
-  while ((rc = s.step()) == SQLITE_ROW) out.push_back(job_from_row(s));
-  if (rc != SQLITE_DONE) return db_error(impl_->db, "list jobs to reconcile");
+  while ((rc = s.step()) == SQLITE_ROW) out.push_back(s.text(0));
+  if (rc != SQLITE_DONE) return db_error((*reader)->db, "list jobs to reconcile");
   return out;
 }
 
 Result<std::vector<std::string>> SqliteStore::media_in_use() {
-  std::lock_guard lock(impl_->mutex);
-  auto st = impl_->prepare("SELECT media_json FROM jobs WHERE status NOT IN ('complete', 'canceled')");
+  auto reader = impl_->reader();
+  if (!reader) return reader.error();
+  auto st = (*reader)->prepare("SELECT media_json FROM jobs WHERE status NOT IN ('complete', 'canceled')");
   if (!st) return st.error();
   Stmt s(*st);
   std::vector<std::string> out;
   int rc;
   while ((rc = s.step()) == SQLITE_ROW) out.push_back(s.text(0));
-  if (rc != SQLITE_DONE) return db_error(impl_->db, "media in use");
+  if (rc != SQLITE_DONE) return db_error((*reader)->db, "media in use");
   return out;
 }
 
@@ -335,14 +413,15 @@ Result<bool> SqliteStore::remember_webhook(const std::string& signature, std::in
 }
 
 Result<std::map<std::string, std::int64_t>> SqliteStore::count_jobs_by_status() {
-  std::lock_guard lock(impl_->mutex);
-  auto st = impl_->prepare("SELECT status, COUNT(*) FROM jobs GROUP BY status");
+  auto reader = impl_->reader();
+  if (!reader) return reader.error();
+  auto st = (*reader)->prepare("SELECT status, COUNT(*) FROM jobs GROUP BY status");
   if (!st) return st.error();
   Stmt s(*st);
   std::map<std::string, std::int64_t> out;
   int rc;
   while ((rc = s.step()) == SQLITE_ROW) out[s.text(0)] = s.integer(1);
-  if (rc != SQLITE_DONE) return db_error(impl_->db, "count jobs");
+  if (rc != SQLITE_DONE) return db_error((*reader)->db, "count jobs");
   return out;
 }
 
@@ -365,20 +444,22 @@ Status SqliteStore::insert_server(const ServerRecord& r) {
 }
 
 Result<std::optional<ServerRecord>> SqliteStore::get_server(const std::string& id) {
-  std::lock_guard lock(impl_->mutex);
-  auto st = impl_->prepare("SELECT id, serial, record_json, created_ms, updated_ms FROM servers WHERE id = ?");
+  auto reader = impl_->reader();
+  if (!reader) return reader.error();
+  auto st = (*reader)->prepare("SELECT id, serial, record_json, created_ms, updated_ms FROM servers WHERE id = ?");
   if (!st) return st.error();
   Stmt s(*st);
   s.bind(1, id);
   int rc = s.step();
   if (rc == SQLITE_ROW) return std::optional<ServerRecord>(server_from_row(s));
   if (rc == SQLITE_DONE) return std::optional<ServerRecord>();
-  return db_error(impl_->db, "get server");
+  return db_error((*reader)->db, "get server");
 }
 
 Result<std::vector<ServerRecord>> SqliteStore::list_servers(const std::optional<std::string>& after_id, int limit) {
-  std::lock_guard lock(impl_->mutex);
-  auto st = impl_->prepare(
+  auto reader = impl_->reader();
+  if (!reader) return reader.error();
+  auto st = (*reader)->prepare(
       "SELECT id, serial, record_json, created_ms, updated_ms FROM servers WHERE id > ? ORDER BY id LIMIT ?");
   if (!st) return st.error();
   Stmt s(*st);
@@ -386,7 +467,7 @@ Result<std::vector<ServerRecord>> SqliteStore::list_servers(const std::optional<
   std::vector<ServerRecord> out;
   int rc;
   while ((rc = s.step()) == SQLITE_ROW) out.push_back(server_from_row(s));
-  if (rc != SQLITE_DONE) return db_error(impl_->db, "list servers");
+  if (rc != SQLITE_DONE) return db_error((*reader)->db, "list servers");
   return out;
 }
 
@@ -414,26 +495,28 @@ Result<bool> SqliteStore::delete_server(const std::string& id) {
 }
 
 Result<std::int64_t> SqliteStore::count_unfinished_jobs(const std::string& serial) {
-  std::lock_guard lock(impl_->mutex);
-  auto st = impl_->prepare(
+  auto reader = impl_->reader();
+  if (!reader) return reader.error();
+  auto st = (*reader)->prepare(
       "SELECT COUNT(*) FROM jobs WHERE server_serial = ? AND status NOT IN ('complete', 'canceled')");
   if (!st) return st.error();
   Stmt s(*st);
   s.bind(1, serial);
-  if (s.step() != SQLITE_ROW) return db_error(impl_->db, "count jobs");
+  if (s.step() != SQLITE_ROW) return db_error((*reader)->db, "count jobs");
   return s.integer(0);
 }
 
 Result<std::optional<std::string>> SqliteStore::get_setting(const std::string& key) {
-  std::lock_guard lock(impl_->mutex);
-  auto st = impl_->prepare("SELECT value FROM settings WHERE key = ?");
+  auto reader = impl_->reader();
+  if (!reader) return reader.error();
+  auto st = (*reader)->prepare("SELECT value FROM settings WHERE key = ?");
   if (!st) return st.error();
   Stmt s(*st);
   s.bind(1, key);
   int rc = s.step();
   if (rc == SQLITE_ROW) return std::optional<std::string>(s.text(0));
   if (rc == SQLITE_DONE) return std::optional<std::string>();
-  return db_error(impl_->db, "get setting");
+  return db_error((*reader)->db, "get setting");
 }
 
 Status SqliteStore::set_setting(const std::string& key, const std::string& value) {

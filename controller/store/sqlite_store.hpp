@@ -24,7 +24,7 @@ class SqliteStore final : public Store {
   Result<std::vector<JobEvent>> job_events(const std::string& id) override;
   Result<bool> set_job_media(const std::string& id, const std::string& expected_status, const std::string& media_json,
                              std::int64_t now_ms) override;
-  Result<std::vector<JobRecord>> list_jobs_to_reconcile(int limit) override;
+  Result<std::vector<std::string>> job_ids_to_reconcile(int limit) override;
   Result<std::vector<std::string>> media_in_use() override;
   Result<bool> remember_webhook(const std::string& signature, std::int64_t now_ms, std::int64_t expires_ms) override;
   Result<std::map<std::string, std::int64_t>> count_jobs_by_status() override;

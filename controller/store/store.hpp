@@ -80,9 +80,10 @@ class Store {
   virtual Result<bool> set_job_media(const std::string& id, const std::string& expected_status,
                                      const std::string& media_json, std::int64_t now_ms) = 0;
 
-  // Jobs the reconciler still has work for: every status but complete and canceled, plus
-  // canceled jobs whose cleanup has not run. Oldest first.
-  virtual Result<std::vector<JobRecord>> list_jobs_to_reconcile(int limit) = 0;
+  // Ids of the jobs the reconciler still has work for: every status but complete and
+  // canceled, plus canceled jobs whose cleanup has not run. Oldest first. Ids only: the
+  // reconciler reads each job fresh when it drives it.
+  virtual Result<std::vector<std::string>> job_ids_to_reconcile(int limit) = 0;
 
   // media_json of every job that still needs its media (not complete, not canceled).
   virtual Result<std::vector<std::string>> media_in_use() = 0;

@@ -39,7 +39,8 @@ ControllerProcess::ControllerProcess(std::string extra_toml, std::string log_for
          << "[artifacts]\nlisten = \"127.0.0.1:" << artifacts_port_ << "\"\n"
          << artifacts_toml << "\n";
   // A fast tick keeps tests quick; a caller with a [reconciler] table of its own sets it there.
-  if (extra_toml.find("[reconciler]") == std::string::npos) config << "[reconciler]\ntick_ms = 50\n";
+  if (extra_toml.find("[reconciler]") == std::string::npos)
+    config << "[reconciler]\ntick_ms = 50\nidle_recheck_ms = 100\n";
   for (auto [name, role, token] : {std::tuple{"admin", "admin", kAdminToken},
                                    std::tuple{"operator", "operator", kOperatorToken},
                                    std::tuple{"auditor", "auditor", kAuditorToken}, std::tuple{"ci", "ci", kCiToken}})
