@@ -31,7 +31,7 @@ class ArtifactStore;
 struct ReconcilerOptions {
   std::chrono::milliseconds tick{500};                 // how often every unfinished job is looked at
   std::chrono::milliseconds idle_recheck{5000};        // a job that had nothing to do waits this long
-  int batch = 2000;                                    // jobs looked at per tick
+  int batch = 100000;                                  // job ids listed per tick (cheap: ids only)
   int workers = 256;                                   // jobs driven at once
   std::chrono::seconds boot_timeout{1800};             // reset (or provisioning) → maintenance OS reports
   std::chrono::seconds install_timeout{4 * 3600};      // maintenance OS booted → outcome
