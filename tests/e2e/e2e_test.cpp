@@ -8,6 +8,7 @@
 // scenarios run side by side. Images come from build-images.sh (cached by input hash).
 // Every scenario prints its wall time (POST → booted from disk) and the phase breakdown.
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -133,6 +134,9 @@ class Vbmc {
     std::string bin = PROVISIONER_VBMC_BIN, config = (dir_ / "vbmc.toml").string(), log = (dir_ / "vbmc.log").string();
     pid_ = ::fork();
     if (pid_ == 0) {
+      // A test killed by ctest's timeout must not leave a machine running: the vbmc (and with
+      // it QEMU) goes when we go.
+      ::prctl(PR_SET_PDEATHSIG, SIGTERM);
       FILE* f = std::freopen(log.c_str(), "a", stdout);
       (void)f;
       ::dup2(::fileno(stdout), 2);
@@ -225,17 +229,19 @@ void print_report(const std::string& scenario, const json& job, double wall_s, s
   out << "phase breakdown (seconds after POST; + since the previous phase):\n";
   std::int64_t prev = t0;
   auto row = [&](const std::string& name, std::int64_t at) {
-    out << "    " << std::left << std::setw(36) << name << std::right << std::setw(8) << (at - t0) / 1000.0 << "  +"
+    out << "    " << std::left << std::setw(42) << name << std::right << std::setw(8) << (at - t0) / 1000.0 << "  +"
         << std::setw(7) << (at - prev) / 1000.0 << "\n";
     prev = at;
   };
   for (const auto& p : job["phases"]) row(p.value("name", "?"), parse_rfc3339_ms(p.value("at", "")));
   for (const auto& h : job["history"])
     if (h.value("name", "") == "complete") row("status complete", parse_rfc3339_ms(h.value("at", "")));
-  if (proof_s) out << "    " << std::left << std::setw(36) << "booted from disk (proof on console)" << std::right
+  if (proof_s) out << "    " << std::left << std::setw(42) << "booted from disk (proof on console)" << std::right
                    << std::setw(8) << *proof_s << "\n";
   out << "    wall time: " << wall_s << " s (POST → " << (proof_s ? "booted from disk" : "job complete") << ")";
   say(scenario, out.str());
+  // Also kept beside the binary: ctest shows a passing test's output only with -V.
+  std::ofstream(E2E_REPORT_FILE, std::ios::app) << "[e2e " << scenario << "] " << out.str() << "\n";
 }
 
 bool has_phase(const json& job, const std::string& name) {
