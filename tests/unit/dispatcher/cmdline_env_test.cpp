@@ -68,7 +68,13 @@ Task debian_task(const std::string& webhook = "http://127.0.0.1:8080/api/v1/stat
 }  // namespace
 
 TEST(RecipeEnv, HasEveryKeyAndTheControllerRegistryRule) {
-  auto env = parse_env_text(recipe_env_text(debian_task()));
+  // The registry rule needs an OCI image; the shipped recipe may point at a URL instead.
+  auto oci_task = [](const std::string& webhook) {
+    auto t = debian_task(webhook);
+    t.recipe["image"] = {{"oci", "127.0.0.1:8080/os/debian-rootfs:12"}, {"format", "rootfs-tar"}};
+    return t;
+  };
+  auto env = parse_env_text(recipe_env_text(oci_task("http://127.0.0.1:8080/api/v1/status-webhook/SER1")));
   ASSERT_TRUE(env.ok());
   EXPECT_EQ((*env)["JOB_ID"], "job-1");
   EXPECT_EQ((*env)["TASK_TARGET"], "provision-linux.target");
@@ -84,7 +90,7 @@ TEST(RecipeEnv, HasEveryKeyAndTheControllerRegistryRule) {
   // Registry served by the controller over plain HTTP: no TLS verification for it...
   EXPECT_EQ((*env)["REGISTRY_TLS_VERIFY"], "false");
   // ...but any other registry keeps it.
-  auto other = parse_env_text(recipe_env_text(debian_task("https://ctl.example:8443/api/v1/status-webhook/S")));
+  auto other = parse_env_text(recipe_env_text(oci_task("https://ctl.example:8443/api/v1/status-webhook/S")));
   EXPECT_EQ((*other)["REGISTRY_TLS_VERIFY"], "true");
 }
 
