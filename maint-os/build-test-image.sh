@@ -62,7 +62,9 @@ fi
 # ---- input hash / cache -----------------------------------------------------------------
 hash=$(
   {
-    sha256sum "$here/build-test-image.sh" "$dispatcher"
+    # Contents only: the same dispatcher named by another path is the same input.
+    sha256sum <"$here/build-test-image.sh"
+    sha256sum <"$dispatcher"
     find "$src/quadlet" "$here/tools" -type f -print0 | sort -z | xargs -0 sha256sum | sed "s|$src/||"
     echo "suite=$suite"
   } | sha256sum | cut -c1-16
