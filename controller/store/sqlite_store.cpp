@@ -66,6 +66,16 @@ JobRecord job_from_row(const Stmt& s) {
   return j;
 }
 
+// Statements are prepared once per connection and cached: preparing costs more than running.
+Result<sqlite3_stmt*> prepare_cached(sqlite3* db, std::unordered_map<std::string, sqlite3_stmt*>& cache,
+                                     const std::string& sql) {
+  if (auto it = cache.find(sql); it != cache.end()) return it->second;
+  sqlite3_stmt* s = nullptr;
+  if (sqlite3_prepare_v2(db, sql.c_str(), -1, &s, nullptr) != SQLITE_OK) return db_error(db, "prepare");
+  cache.emplace(sql, s);
+  return s;
+}
+
 }  // namespace
 
 // A read-only connection with its own statement cache. WAL lets readers run beside the
@@ -77,13 +87,7 @@ struct ReadConnection {
     for (auto& [sql, s] : statements) sqlite3_finalize(s);
     if (db) sqlite3_close(db);
   }
-  Result<sqlite3_stmt*> prepare(const std::string& sql) {
-    if (auto it = statements.find(sql); it != statements.end()) return it->second;
-    sqlite3_stmt* s = nullptr;
-    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &s, nullptr) != SQLITE_OK) return db_error(db, "prepare");
-    statements.emplace(sql, s);
-    return s;
-  }
+  Result<sqlite3_stmt*> prepare(const std::string& sql) { return prepare_cached(db, statements, sql); }
 };
 
 struct SqliteStore::Impl {
@@ -149,14 +153,7 @@ struct SqliteStore::Impl {
     return Reader(*this, std::move(c));
   }
 
-  // Statements are prepared once and cached: preparing costs more than running them.
-  Result<sqlite3_stmt*> prepare(const std::string& sql) {
-    if (auto it = statements.find(sql); it != statements.end()) return it->second;
-    sqlite3_stmt* s = nullptr;
-    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &s, nullptr) != SQLITE_OK) return db_error(db, "prepare");
-    statements.emplace(sql, s);
-    return s;
-  }
+  Result<sqlite3_stmt*> prepare(const std::string& sql) { return prepare_cached(db, statements, sql); }
 
   Status exec(const char* sql) {
     char* msg = nullptr;
