@@ -9,23 +9,14 @@
 #include <algorithm>
 #include <chrono>
 
+#include "tools/vbmc/http_text.hpp"
+
 namespace provisioner::vbmc {
 
 namespace {
 
 constexpr std::size_t kMaxHeader = 32 * 1024;
 constexpr std::size_t kMaxBody = 1024 * 1024;
-
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
-  return s;
-}
-
-std::string trim(const std::string& s) {
-  auto b = s.find_first_not_of(" \t\r\n");
-  auto e = s.find_last_not_of(" \t\r\n");
-  return b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
-}
 
 const char* reason(int status) {
   switch (status) {
@@ -148,15 +139,7 @@ void HttpServer::serve(int fd) {
   req.method = line.substr(0, sp1);
   req.path = line.substr(sp1 + 1, sp2 - sp1 - 1);
   req.path = req.path.substr(0, req.path.find('?'));
-  std::size_t pos = le == std::string::npos ? head.size() : le + 2;
-  while (pos < head.size()) {
-    auto e = head.find("\r\n", pos);
-    if (e == std::string::npos) e = head.size();
-    std::string h = head.substr(pos, e - pos);
-    auto c = h.find(':');
-    if (c != std::string::npos) req.headers[lower(trim(h.substr(0, c)))] = trim(h.substr(c + 1));
-    pos = e + 2;
-  }
+  req.headers = parse_header_lines(head, le == std::string::npos ? head.size() : le + 2);
   HttpAnswer answer;
   std::size_t want = 0;
   if (!req.header("content-length").empty()) want = std::strtoull(req.header("content-length").c_str(), nullptr, 10);

@@ -11,6 +11,7 @@
 
 #include "common/crypto.hpp"
 #include "controller/logging/logger.hpp"
+#include "tools/vbmc/http_text.hpp"
 
 namespace provisioner::vbmc {
 
@@ -18,17 +19,6 @@ namespace {
 
 constexpr int kIoTimeoutSeconds = 30;
 constexpr int kMaxRedirects = 5;
-
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
-  return s;
-}
-
-std::string trim(const std::string& s) {
-  auto b = s.find_first_not_of(" \t\r\n");
-  auto e = s.find_last_not_of(" \t\r\n");
-  return b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
-}
 
 // The query string may carry a token: never put it in a log line or error.
 std::string without_query(const std::string& url) { return url.substr(0, url.find('?')); }
@@ -96,15 +86,7 @@ class Connection {
     if (sp == std::string::npos || status_line.rfind("HTTP/", 0) != 0)
       return make_error(ErrorKind::unavailable, "not an HTTP answer");
     h.status = std::atoi(status_line.c_str() + sp + 1);
-    std::size_t pos = le == std::string::npos ? head.size() : le + 2;
-    while (pos < head.size()) {
-      auto e = head.find("\r\n", pos);
-      if (e == std::string::npos) e = head.size();
-      std::string line = head.substr(pos, e - pos);
-      auto c = line.find(':');
-      if (c != std::string::npos) h.headers[lower(trim(line.substr(0, c)))] = trim(line.substr(c + 1));
-      pos = e + 2;
-    }
+    h.headers = parse_header_lines(head, le == std::string::npos ? head.size() : le + 2);
     return h;
   }
   // Streams exactly `length` body bytes to `out` at `offset`.
