@@ -63,6 +63,16 @@ class BmcFlow : public testing::Test {
     return job;
   }
 
+  // reset_issued is recorded before the reset is sent (so a crash never sends it twice): the
+  // BMC sees the reset a moment after the phase appears.
+  nlohmann::json wait_for_reset(const std::string& id) {
+    auto job = wait_for_phase(id, "reset_issued");
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (bmc->boots().empty() && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return job;
+  }
+
   void report(const std::string& id, const std::string& body) {
     auto r = send_webhook(*controller, "MOCK0001", controller->webhook_key(id), body);
     ASSERT_EQ(r.status, 200) << r.body;
@@ -77,7 +87,7 @@ class BmcFlow : public testing::Test {
 TEST_F(BmcFlow, DualCdFromSubmissionToBootFromDisk) {
   start();
   auto id = submit();
-  auto job = wait_for_phase(id, "reset_issued");
+  auto job = wait_for_reset(id);
   EXPECT_EQ(phase_names(job), (std::vector<std::string>{"iso_built", "media_inserted", "boot_set", "reset_issued"}));
   // The machine was reset once, into the CD, with both media inserted.
   ASSERT_EQ(bmc->boots().size(), 1u);
@@ -109,7 +119,7 @@ TEST_F(BmcFlow, ABmcRefusingASecondMediumGetsOneIso) {
   options.refuse_second_medium = true;
   start(options);
   auto id = submit();
-  auto job = wait_for_phase(id, "reset_issued");
+  auto job = wait_for_reset(id);
   EXPECT_TRUE(has(phase_names(job), "media_fallback:single-iso")) << job.dump();
   EXPECT_EQ(job["media"]["mode"], "single-iso");
   ASSERT_EQ(bmc->boots().size(), 1u);
@@ -120,7 +130,7 @@ TEST_F(BmcFlow, ABmcRefusingASecondMediumGetsOneIso) {
 TEST_F(BmcFlow, AFailedStepEjectsAndLeavesTheMachineBootingItsDisk) {
   start();
   auto id = submit();
-  wait_for_phase(id, "reset_issued");
+  wait_for_reset(id);
   report(id, R"({"job_id":")" + id + R"(","status":"failed","failed_step":"image-linux.service"})");
   auto job = controller->wait_for_status(id, "complete");
   EXPECT_EQ(job["outcome"], "failed");
@@ -134,7 +144,7 @@ TEST_F(BmcFlow, AFailedStepEjectsAndLeavesTheMachineBootingItsDisk) {
 TEST_F(BmcFlow, CancelCleansUp) {
   start();
   auto id = submit();
-  wait_for_phase(id, "reset_issued");
+  wait_for_reset(id);
   controller->post("/api/v1/jobs/" + id + "/cancel", "");
   auto job = wait_for_phase(id, "cleanup_done");
   EXPECT_EQ(job["status"], "canceled");
