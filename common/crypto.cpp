@@ -56,6 +56,10 @@ std::string hmac_sha256_hex(std::string_view key, std::string_view data) {
   return to_hex(std::string_view(reinterpret_cast<char*>(md), len));
 }
 
+bool is_sha256_hex(std::string_view s) {
+  return s.size() == 64 && s.find_first_not_of("0123456789abcdef") == std::string_view::npos;
+}
+
 std::string random_bytes(std::size_t n) {
   std::string out(n, '\0');
   if (RAND_bytes(reinterpret_cast<unsigned char*>(out.data()), static_cast<int>(n)) != 1)

@@ -13,6 +13,7 @@ std::optional<std::string> from_hex(std::string_view hex);
 std::string sha256(std::string_view data);             // raw 32 bytes
 std::string sha256_hex(std::string_view data);         // lowercase hex
 std::string hmac_sha256_hex(std::string_view key, std::string_view data);
+bool is_sha256_hex(std::string_view s);  // exactly 64 lowercase hex digits
 
 // Cryptographically random bytes; `random_token` gives URL-safe hex of `bytes` bytes.
 std::string random_bytes(std::size_t n);

@@ -22,6 +22,7 @@
 
 #include "common/crypto.hpp"
 #include "controller/artifacts/http_range.hpp"
+#include "controller/artifacts/http_request.hpp"
 
 namespace provisioner::artifacts {
 namespace {
@@ -32,67 +33,6 @@ constexpr std::size_t kReadChunk = 16 * 1024;
 constexpr std::size_t kTlsBuffer = 256 * 1024;
 // One sendfile call is capped below 2 GiB by the kernel anyway; smaller keeps loops fair.
 constexpr std::uint64_t kSendfileChunk = 1 << 30;
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
-}
-
-bool iends_with(std::string_view s, std::string_view suffix) {
-  return s.size() >= suffix.size() && iequals(s.substr(s.size() - suffix.size()), suffix);
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
-bool has_token(std::string_view list, std::string_view token) {
-  while (!list.empty()) {
-    auto comma = list.find(',');
-    if (iequals(trim(list.substr(0, comma)), token)) return true;
-    if (comma == std::string_view::npos) break;
-    list.remove_prefix(comma + 1);
-  }
-  return false;
-}
-
-std::optional<std::string> percent_decode(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (s[i] != '%') {
-      out.push_back(s[i]);
-      continue;
-    }
-    if (i + 2 >= s.size()) return std::nullopt;
-    auto hex = [](char c) -> int {
-      if (c >= '0' && c <= '9') return c - '0';
-      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-      if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-      return -1;
-    };
-    int hi = hex(s[i + 1]), lo = hex(s[i + 2]);
-    if (hi < 0 || lo < 0) return std::nullopt;
-    out.push_back(static_cast<char>(hi * 16 + lo));
-    i += 2;
-  }
-  return out;
-}
-
-struct Request {
-  std::string_view method;
-  std::string_view target;
-  int minor = 1;
-  std::optional<std::string> range;
-  std::optional<std::string_view> if_range, if_none_match, if_modified_since;
-  bool close = false;
-  bool keep_alive = false;
-  bool has_body = false;
-};
 
 // One contiguous run of bytes to send: from memory (fd < 0) or a file region.
 struct Piece {
@@ -465,63 +405,12 @@ struct ArtifactServer::Impl {
     }
     std::string head = c.in.substr(0, end);
     c.in.erase(0, end + 4);
-    Request req;
-    if (!parse_request(head, req)) {
+    auto req = parse_request_head(head);
+    if (!req) {
       error_response(c, 400, "Bad Request", true, nullptr);
       return true;
     }
-    respond(c, req);
-    return true;
-  }
-
-  static bool parse_request(std::string_view head, Request& req) {
-    auto eol = head.find("\r\n");
-    auto line = head.substr(0, eol);
-    auto sp1 = line.find(' ');
-    if (sp1 == std::string_view::npos) return false;
-    auto sp2 = line.find(' ', sp1 + 1);
-    if (sp2 == std::string_view::npos) return false;
-    req.method = line.substr(0, sp1);
-    req.target = line.substr(sp1 + 1, sp2 - sp1 - 1);
-    auto version = line.substr(sp2 + 1);
-    if (version == "HTTP/1.1") {
-      req.minor = 1;
-    } else if (version == "HTTP/1.0") {
-      req.minor = 0;
-    } else {
-      return false;
-    }
-    if (req.method.empty() || req.target.empty()) return false;
-    std::string_view rest = eol == std::string_view::npos ? std::string_view{} : head.substr(eol + 2);
-    while (!rest.empty()) {
-      auto e = rest.find("\r\n");
-      auto h = rest.substr(0, e);
-      rest = e == std::string_view::npos ? std::string_view{} : rest.substr(e + 2);
-      if (h.empty()) continue;
-      if (h.front() == ' ' || h.front() == '\t') return false;  // obsolete line folding
-      auto colon = h.find(':');
-      if (colon == std::string_view::npos || colon == 0) return false;
-      auto name = h.substr(0, colon);
-      if (name.find_first_of(" \t") != std::string_view::npos) return false;
-      auto value = trim(h.substr(colon + 1));
-      if (iequals(name, "range")) {
-        // Repeated list headers combine with commas.
-        req.range = req.range ? *req.range + "," + std::string(value) : std::string(value);
-      } else if (iequals(name, "if-range")) {
-        req.if_range = value;
-      } else if (iequals(name, "if-none-match")) {
-        req.if_none_match = value;
-      } else if (iequals(name, "if-modified-since")) {
-        req.if_modified_since = value;
-      } else if (iequals(name, "connection")) {
-        if (has_token(value, "close")) req.close = true;
-        if (has_token(value, "keep-alive")) req.keep_alive = true;
-      } else if (iequals(name, "content-length")) {
-        if (value != "0") req.has_body = true;
-      } else if (iequals(name, "transfer-encoding")) {
-        req.has_body = true;
-      }
-    }
+    respond(c, *req);
     return true;
   }
 
@@ -558,7 +447,7 @@ struct ArtifactServer::Impl {
   }
 
   void error_response(Conn& c, int status, std::string_view reason, bool close,
-                      const Request* req, std::vector<std::string> headers = {}) {
+                      const RequestHead* req, std::vector<std::string> headers = {}) {
     std::string text = std::to_string(status) + " " + std::string(reason) + "\n";
     std::vector<Piece> body;
     bool head_only = req && req->method == "HEAD";
@@ -569,47 +458,6 @@ struct ArtifactServer::Impl {
     }
     headers.emplace_back("Content-Type: text/plain; charset=utf-8");
     queue(c, status, reason, std::move(headers), std::move(body), text.size(), close);
-  }
-
-  // Resolves /artifacts/<sha256>/<name>; returns the HTTP status on failure.
-  int route(std::string_view target, std::string& sha, std::string& name) const {
-    if (target.starts_with("http://") || target.starts_with("https://")) {
-      auto scheme_end = target.find("//") + 2;
-      auto slash = target.find('/', scheme_end);
-      if (slash == std::string_view::npos) return 404;
-      target.remove_prefix(slash);
-    }
-    if (target.front() != '/') return 400;
-    target = target.substr(0, target.find_first_of("?#"));
-    // Traversal attempts are answered 400 before anything else, decoded or not.
-    std::vector<std::string> parts;
-    std::string_view rest = target.substr(1);
-    while (true) {
-      auto slash = rest.find('/');
-      auto raw = rest.substr(0, slash);
-      auto decoded = percent_decode(raw);
-      if (!decoded) return 400;
-      if (*decoded == ".." || *decoded == "." ||
-          decoded->find_first_of(std::string_view("/\\\0", 3)) != std::string::npos ||
-          decoded->find("..") != std::string::npos)
-        return 400;
-      parts.push_back(std::move(*decoded));
-      if (slash == std::string_view::npos) break;
-      rest.remove_prefix(slash + 1);
-    }
-    if (parts.size() != 3 || parts[0] != "artifacts") return 404;
-    if (!is_sha256_hex(parts[1])) return 404;
-    const auto& n = parts[2];
-    if (n.empty() || n.size() > 255) return 404;
-    if (std::any_of(n.begin(), n.end(),
-                    [](char ch) { return static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f; }))
-      return 400;
-    bool suffix_ok = std::any_of(opt.name_suffixes.begin(), opt.name_suffixes.end(),
-                                 [&](const std::string& s) { return n.size() > s.size() && iends_with(n, s); });
-    if (!suffix_ok) return 404;
-    sha = std::move(parts[1]);
-    name = n;
-    return 0;
   }
 
   // Opens the artifact's files for this response. 404 when unknown, 500 when broken.
@@ -650,18 +498,20 @@ struct ArtifactServer::Impl {
     return 0;
   }
 
-  void respond(Conn& c, const Request& req) {
+  void respond(Conn& c, const RequestHead& req) {
     bool close = req.close || (req.minor == 0 && !req.keep_alive) || req.has_body;
     bool head_only = req.method == "HEAD";
     if (req.method != "GET" && !head_only) {
       error_response(c, 405, "Method Not Allowed", close, &req, {"Allow: GET, HEAD"});
       return;
     }
-    std::string sha, name;
-    if (int status = route(req.target, sha, name); status != 0) {
-      error_response(c, status, status == 400 ? "Bad Request" : "Not Found", close, &req);
+    auto route = route_artifact_target(req.target, opt.name_suffixes);
+    if (route.status != 0) {
+      error_response(c, route.status, route.status == 400 ? "Bad Request" : "Not Found", close, &req);
       return;
     }
+    const std::string& sha = route.sha256;
+    const std::string& name = route.name;
     Source src;
     if (int status = open_source(sha, src); status != 0) {
       error_response(c, status, status == 404 ? "Not Found" : "Internal Server Error", close, &req);

@@ -17,6 +17,7 @@
 
 namespace provisioner::artifacts {
 namespace fs = std::filesystem;
+using crypto::is_sha256_hex;
 namespace {
 
 constexpr std::size_t kCopyBuffer = 1 << 20;
@@ -204,12 +205,6 @@ Result<CompositeManifest> manifest_from_json(const std::string& text) {
 }
 
 }  // namespace
-
-bool is_sha256_hex(std::string_view s) {
-  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
-           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-         });
-}
 
 std::optional<std::string> normalize_sha256(std::string_view digest) {
   if (digest.size() > 7 && (digest.substr(0, 7) == "sha256:" || digest.substr(0, 7) == "SHA256:"))

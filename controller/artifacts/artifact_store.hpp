@@ -121,6 +121,5 @@ class ArtifactStore {
 
 // "sha256:<hex>" or "<hex>" (any case) → lowercase hex; nullopt when not a sha256.
 std::optional<std::string> normalize_sha256(std::string_view digest);
-bool is_sha256_hex(std::string_view s);  // exactly 64 lowercase hex chars
 
 }  // namespace provisioner::artifacts

@@ -5,18 +5,12 @@
 #include <ctime>
 #include <limits>
 
+#include "controller/artifacts/http_request.hpp"
+
 namespace provisioner::artifacts {
 namespace {
 
 constexpr std::uint64_t kU64Max = std::numeric_limits<std::uint64_t>::max();
-
-bool is_ows(char c) { return c == ' ' || c == '\t'; }
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && is_ows(s.front())) s.remove_prefix(1);
-  while (!s.empty() && is_ows(s.back())) s.remove_suffix(1);
-  return s;
-}
 
 // 1*DIGIT, saturating at 2^64-1.
 std::optional<std::uint64_t> parse_digits(std::string_view s) {
@@ -30,26 +24,19 @@ std::optional<std::uint64_t> parse_digits(std::string_view s) {
   return v;
 }
 
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
-}
-
 }  // namespace
 
 std::optional<std::vector<RangeSpec>> parse_range_header(std::string_view value) {
-  value = trim(value);
+  value = trim_ows(value);
   auto eq = value.find('=');
-  if (eq == std::string_view::npos || !iequals(trim(value.substr(0, eq)), "bytes"))
+  if (eq == std::string_view::npos || !iequals(trim_ows(value.substr(0, eq)), "bytes"))
     return std::nullopt;
   value.remove_prefix(eq + 1);
   std::vector<RangeSpec> out;
   // RFC 9110 list syntax: empty elements (",,") are allowed and skipped.
   while (true) {
     auto comma = value.find(',');
-    auto item = trim(value.substr(0, comma));
+    auto item = trim_ows(value.substr(0, comma));
     if (!item.empty()) {
       if (out.size() == kMaxRanges) return std::nullopt;
       auto dash = item.find('-');
@@ -124,7 +111,7 @@ std::string http_date(std::chrono::system_clock::time_point t) {
 }
 
 std::optional<std::chrono::system_clock::time_point> parse_http_date(std::string_view s) {
-  s = trim(s);
+  s = trim_ows(s);
   // "Sun, 06 Nov 1994 08:49:37 GMT"
   if (s.size() != 29 || s[3] != ',' || s[4] != ' ' || s[7] != ' ' || s[11] != ' ' ||
       s[16] != ' ' || s[19] != ':' || s[22] != ':' || s.substr(25) != " GMT")
@@ -147,15 +134,22 @@ std::optional<std::chrono::system_clock::time_point> parse_http_date(std::string
   tm.tm_hour = *hh;
   tm.tm_min = *mm;
   tm.tm_sec = *ss;
-  return std::chrono::system_clock::from_time_t(::timegm(&tm));
+  // A four-digit year reaches past what system_clock holds (about 1678 to 2262 in
+  // nanoseconds): such a date is treated like any other unusable one, as absent.
+  using namespace std::chrono;
+  const auto t = static_cast<std::int64_t>(::timegm(&tm));
+  const auto lo = duration_cast<seconds>(system_clock::time_point::min().time_since_epoch()).count();
+  const auto hi = duration_cast<seconds>(system_clock::time_point::max().time_since_epoch()).count();
+  if (t <= lo || t >= hi) return std::nullopt;
+  return system_clock::from_time_t(static_cast<std::time_t>(t));
 }
 
 bool etag_list_matches(std::string_view header, std::string_view etag) {
-  header = trim(header);
+  header = trim_ows(header);
   if (header == "*") return true;
   while (!header.empty()) {
     auto comma = header.find(',');
-    auto item = trim(header.substr(0, comma));
+    auto item = trim_ows(header.substr(0, comma));
     if (item.starts_with("W/")) item.remove_prefix(2);
     if (item == etag) return true;
     if (comma == std::string_view::npos) break;

@@ -21,10 +21,6 @@ Status unknown_keys(const toml::table& table, const std::set<std::string>& known
   return Ok{};
 }
 
-bool is_sha256_hex(const std::string& s) {
-  return s.size() == 64 && s.find_first_not_of("0123456789abcdef") == std::string::npos;
-}
-
 }  // namespace
 
 Status apply_config_file(const std::filesystem::path& file, ControllerConfig& c) {
@@ -129,7 +125,7 @@ Status apply_config_file(const std::filesystem::path& file, ControllerConfig& c)
       if (!role) return make_error(ErrorKind::invalid_input, at + ": role must be admin, operator, auditor or ci");
       token.role = *role;
       token.sha256_hex = (*entry)["sha256"].value_or(std::string());
-      if (!is_sha256_hex(token.sha256_hex))
+      if (!crypto::is_sha256_hex(token.sha256_hex))
         return make_error(ErrorKind::invalid_input,
                           at + ": sha256 must be the 64-hex SHA-256 of the token (provisioner-controller hash-token)");
       c.tokens.push_back(std::move(token));
@@ -212,7 +208,7 @@ std::variant<RunController, ExitWith> parse_command_line(int argc, char** argv) 
   if (*o_aurl) c.artifacts_public_url = artifacts_public_url;
   if (*o_maint) c.maintenance_iso = maintenance_iso;
   if (*o_admin) {
-    if (!is_sha256_hex(admin_hash)) return ExitWith{2, "--admin-token-sha256 must be 64 lowercase hex digits\n"};
+    if (!crypto::is_sha256_hex(admin_hash)) return ExitWith{2, "--admin-token-sha256 must be 64 lowercase hex digits\n"};
     c.tokens.push_back(ApiToken{"admin-from-flag", Role::admin, admin_hash});
   }
   if (c.public_url.empty()) c.public_url = std::string(c.tls_cert ? "https://" : "http://") + c.listen;

@@ -28,7 +28,7 @@ struct Fault {
   std::function<void(nlohmann::json&)> recipe;
   // Checks the recorded sequence ("METHOD path status") and the mock's end state.
   std::function<void(const std::vector<std::string>&, MockBmc&, const nlohmann::json& job)> check;
-  std::string redfish_extra;
+  std::string redfish_extra = {};  // appended to the [redfish] config section
 };
 
 bool any(const std::vector<std::string>& seq, const std::function<bool(const std::string&)>& pred) {

@@ -98,6 +98,13 @@ TEST(HttpDate, RoundTrips) {
   EXPECT_FALSE(parse_http_date("Sun, 06 Foo 1994 08:49:37 GMT"));
 }
 
+TEST(HttpDate, YearsTheClockCannotHoldAreUnusableNotUndefined) {
+  // Found by fuzz_artifact_request: If-Modified-Since in the year 3988 overflowed the clock.
+  EXPECT_FALSE(parse_http_date("Sun, 06 Nov 3988 08:49:37 GMT"));
+  EXPECT_FALSE(parse_http_date("Sun, 06 Nov 0001 08:49:37 GMT"));
+  EXPECT_TRUE(parse_http_date("Fri, 31 Dec 2200 23:59:59 GMT"));
+}
+
 TEST(ETag, ListMatching) {
   EXPECT_TRUE(etag_list_matches("\"a\"", "\"a\""));
   EXPECT_TRUE(etag_list_matches("\"x\", W/\"a\"", "\"a\""));
