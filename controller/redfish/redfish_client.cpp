@@ -532,6 +532,7 @@ struct BmcClient::Impl {
     }
     f.profile = profile.name;
     f.max_media = profile.max_media;
+    find_oem_import(managers, f);
     find_vm_collections(*sys, managers);
     if (auto s = refresh_slots(f); !s) return s.error();
     log(1, "BMC discovered", {{"system", f.system_uri}, {"profile", f.profile}, {"slots", std::to_string(f.slots.size())}});
@@ -540,6 +541,27 @@ struct BmcClient::Impl {
   }
 
   Status refresh_slots_locked() { return refresh_slots(*facts); }
+
+  // Dell advertises it as Actions.Oem["#OemManager.v1_x_x.OemManager#OemManager.ImportSystemConfiguration"]
+  // (older firmware: "...#EID_674_Manager.ImportSystemConfiguration"): match the name's end.
+  static void find_oem_import(const std::vector<json>& managers, BmcFacts& f) {
+    const std::string suffix = "ImportSystemConfiguration";
+    for (const auto& m : managers) {
+      auto actions = m.find("Actions");
+      if (actions == m.end() || !actions->is_object()) continue;
+      auto oem = actions->find("Oem");
+      if (oem == actions->end() || !oem->is_object()) continue;
+      for (auto it = oem->begin(); it != oem->end(); ++it) {
+        const std::string& name = it.key();
+        if (name.size() < suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0 ||
+            !it->is_object() || !it->contains("target") || !(*it)["target"].is_string())
+          continue;
+        f.oem_import_uri = path_of((*it)["target"].get<std::string>());
+        f.oem_import_manager_id = m.value("Id", "");
+        return;
+      }
+    }
+  }
 
   // ---------------------------------------------------------------- PATCH with ETags
   // If-Match with the ETag we read; on 412 the weak ETag made strong, then none at all
@@ -838,6 +860,34 @@ struct BmcClient::Impl {
     }
   }
 
+  // Dell iDRAC: one-time boot from the virtual CD through the OEM configuration import (the
+  // way Ironic's idrac-redfish-virtual-media boot interface does it). The import touches only
+  // the iDRAC component, so it needs no host reboot; iDRAC runs it as a job, followed to the
+  // end by call(). The BIOS boot mode is left as it is: the maintenance ISO boots either way.
+  Result<BootResult> set_boot_via_oem_import() {
+    std::string fqdd = facts->oem_import_manager_id.empty() ? "iDRAC.Embedded.1" : facts->oem_import_manager_id;
+    std::string buffer = "<SystemConfiguration><Component FQDD=\"" + fqdd + "\">"
+                         "<Attribute Name=\"ServerBoot.1#BootOnce\">Enabled</Attribute>"
+                         "<Attribute Name=\"ServerBoot.1#FirstBootDevice\">VCD-DVD</Attribute>"
+                         "</Component></SystemConfiguration>";
+    json body = {{"ShareParameters", {{"Target", "ALL"}}}, {"ImportBuffer", buffer}};
+    auto r = call("POST", facts->oem_import_uri, body);
+    if (!r) return r.error();
+    if (!r->ok()) return answer_error("POST", facts->oem_import_uri, *r);
+    return BootResult{"VCD-DVD", "Once", facts->boot_mode, 1};
+  }
+
+  Result<BootResult> set_boot_once_cd(BootMode mode) {
+    if (profile.virtual_cd_via_oem_import && !facts->oem_import_uri.empty()) {
+      auto r = set_boot_via_oem_import();
+      if (r) return r;
+      // Older firmware, or an import the BMC refused: the standard override still works on
+      // many of them.
+      log(2, "OEM boot import failed; using the standard boot override", {{"error", r.error().message}});
+    }
+    return set_boot(profile.cd_boot_targets, profile.once_unreliable ? "Continuous" : "Once", mode);
+  }
+
   // ---------------------------------------------------------------- power
   Result<std::string> read_power() {
     auto sys = get_json(facts->system_uri);
@@ -992,7 +1042,7 @@ Result<BootResult> BmcClient::set_boot_once_cd(BootMode mode) {
   impl_->op = "set_boot";
   auto f = impl_->discover_locked();
   if (!f) return f.error();
-  return impl_->set_boot(impl_->profile.cd_boot_targets, impl_->profile.once_unreliable ? "Continuous" : "Once", mode);
+  return impl_->set_boot_once_cd(mode);
 }
 
 Result<ResetResult> BmcClient::power_cycle_into_boot() {

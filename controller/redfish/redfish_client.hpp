@@ -58,6 +58,9 @@ struct BmcFacts {
   std::string boot_mode;                  // BootSourceOverrideMode, "" when not reported
   std::vector<VirtualMediaSlot> slots;    // under the System first, then under Managers
   int max_media = 0;                      // from the profile: 0 = unknown, 1 = single medium only
+  // Dell iDRAC: the Manager's OEM ImportSystemConfiguration action and that Manager's Id (the
+  // component FQDD the import addresses); "" when the BMC has none.
+  std::string oem_import_uri, oem_import_manager_id;
 };
 
 struct MediaRequest {
@@ -72,7 +75,7 @@ struct InsertResult {
 };
 
 struct BootResult {
-  std::string target;   // Cd, UsbCd
+  std::string target;   // Cd, UsbCd, or VCD-DVD when set through Dell's OEM import
   std::string enabled;  // Once, or Continuous when the BMC ignores Once (cleanup clears it)
   std::string mode;     // UEFI, Legacy or "" (not reported)
   int patches = 0;      // 0 = already set (idempotent repeat)

@@ -24,6 +24,7 @@ std::vector<VendorProfile> build_table() {
     VendorProfile p;
     p.name = "dell-idrac";
     p.max_media = 1;  // CD + RemovableDisk together fails on iDRAC: go single-iso directly
+    p.virtual_cd_via_oem_import = true;
     p.insert_retries_on_5xx = 3;
     t.push_back(p);
   }

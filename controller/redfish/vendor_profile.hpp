@@ -15,6 +15,9 @@ struct VendorProfile {
   std::vector<std::string> cd_boot_targets = {"Cd"};
   bool always_send_enabled = false;       // Supermicro rejects Boot PATCHes without Enabled
   bool once_unreliable = false;           // known to ignore Once: use Continuous, clear at cleanup
+  // Dell iDRAC: the standard "Cd" override may boot a physical drive. When the Manager offers
+  // the OEM ImportSystemConfiguration action, set the next boot to the virtual CD through it.
+  bool virtual_cd_via_oem_import = false;
   // Virtual media.
   bool eject_with_empty_object = false;   // POST EjectMedia with {} first (iLO wants a JSON body)
   bool eject_before_insert_always = false;  // iLO refuses InsertMedia on a slot not ejected first

@@ -460,6 +460,9 @@ MockBmc::Answer MockBmc::handle(const RecordedRequest& req, const std::string& b
   if (path == sys + "/Settings" && opt_.settings_object && m == "PATCH")
     return patch_boot(body, headers.count("if-match") ? headers.at("if-match") : "", true);
   if (path == sys + "/Actions/ComputerSystem.Reset" && m == "POST") return reset(body);
+  if (opt_.dell_oem_import && m == "POST" &&
+      path == "/redfish/v1/Managers/" + opt_.manager_id + "/Actions/Oem/EID_674_Manager.ImportSystemConfiguration")
+    return import_system_configuration(body);
 
   std::string vm = vm_collection_path() + "/";
   if (path.rfind(vm, 0) == 0) {
@@ -526,6 +529,10 @@ MockBmc::Answer MockBmc::get_resource(const std::string& path) {
               {"FirmwareVersion", opt_.firmware},
               {"Links", {{"ManagerForServers", members({sys})}}}};
     if (opt_.vm_under_manager) j["VirtualMedia"] = odata(vm_collection_path());
+    if (opt_.dell_oem_import)
+      j["Actions"] = {{"Oem",
+                       {{"#OemManager.v1_4_0.OemManager#OemManager.ImportSystemConfiguration",
+                         {{"target", mgr + "/Actions/Oem/EID_674_Manager.ImportSystemConfiguration"}}}}}};
     return {200, j.dump(), {}};
   }
   if (path == vm_collection_path()) {
@@ -665,6 +672,24 @@ MockBmc::Answer MockBmc::reset(const std::string& body) {
   return {status, status < 300 ? "" : error_body("Base.1.8.GeneralError", text), {}};
 }
 
+MockBmc::Answer MockBmc::import_system_configuration(const std::string& body) {
+  json j = json::parse(body, nullptr, false);
+  if (!j.is_object() || !j.contains("ShareParameters") || !j["ShareParameters"].is_object() ||
+      !j.contains("ImportBuffer") || !j["ImportBuffer"].is_string())
+    return {400, error_body("Base.1.8.ActionParameterMissing", "ShareParameters and ImportBuffer are required"), {}};
+  std::string buffer = j["ImportBuffer"];
+  auto has = [&](const std::string& part) { return buffer.find(part) != std::string::npos; };
+  if (!has("<Component FQDD=\"" + opt_.manager_id + "\">") ||
+      !has("<Attribute Name=\"ServerBoot.1#BootOnce\">Enabled</Attribute>") ||
+      !has("<Attribute Name=\"ServerBoot.1#FirstBootDevice\">VCD-DVD</Attribute>"))
+    return {400, error_body("Base.1.8.PropertyValueNotInList", "unexpected system configuration"), {}};
+  // iDRAC runs every import as a job.
+  return maybe_async([this] {
+    oem_virtual_cd_once_ = true;
+    return std::make_pair(200, std::string("Successfully imported and applied Server Configuration Profile."));
+  });
+}
+
 std::pair<int, std::string> MockBmc::apply_reset(const std::string& type) {
   std::string before = power_;
   bool boots = false;
@@ -690,6 +715,10 @@ std::pair<int, std::string> MockBmc::apply_reset(const std::string& type) {
     MockBootEvent ev;
     ev.reset_type = type;
     ev.boot_target = boot_.enabled == "Disabled" ? "Hdd" : boot_.target;
+    if (oem_virtual_cd_once_) {
+      ev.boot_target = "VirtualCd";  // the OEM one-time boot wins over the standard override
+      oem_virtual_cd_once_ = false;
+    }
     for (const auto& s : slots_)
       if (s.inserted) ev.media.push_back(s.image);
     boots_.push_back(ev);

@@ -45,6 +45,10 @@ struct MockBmcOptions {
   bool weak_etags = false;                // ETags W/"n", compared strongly for If-Match
   bool settings_object = false;           // Boot PATCH only via @Redfish.Settings; applied at reset
   bool async_actions = false;             // actions answer 202 + task monitor
+  // Dell iDRAC: the Manager offers the OEM ImportSystemConfiguration action; an import of
+  // ServerBoot.1#BootOnce=Enabled + FirstBootDevice=VCD-DVD (a 202 job) makes the next boot
+  // one from the virtual CD, recorded as boot_target "VirtualCd".
+  bool dell_oem_import = false;
   int task_polls = 2;                     // monitor answers 202 this many times before done
   int task_retry_after_s = 1;
   bool ignore_graceful = false;           // GracefulShutdown/Restart accepted, nothing happens
@@ -111,7 +115,7 @@ struct MockBoot {
 // One boot of the machine: where it booted from and what media were inserted then.
 struct MockBootEvent {
   std::string reset_type;
-  std::string boot_target;  // effective override target or "Hdd" when none
+  std::string boot_target;  // effective override target, "Hdd" when none, "VirtualCd" (Dell OEM)
   std::vector<std::string> media;
 };
 
@@ -197,6 +201,7 @@ class MockBmc {
   Answer eject(Slot& s);
   Answer patch_boot(const std::string& body, const std::string& if_match, bool settings);
   Answer reset(const std::string& body);
+  Answer import_system_configuration(const std::string& body);
   Answer maybe_async(std::function<std::pair<int, std::string>()> effect);
   std::pair<int, std::string> apply_reset(const std::string& type);
   Slot* find_slot(const std::string& id);
@@ -209,6 +214,7 @@ class MockBmc {
   std::vector<Slot> slots_;
   MockBoot boot_;
   MockBoot pending_boot_;  // settings object
+  bool oem_virtual_cd_once_ = false;  // Dell OEM one-time boot from the virtual CD, pending
   std::string power_;
   std::string lagging_power_;
   int lag_reads_left_ = 0;

@@ -153,6 +153,22 @@ std::vector<Fault> faults() {
          for (const auto& p : job["phases"]) uefi |= p["name"] == "boot_set" && has(p["detail"].get<std::string>(), "UEFI");
          EXPECT_TRUE(uefi) << job.dump();
        }},
+      {"DellVirtualCdViaOemImport",
+       [](MockBmcOptions& o) {
+         o.vendor = "Dell";
+         o.manufacturer = "Dell Inc.";
+         o.manager_id = "iDRAC.Embedded.1";
+         o.dell_oem_import = true;
+         o.task_retry_after_s = 0;
+       },
+       nullptr, nullptr,
+       [](const auto& seq, MockBmc& bmc, const nlohmann::json& job) {
+         EXPECT_EQ(job["media"]["mode"], "single-iso") << "iDRAC takes one medium";
+         EXPECT_TRUE(any(seq, [](auto& s) { return has(s, "EID_674_Manager.ImportSystemConfiguration 202"); }));
+         ASSERT_EQ(bmc.boots().size(), 2u);
+         EXPECT_EQ(bmc.boots()[0].boot_target, "VirtualCd");
+         EXPECT_EQ(bmc.boots()[1].boot_target, "Hdd");
+       }},
       {"AcceptedWithTaskMonitor", [](MockBmcOptions& o) { o.async_actions = true; o.task_retry_after_s = 0; }, nullptr,
        nullptr,
        [](const auto& seq, MockBmc&, const auto&) {

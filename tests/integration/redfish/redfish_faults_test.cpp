@@ -774,6 +774,58 @@ TEST(RedfishBoot, SupermicroProfileUsesUsbCdAndAlwaysSendsEnabled) {
   EXPECT_EQ(body["Boot"]["BootSourceOverrideEnabled"], "Once") << "sent although unchanged";
 }
 
+MockBmcOptions idrac_with_oem_import() {
+  MockBmcOptions o;
+  o.vendor = "Dell";
+  o.manufacturer = "Dell Inc.";
+  o.manager_id = "iDRAC.Embedded.1";
+  o.dell_oem_import = true;
+  o.task_retry_after_s = 0;
+  return o;
+}
+
+TEST(RedfishBoot, DellBootsTheVirtualCdThroughTheOemImport) {
+  Rig rig(idrac_with_oem_import());
+  BmcClient client(rig.ctx, rig.endpoint());
+  ASSERT_TRUE(client.insert_media({{kMaint, MediaKind::cd}}));
+  auto boot = client.set_boot_once_cd(BootMode::uefi);
+  ASSERT_TRUE(boot) << boot.error().message;
+  EXPECT_EQ(boot->target, "VCD-DVD");
+  EXPECT_EQ(boot->enabled, "Once");
+  const std::string import = "/redfish/v1/Managers/iDRAC.Embedded.1/Actions/Oem/EID_674_Manager.ImportSystemConfiguration";
+  auto posts = matching(rig.bmc, "POST", import);
+  ASSERT_EQ(posts.size(), 1u);
+  auto body = nlohmann::json::parse(posts[0].body);
+  EXPECT_EQ(body["ShareParameters"]["Target"], "ALL");
+  EXPECT_EQ(body["ImportBuffer"],
+            "<SystemConfiguration><Component FQDD=\"iDRAC.Embedded.1\">"
+            "<Attribute Name=\"ServerBoot.1#BootOnce\">Enabled</Attribute>"
+            "<Attribute Name=\"ServerBoot.1#FirstBootDevice\">VCD-DVD</Attribute>"
+            "</Component></SystemConfiguration>");
+  EXPECT_TRUE(matching(rig.bmc, "PATCH", kSys).empty()) << "no standard override: Cd may be a physical drive";
+  EXPECT_FALSE(matching(rig.bmc, "GET", "/redfish/v1/TaskService/TaskMonitors/").empty()) << "the import job is followed";
+  ASSERT_TRUE(client.power_cycle_into_boot());
+  ASSERT_EQ(rig.bmc.boots().size(), 1u);
+  EXPECT_EQ(rig.bmc.boots()[0].boot_target, "VirtualCd");
+  EXPECT_EQ(rig.bmc.boots()[0].media, std::vector<std::string>{kMaint});
+}
+
+TEST(RedfishBoot, DellOemImportRefusedFallsBackToTheStandardOverride) {
+  Rig rig(idrac_with_oem_import());
+  rig.bmc.set_hook([](const RecordedRequest& r, int) {
+    return r.path.find("ImportSystemConfiguration") != std::string::npos
+               ? MockAction::respond(400, R"({"error":{"code":"Base.1.8.ActionNotSupported","message":"old firmware"}})")
+               : MockAction::pass();
+  });
+  BmcClient client(rig.ctx, rig.endpoint());
+  auto boot = client.set_boot_once_cd(BootMode::keep);
+  ASSERT_TRUE(boot) << boot.error().message;
+  EXPECT_EQ(boot->target, "Cd");
+  EXPECT_EQ(matching(rig.bmc, "PATCH", kSys).size(), 1u);
+  ASSERT_TRUE(client.power_cycle_into_boot());
+  EXPECT_EQ(rig.bmc.boots().back().boot_target, "Cd");
+}
+
 TEST(RedfishLimits, OneOperationAtATimePerBmcAndAGlobalCap) {
   RedfishOptions ro = fast_options();
   ro.max_concurrent_requests = 2;
