@@ -65,7 +65,7 @@ else
   log "rootfs ($suite): $pkgs"
   # Docs, man pages and locales are never installed (dpkg path-exclude), so they cost nothing.
   nice -n 10 mmdebstrap --quiet --variant=apt --include="$pkgs" \
-    --aptopt='Acquire::Check-Valid-Until "false"' \
+    --aptopt='Acquire::Check-Valid-Until "false"' --aptopt='Acquire::Retries "5"' \
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
     --dpkgopt='path-include=/usr/share/doc/*/copyright' --dpkgopt='path-exclude=/usr/share/locale/*' \
     --setup-hook='mkdir -p "$1/etc/default" "$1/etc/systemd/network"' \

@@ -95,7 +95,7 @@ else
   # -- 1. tool image: one rootfs with every tool's packages, scripts under each tool's name --
   tool_pkgs=$(sed -n 's/.*--no-install-recommends \(.*\) \\$/\1/p' "$here"/tools/*/Containerfile | tr ' ' '\n' | sort -u | tr '\n' ',')
   log "tool rootfs: ${tool_pkgs%,}"
-  nice -n 10 mmdebstrap --quiet --variant=apt --include="${tool_pkgs%,}" \
+  nice -n 10 mmdebstrap --quiet --variant=apt --aptopt='Acquire::Retries "5"' --include="${tool_pkgs%,}" \
     --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin "$1"/usr/share/doc/* "$1"/usr/share/man/*' \
     bookworm "$work/tools.tar" "${mirror_args[@]}"
   mkdir -p "$work/tools-root"
@@ -116,7 +116,7 @@ else
   pkgs=linux-image-amd64,systemd,systemd-sysv,systemd-resolved,udev,dbus,podman,crun,netavark,aardvark-dns,conmon,
   pkgs+=login,ca-certificates,util-linux,iproute2,kmod,e2fsprogs,dosfstools,gdisk,procps,less,openssl,libssl3t64
   log "maintenance rootfs ($suite): $pkgs"
-  nice -n 10 mmdebstrap --quiet --variant=apt --include="$pkgs" \
+  nice -n 10 mmdebstrap --quiet --variant=apt --aptopt='Acquire::Retries "5"' --include="$pkgs" \
     --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin "$1"/usr/share/doc/* "$1"/usr/share/man/*' \
     "$suite" "$root.tar" "${mirror_args[@]}"
   mkdir -p "$root"

@@ -50,7 +50,7 @@ find_quadlet() {
     "$mirror" "$suite" >"$work/etc/$suite.sources"
   local apt=(-q -o "Dir::Etc::sourcelist=/dev/null" -o "Dir::Etc::sourceparts=$work/etc"
              -o "Dir::State::Lists=$work/lists" -o "Dir::Cache=$work/cache" -o "Dir::State::status=/dev/null"
-             -o "APT::Sandbox::User=root")
+             -o "APT::Sandbox::User=root" -o "Acquire::Retries=5")
   log "fetching podman ($suite) from $mirror for its quadlet generator"
   if ! apt-get "${apt[@]}" update >"$work/log" 2>&1 || ! (cd "$work" && apt-get "${apt[@]}" download podman >>"$work/log" 2>&1); then
     cat "$work/log" >&2
