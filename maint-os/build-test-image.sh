@@ -143,6 +143,13 @@ NET
   ln -sf /lib/systemd/system/systemd-networkd.service "$root/etc/systemd/system/multi-user.target.wants/"
   ln -sf /lib/systemd/system/systemd-networkd-wait-online.service "$root/etc/systemd/system/network-online.target.wants/" 2>/dev/null ||
     { mkdir -p "$root/etc/systemd/system/network-online.target.wants"; ln -sf /lib/systemd/system/systemd-networkd-wait-online.service "$root/etc/systemd/system/network-online.target.wants/"; }
+  # Names resolve only through the DNS servers DHCP hands out: no LLMNR or mDNS multicast
+  # from a maintenance OS on the provisioning network (or, under QEMU, out of the host).
+  install -D -m 0644 /dev/stdin "$root/etc/systemd/resolved.conf.d/provisioner.conf" <<'CONF'
+[Resolve]
+LLMNR=no
+MulticastDNS=no
+CONF
   printf 'maint\n' >"$root/etc/hostname"
   # Console access for debugging in QEMU; the maintenance OS has no other login.
   mkdir -p "$root/etc/systemd/system/serial-getty@ttyS0.service.d"
