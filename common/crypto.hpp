@@ -9,6 +9,9 @@ namespace provisioner::crypto {
 
 std::string to_hex(std::string_view bytes);
 std::optional<std::string> from_hex(std::string_view hex);
+// RFC 4648 base64 with padding (HTTP Basic credentials); decode: nullopt when malformed.
+std::string base64_encode(std::string_view bytes);
+std::optional<std::string> base64_decode(std::string_view text);
 
 std::string sha256(std::string_view data);             // raw 32 bytes
 std::string sha256_hex(std::string_view data);         // lowercase hex

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/crypto.hpp"
 #include "controller/logging/logger.hpp"
 #include "controller/redfish/http_transport.hpp"
 #include "controller/redfish/redfish_parse.hpp"
@@ -198,22 +199,7 @@ struct BmcClient::Impl {
   }
   static bool sent_of(const Error& e) { return has_field(e, "/redfish/sent", "true"); }
 
-  std::string basic_auth() const {
-    static const char* kB64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    std::string in = ep.username + ":" + ep.password, out;
-    int val = 0, bits = -6;
-    for (unsigned char c : in) {
-      val = (val << 8) + c;
-      bits += 8;
-      while (bits >= 0) {
-        out.push_back(kB64[(val >> bits) & 0x3F]);
-        bits -= 6;
-      }
-    }
-    if (bits > -6) out.push_back(kB64[((val << 8) >> (bits + 8)) & 0x3F]);
-    while (out.size() % 4) out.push_back('=');
-    return "Basic " + out;
-  }
+  std::string basic_auth() const { return "Basic " + crypto::base64_encode(ep.username + ":" + ep.password); }
 
   std::int64_t retry_after(const Reply& r, std::int64_t fallback) const {
     auto v = parse_retry_after_ms(r.http.header("retry-after"), ctx.clock().now_ms(), opt.max_retry_after_ms);

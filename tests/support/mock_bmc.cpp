@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/crypto.hpp"
 #include "tests/support/http_client.hpp"
 
 namespace provisioner::test {
@@ -364,22 +365,9 @@ bool MockBmc::authorized(const std::map<std::string, std::string>& headers) cons
   auto auth = headers.find("authorization");
   if (auth == headers.end()) return false;
   // Basic base64(user:password)
-  static const std::string b64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string v = auth->second;
+  const std::string& v = auth->second;
   if (v.rfind("Basic ", 0) != 0) return false;
-  std::string in = v.substr(6), out;
-  int val = 0, bits = -8;
-  for (char c : in) {
-    auto p = b64.find(c);
-    if (p == std::string::npos) break;
-    val = (val << 6) + static_cast<int>(p);
-    bits += 6;
-    if (bits >= 0) {
-      out.push_back(static_cast<char>((val >> bits) & 0xFF));
-      bits -= 8;
-    }
-  }
-  return out == opt_.username + ":" + opt_.password;
+  return crypto::base64_decode(std::string_view(v).substr(6)) == opt_.username + ":" + opt_.password;
 }
 
 MockBmc::Answer MockBmc::handle(const RecordedRequest& req, const std::string& body,

@@ -55,23 +55,6 @@ HttpAnswer from_error(const Error& e) {
 
 HttpAnswer no_content() { return HttpAnswer{204, {}, ""}; }
 
-std::string b64_decode(const std::string& in) {
-  static const std::string chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  int val = 0, bits = -8;
-  for (char c : in) {
-    auto p = chars.find(c);
-    if (p == std::string::npos) break;
-    val = (val << 6) + static_cast<int>(p);
-    bits += 6;
-    if (bits >= 0) {
-      out.push_back(static_cast<char>((val >> bits) & 0xFF));
-      bits -= 8;
-    }
-  }
-  return out;
-}
-
 std::vector<std::string> split_path(const std::string& p) {
   std::vector<std::string> out;
   std::size_t pos = 0;
@@ -110,8 +93,8 @@ bool RedfishService::authorized(const HttpRequest& r) const {
   }
   std::string auth = r.header("authorization");
   if (auth.rfind("Basic ", 0) != 0) return false;
-  std::string pair = b64_decode(auth.substr(6));
-  return crypto::constant_time_equal(pair, credentials_.username + ":" + credentials_.password);
+  auto pair = crypto::base64_decode(std::string_view(auth).substr(6));
+  return pair && crypto::constant_time_equal(*pair, credentials_.username + ":" + credentials_.password);
 }
 
 HttpAnswer RedfishService::handle(const HttpRequest& request) {

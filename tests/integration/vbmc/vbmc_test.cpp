@@ -38,20 +38,7 @@ namespace {
 constexpr const char* kPassword = "vbmc-test-password";
 
 std::string basic_auth(const std::string& user, const std::string& pass) {
-  static const char* k = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string in = user + ":" + pass, out;
-  int val = 0, bits = -6;
-  for (unsigned char c : in) {
-    val = (val << 8) + c;
-    bits += 8;
-    while (bits >= 0) {
-      out.push_back(k[(val >> bits) & 0x3F]);
-      bits -= 6;
-    }
-  }
-  if (bits > -6) out.push_back(k[((val << 8) >> (bits + 8)) & 0x3F]);
-  while (out.size() % 4) out.push_back('=');
-  return "Basic " + out;
+  return "Basic " + provisioner::crypto::base64_encode(user + ":" + pass);
 }
 
 std::string read_file(const fs::path& p) {

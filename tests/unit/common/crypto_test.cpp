@@ -16,6 +16,18 @@ TEST(Crypto, HexRoundTrip) {
   EXPECT_FALSE(from_hex("zz"));
 }
 
+TEST(Crypto, Base64Rfc4648Vectors) {
+  const std::pair<const char*, const char*> vectors[] = {{"", ""},         {"f", "Zg=="},         {"fo", "Zm8="},
+                                                         {"foo", "Zm9v"},  {"foob", "Zm9vYg=="},  {"fooba", "Zm9vYmE="},
+                                                         {"foobar", "Zm9vYmFy"}};
+  for (const auto& [plain, encoded] : vectors) {
+    EXPECT_EQ(base64_encode(plain), encoded);
+    EXPECT_EQ(base64_decode(encoded), plain) << encoded;
+  }
+  EXPECT_EQ(base64_decode(base64_encode(std::string("a\0\xff:b", 5))), std::string("a\0\xff:b", 5));
+  for (const char* bad : {"Zg=", "Zm9v!A==", "Zm 9v", "Z===", "=Zm9"}) EXPECT_FALSE(base64_decode(bad)) << bad;
+}
+
 TEST(Crypto, SealOpensOnlyWithTheKeyAndUntampered) {
   std::string key = random_bytes(32), other = random_bytes(32);
   auto sealed = seal(key, "bmc-password");
