@@ -531,16 +531,14 @@ struct BmcClient::Impl {
   // Dell advertises it as Actions.Oem["#OemManager.v1_x_x.OemManager#OemManager.ImportSystemConfiguration"]
   // (older firmware: "...#EID_674_Manager.ImportSystemConfiguration"): match the name's end.
   static void find_oem_import(const std::vector<json>& managers, BmcFacts& f) {
-    const std::string suffix = "ImportSystemConfiguration";
     for (const auto& m : managers) {
       auto actions = m.find("Actions");
       if (actions == m.end() || !actions->is_object()) continue;
       auto oem = actions->find("Oem");
       if (oem == actions->end() || !oem->is_object()) continue;
       for (auto it = oem->begin(); it != oem->end(); ++it) {
-        const std::string& name = it.key();
-        if (name.size() < suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0 ||
-            !it->is_object() || !it->contains("target") || !(*it)["target"].is_string())
+        if (!it.key().ends_with("ImportSystemConfiguration") || !it->is_object() || !it->contains("target") ||
+            !(*it)["target"].is_string())
           continue;
         f.oem_import_uri = path_of((*it)["target"].get<std::string>());
         f.oem_import_manager_id = m.value("Id", "");
