@@ -16,23 +16,14 @@
 
 #include "common/crypto.hpp"
 #include "tests/support/http_client.hpp"
+// The same header-line reading as the virtual BMC, the other Redfish server of this project.
+#include "tools/vbmc/http_text.hpp"
 
 namespace provisioner::test {
 
 using nlohmann::json;
 
 namespace {
-
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
-  return s;
-}
-
-std::string trim(const std::string& s) {
-  auto b = s.find_first_not_of(" \t\r\n");
-  auto e = s.find_last_not_of(" \t\r\n");
-  return b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
-}
 
 const char* reason(int status) {
   switch (status) {
@@ -217,15 +208,7 @@ void MockBmc::serve(int fd) {
     auto sp1 = line.find(' '), sp2 = line.rfind(' ');
     rec.method = line.substr(0, sp1);
     rec.path = line.substr(sp1 + 1, sp2 - sp1 - 1);
-    std::size_t pos = le == std::string::npos ? head.size() : le + 2;
-    while (pos < head.size()) {
-      auto e = head.find("\r\n", pos);
-      if (e == std::string::npos) e = head.size();
-      std::string h = head.substr(pos, e - pos);
-      auto c = h.find(':');
-      if (c != std::string::npos) headers[lower(trim(h.substr(0, c)))] = trim(h.substr(c + 1));
-      pos = e + 2;
-    }
+    headers = vbmc::parse_header_lines(head, le == std::string::npos ? head.size() : le + 2);
   }
   std::size_t want = headers.count("content-length") ? std::stoul(headers["content-length"]) : 0;
   while (body.size() < want) {
@@ -304,7 +287,7 @@ void MockBmc::serve(int fd) {
   bool has_type = false;
   for (const auto& [k, v] : answer.headers) {
     out += k + ": " + v + "\r\n";
-    if (lower(k) == "content-type") has_type = true;
+    if (vbmc::lower(k) == "content-type") has_type = true;
   }
   if (!has_type && !answer.body.empty()) out += "Content-Type: application/json\r\n";
   out += "OData-Version: 4.0\r\nConnection: close\r\nContent-Length: " + std::to_string(answer.body.size()) +
