@@ -31,8 +31,10 @@ struct Error {
   std::vector<FieldError> fields;  // for invalid_input: every bad field
 };
 
+// [[nodiscard]]: a dropped Result is a dropped error (LLVM's Expected aborts on it; here the
+// compiler refuses it). Discard on purpose with `(void)`, and say why.
 template <typename T>
-class Result {
+class [[nodiscard]] Result {
  public:
   Result(T value) : v_(std::move(value)) {}          // NOLINT: implicit on purpose
   Result(Error error) : v_(std::move(error)) {}      // NOLINT

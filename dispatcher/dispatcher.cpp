@@ -35,7 +35,9 @@ FlushOutcome send(const fs::path& run_dir, const WebhookConfig& config, const We
 void mark_final(const fs::path& run_dir, const std::string& status, const std::string& unit) {
   std::error_code ec;
   fs::create_directories(run_dir, ec);
-  write_file_atomically(run_dir / "final-status", "STATUS=" + status + "\nUNIT=" + unit + "\n", 0644);
+  // The marker only stops a second report of the same end; the report itself still goes out.
+  if (auto s = write_file_atomically(run_dir / "final-status", "STATUS=" + status + "\nUNIT=" + unit + "\n", 0644); !s)
+    say("cannot write " + (run_dir / "final-status").string() + ": " + s.error().message);
 }
 
 int exit_for_discovery(const Error& e) {

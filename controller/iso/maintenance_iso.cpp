@@ -32,7 +32,8 @@ Result<std::string> MaintenanceIso::register_file(const std::filesystem::path& i
     auto info = artifacts_.put_file(iso);
     if (!info) return info.error();
     sha = info->sha256;
-    write_file_atomically(cache_file, nlohmann::json{{"key", key}, {"sha256", sha}}.dump());
+    // The cache only saves the next start a re-hash; without it the ISO is still right.
+    (void)write_file_atomically(cache_file, nlohmann::json{{"key", key}, {"sha256", sha}}.dump());
   }
   if (auto s = set_current(sha); !s) return s.error();
   return sha;

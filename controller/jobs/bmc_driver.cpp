@@ -80,8 +80,9 @@ void BmcJobDriver::back_off(const std::string& job_id) {
 void BmcJobDriver::fail(const JobRecord& job, const std::string& phase, const Error& error) {
   log_.error("BMC step failed for good", Logger::job_fields(job.id, job.server_serial,
                                                             {{"phase", phase}, {"error", error.message}}));
-  jobs_.transition(job, JobStatus::provisioning, JobStatus::failed, JobChanges{std::nullopt, phase + ": " + error.message},
-                   phase + " failed");
+  auto failed = jobs_.transition(job, JobStatus::provisioning, JobStatus::failed,
+                                 JobChanges{std::nullopt, phase + ": " + error.message}, phase + " failed");
+  if (!failed) log_store_error(log_, job, "mark the job failed", failed.error());
 }
 
 void BmcJobDriver::advance(const JobRecord& job) {
@@ -115,8 +116,13 @@ void BmcJobDriver::advance(const JobRecord& job) {
       auto inputs = jobs_.task_inputs(job);
       auto single = inputs ? media_.build(*inputs, "single-iso") : Result<JobMedia>(inputs.error());
       if (!single) return fail(job, "media_inserted", single.error());
-      store_.set_job_media(job.id, "provisioning", single->to_json().dump(), clock_.now_ms());
-      store_.record_phase(job.id, "media_fallback:single-iso", inserted.error().message, clock_.now_ms());
+      // Saved before it is inserted, so cleanup knows which ISO to eject. Not saved (the job
+      // was canceled meanwhile, or the store failed): insert nothing.
+      auto saved = store_.set_job_media(job.id, "provisioning", single->to_json().dump(), clock_.now_ms());
+      if (!saved) return log_store_error(log_, job, "save the single-iso media", saved.error());
+      if (!*saved) return;
+      if (auto r = store_.record_phase(job.id, "media_fallback:single-iso", inserted.error().message, clock_.now_ms()); !r)
+        log_store_error(log_, job, "record media_fallback:single-iso", r.error());
       log_.warn("BMC refused a second medium: switched the job to single-iso", fields({{"reason", inserted.error().message}}));
       media = *single;
       inserted = bmc.insert_media(media_requests(media));
@@ -124,13 +130,16 @@ void BmcJobDriver::advance(const JobRecord& job) {
     if (!inserted) return transient("media_inserted", inserted.error());
     std::string urls;
     for (const auto& r : *inserted) urls += (urls.empty() ? "" : " ") + r.url;
-    store_.record_phase(job.id, "media_inserted", urls, clock_.now_ms());
+    // Unrecorded, the next pass inserts again: insert_media leaves an already inserted URL alone.
+    if (auto r = store_.record_phase(job.id, "media_inserted", urls, clock_.now_ms()); !r)
+      return log_store_error(log_, job, "record media_inserted", r.error());
   }
   if (!has_phase(*events, "boot_set")) {
     auto boot = bmc.set_boot_once_cd(boot_mode_of(recipe));
     if (!boot) return transient("boot_set", boot.error());
-    store_.record_phase(job.id, "boot_set", boot->target + "/" + boot->enabled + (boot->mode.empty() ? "" : "/" + boot->mode),
-                        clock_.now_ms());
+    auto detail = boot->target + "/" + boot->enabled + (boot->mode.empty() ? "" : "/" + boot->mode);
+    if (auto r = store_.record_phase(job.id, "boot_set", detail, clock_.now_ms()); !r)
+      return log_store_error(log_, job, "record boot_set", r.error());
   }
   // Recorded before it is sent: after a crash here the reset is never repeated (the boot
   // timeout then fails the job instead of power-cycling a machine twice).
@@ -173,7 +182,8 @@ bool BmcJobDriver::clean_up(const JobRecord& job, bool boot_disk_now) {
       if (!reset) {
         log_.error("reset into the installed system failed", Logger::job_fields(job.id, job.server_serial,
                                                                                 {{"error", reset.error().message}}));
-        store_.record_phase(job.id, "cleanup_failed", reset.error().message, clock_.now_ms());
+        if (auto r = store_.record_phase(job.id, "cleanup_failed", reset.error().message, clock_.now_ms()); !r)
+          log_store_error(log_, job, "record cleanup_failed", r.error());
       }
     }
   }
@@ -185,7 +195,8 @@ bool BmcJobDriver::clean_up(const JobRecord& job, bool boot_disk_now) {
   auto fields = Logger::job_fields(job.id, job.server_serial, {{"error", done.error().message}});
   if (is_permanent(redfish::failure_code(done.error()))) {
     log_.error("cleanup failed for good: media may still be inserted", fields);
-    store_.record_phase(job.id, "cleanup_failed", done.error().message, clock_.now_ms());
+    if (auto r = store_.record_phase(job.id, "cleanup_failed", done.error().message, clock_.now_ms()); !r)
+      log_store_error(log_, job, "record cleanup_failed", r.error());
     return true;
   }
   log_.warn("cleanup will be retried", fields);

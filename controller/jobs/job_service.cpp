@@ -224,6 +224,11 @@ Result<nlohmann::json> JobService::list(const JobListQuery& q) {
   return out;
 }
 
+void log_store_error(const Logger& log, const JobRecord& job, std::string_view what, const Error& error) {
+  log.error("store write failed", Logger::job_fields(job.id, job.server_serial,
+                                                     {{"what", std::string(what)}, {"error", error.message}}));
+}
+
 Result<bool> JobService::transition(const JobRecord& job, JobStatus from, JobStatus to, const JobChanges& changes,
                                     const std::string& detail) {
   if (!is_transition_allowed(from, to))

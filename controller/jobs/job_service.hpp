@@ -37,6 +37,10 @@ struct JobListQuery {
   std::optional<std::string> limit;
 };
 
+// Logs a store failure that the caller cannot act on now; the job keeps its persisted state
+// and the next reconciler pass retries from there.
+void log_store_error(const Logger& log, const JobRecord& job, std::string_view what, const Error& error);
+
 class JobService {
  public:
   // `secret_key`: 32 bytes sealing per-job secrets (webhook key, BMC password) at rest.

@@ -155,18 +155,21 @@ void JobReconciler::build_media(const JobRecord& job) {
     // A media problem does not go away by itself: fail the job with the reason.
     log_.error("cannot build the job's media", Logger::job_fields(job.id, job.server_serial,
                                                                   {{"error", media.error().message}}));
-    jobs_.transition(job, JobStatus::queued, JobStatus::failed,
-                     JobChanges{std::nullopt, "task media: " + media.error().message}, "iso_built failed");
+    auto failed = jobs_.transition(job, JobStatus::queued, JobStatus::failed,
+                                   JobChanges{std::nullopt, "task media: " + media.error().message}, "iso_built failed");
+    if (!failed) log_store_error(log_, job, "mark the job failed", failed.error());
     return;
   }
   auto recorded = store_.set_job_media(job.id, "queued", media->to_json().dump(), clock_.now_ms());
   if (!recorded || !*recorded) return;  // canceled meanwhile: the next pass cleans up
   std::string detail = media->boot_iso ? media->boot_iso->sha256 : "";
   if (media->task_iso) detail = media->task_iso->sha256;
-  store_.record_phase(job.id, "iso_built", detail, clock_.now_ms());
+  if (auto p = store_.record_phase(job.id, "iso_built", detail, clock_.now_ms()); !p)
+    return log_store_error(log_, job, "record iso_built", p.error());  // the next pass builds the same bytes again
   log_.info("task media built", Logger::job_fields(job.id, job.server_serial,
                                                    {{"mode", media->mode}, {"sha256", detail}}));
-  jobs_.transition(job, JobStatus::queued, JobStatus::provisioning, {}, "media ready");
+  if (auto t = jobs_.transition(job, JobStatus::queued, JobStatus::provisioning, {}, "media ready"); !t)
+    log_store_error(log_, job, "start provisioning", t.error());
 }
 
 bool JobReconciler::check_timeouts(const JobRecord& job) {
@@ -191,7 +194,8 @@ bool JobReconciler::check_timeouts(const JobRecord& job) {
     why = "the installation did not finish within " + std::to_string(limit("install", options_.install_timeout) / 1000) + " s";
   if (why.empty()) return false;
   log_.warn("job timed out", Logger::job_fields(job.id, job.server_serial, {{"reason", why}}));
-  jobs_.transition(job, JobStatus::provisioning, JobStatus::failed, JobChanges{std::nullopt, why}, "timeout");
+  auto failed = jobs_.transition(job, JobStatus::provisioning, JobStatus::failed, JobChanges{std::nullopt, why}, "timeout");
+  if (!failed) log_store_error(log_, job, "mark the job timed out", failed.error());
   return true;
 }
 
@@ -203,7 +207,8 @@ void JobReconciler::clean_up(const JobRecord& job) {
   auto first = store_.record_phase(job.id, "cleanup_done", "", clock_.now_ms());
   if (!first) return;
   if (status == JobStatus::succeeded || status == JobStatus::failed)
-    jobs_.transition(job, status, JobStatus::complete, {}, "cleanup done");
+    if (auto t = jobs_.transition(job, status, JobStatus::complete, {}, "cleanup done"); !t)
+      log_store_error(log_, job, "complete the job", t.error());
 }
 
 Status JobReconciler::collect_garbage() {

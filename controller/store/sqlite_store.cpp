@@ -170,12 +170,13 @@ struct SqliteStore::Impl {
   auto transaction(F&& body) -> decltype(body()) {
     if (auto s = exec("BEGIN IMMEDIATE"); !s) return s.error();
     auto result = body();
+    // A failed ROLLBACK leaves SQLite rolling back on its own; the first error is the one to report.
     if (!result) {
-      exec("ROLLBACK");
+      (void)exec("ROLLBACK");
       return result;
     }
     if (auto s = exec("COMMIT"); !s) {
-      exec("ROLLBACK");
+      (void)exec("ROLLBACK");
       return s.error();
     }
     return result;

@@ -59,7 +59,7 @@ TEST_F(SqliteStoreTest, DuplicateIdIsAConflict) {
 
 TEST_F(SqliteStoreTest, TransitionIsCompareAndSwap) {
   auto s = open();
-  s->insert_job(job("a"));
+  ASSERT_TRUE(s->insert_job(job("a")).ok());
   EXPECT_TRUE(*s->transition_job("a", "queued", "provisioning", {}, "go", 2000));
   EXPECT_FALSE(*s->transition_job("a", "queued", "canceled", {}, "late", 3000)) << "stale expectation must lose";
   EXPECT_TRUE(*s->transition_job("a", "provisioning", "failed", JobChanges{"x.service", "boom"}, "", 4000));
@@ -75,7 +75,7 @@ TEST_F(SqliteStoreTest, TransitionIsCompareAndSwap) {
 
 TEST_F(SqliteStoreTest, ConcurrentSwapsApplyExactlyOnce) {
   auto s = open();
-  s->insert_job(job("a"));
+  ASSERT_TRUE(s->insert_job(job("a")).ok());
   std::atomic<int> wins{0};
   std::vector<std::thread> threads;
   for (int i = 0; i < 8; ++i)
@@ -88,7 +88,7 @@ TEST_F(SqliteStoreTest, ConcurrentSwapsApplyExactlyOnce) {
 
 TEST_F(SqliteStoreTest, PhaseIsRecordedOnce) {
   auto s = open();
-  s->insert_job(job("a"));
+  ASSERT_TRUE(s->insert_job(job("a")).ok());
   EXPECT_TRUE(*s->record_phase("a", "reset_issued", "", 2000));
   EXPECT_FALSE(*s->record_phase("a", "reset_issued", "", 3000));
   EXPECT_EQ((**s->get_job("a")).phase, "reset_issued");
@@ -104,7 +104,7 @@ TEST_F(SqliteStoreTest, WebhookSignaturesRememberedUntilExpiry) {
 
 TEST_F(SqliteStoreTest, ListFiltersAndPages) {
   auto s = open();
-  for (int i = 0; i < 5; ++i) s->insert_job(job("j" + std::to_string(i), i % 2 ? "odd" : "even"));
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(s->insert_job(job("j" + std::to_string(i), i % 2 ? "odd" : "even")).ok());
   JobFilter f;
   f.limit = 2;
   auto page1 = *s->list_jobs(f);
@@ -120,7 +120,7 @@ TEST_F(SqliteStoreTest, ListFiltersAndPages) {
 }
 
 TEST_F(SqliteStoreTest, RefusesADatabaseFromTheFuture) {
-  { open()->insert_job(job("a")); }
+  { ASSERT_TRUE(open()->insert_job(job("a")).ok()); }
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open((dir.path() / "store.db").c_str(), &db), SQLITE_OK);
   sqlite3_exec(db, "PRAGMA user_version = 99", nullptr, nullptr, nullptr);
