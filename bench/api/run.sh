@@ -16,9 +16,10 @@ trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true;
       rm -rf "$work"' EXIT
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-export BENCH_TOKEN=$($bin generate-token)
+BENCH_TOKEN=$($bin generate-token)
+export BENCH_TOKEN
 hash=$(printf '%s\n' "$BENCH_TOKEN" | $bin hash-token)
-$bin --listen 127.0.0.1:$port --data-dir "$work/data" --admin-token-sha256 "$hash" --log-level warn \
+$bin --listen "127.0.0.1:$port" --data-dir "$work/data" --admin-token-sha256 "$hash" --log-level warn \
   ${HTTP_THREADS:+--http-threads "$HTTP_THREADS"} 2>"$work/log" &
 pid=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.05; done

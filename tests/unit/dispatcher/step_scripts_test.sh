@@ -10,7 +10,7 @@ trap 'rm -rf "$work"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
 if command -v shellcheck >/dev/null; then
-  shellcheck -x "$tools"/*/*.sh "$src/quadlet/validate.sh" $(ls "$src/maint-os/"*.sh 2>/dev/null) || fail shellcheck
+  shellcheck -x "$tools"/*/*.sh "$src/quadlet/validate.sh" "$src/maint-os/"*.sh || fail shellcheck
 fi
 
 # A /run/provision as the dispatcher writes it.
