@@ -109,6 +109,14 @@ void BmcJobDriver::advance(const JobRecord& job) {
   };
 
   if (!has_phase(*events, "media_inserted")) {
+    // The intent, recorded only while the job still provisions: a cancel committed before it
+    // means nothing is ever inserted, and once it is recorded cleanup ejects whatever part of
+    // the media made it in (an insert can fail half-way, one slot done).
+    if (!has_phase(*events, "media_requested")) {
+      auto requested = store_.record_phase_if_status(job.id, "media_requested", "provisioning", "", clock_.now_ms());
+      if (!requested) return log_store_error(log_, job, "record media_requested", requested.error());
+      if (!*requested) return;  // canceled (or failed) meanwhile
+    }
     auto inserted = bmc.insert_media(media_requests(media));
     if (!inserted && redfish::failure_code(inserted.error()) == redfish::FailureCode::second_medium_refused &&
         media.mode != "single-iso") {
@@ -142,9 +150,13 @@ void BmcJobDriver::advance(const JobRecord& job) {
       return log_store_error(log_, job, "record boot_set", r.error());
   }
   // Recorded before it is sent: after a crash here the reset is never repeated (the boot
-  // timeout then fails the job instead of power-cycling a machine twice).
-  auto first = store_.record_phase(job.id, "reset_issued", "", clock_.now_ms());
-  if (!first || !*first) return;
+  // timeout then fails the job instead of power-cycling a machine twice). Recorded only while
+  // the job still provisions, in the same compare-and-swap: a cancel that committed first wins
+  // and no reset is sent; a cancel that comes after finds the reset recorded, and cleanup
+  // follows the one reset.
+  auto first = store_.record_phase_if_status(job.id, "reset_issued", "provisioning", "", clock_.now_ms());
+  if (!first) return log_store_error(log_, job, "record reset_issued", first.error());
+  if (!*first) return;
   auto reset = bmc.power_cycle_into_boot();
   if (!reset) {
     fail(job, "reset_issued", reset.error());
@@ -163,7 +175,9 @@ bool BmcJobDriver::clean_up(const JobRecord& job, bool boot_disk_now) {
   if (!ep) return true;
   auto events = store_.job_events(job.id);
   if (!events) return false;
-  if (!has_phase(*events, "media_inserted") && !has_phase(*events, "reset_issued")) return true;  // nothing to undo
+  if (!has_phase(*events, "media_requested") && !has_phase(*events, "media_inserted") &&
+      !has_phase(*events, "reset_issued"))
+    return true;  // the BMC was never asked for anything: nothing to undo
   auto media = JobMedia::from_json(nlohmann::json::parse(job.media_json));
   std::vector<std::string> urls;
   for (const auto& r : media_requests(media)) urls.push_back(r.url);
@@ -175,7 +189,7 @@ bool BmcJobDriver::clean_up(const JobRecord& job, bool boot_disk_now) {
   if (done && boot_disk_now) {
     // Into the installed system. Recorded before it is sent, like the first reset: a crash
     // between the two must not power-cycle a machine that is already booting its disk.
-    auto first = store_.record_phase(job.id, "disk_reset_issued", "", clock_.now_ms());
+    auto first = store_.record_phase_if_status(job.id, "disk_reset_issued", "succeeded", "", clock_.now_ms());
     if (!first) return false;
     if (*first) {
       auto reset = bmc.power_cycle_into_boot();

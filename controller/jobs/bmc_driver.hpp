@@ -1,7 +1,7 @@
 #pragma once
 // The virtual-media half of the reconciler: drives one job's server through its BMC, one
-// persisted phase at a time (media_inserted → boot_set → reset_issued), and undoes it all at
-// the end (eject, boot from disk). Every call is safe to repeat after a crash; a reset is
+// persisted phase at a time (media_requested → media_inserted → boot_set → reset_issued), and
+// undoes it all at the end (eject, boot from disk). Every call is safe to repeat after a crash; a reset is
 // recorded before it is sent and never sent twice for one job.
 #include <chrono>
 #include <map>

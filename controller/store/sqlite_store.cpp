@@ -315,13 +315,30 @@ Result<bool> SqliteStore::transition_job(const std::string& id, const std::strin
 
 Result<bool> SqliteStore::record_phase(const std::string& id, const std::string& phase, const std::string& detail,
                                        std::int64_t now_ms) {
+  return record_phase_when(id, phase, std::nullopt, detail, now_ms);
+}
+
+Result<bool> SqliteStore::record_phase_if_status(const std::string& id, const std::string& phase,
+                                                 const std::string& expected_status, const std::string& detail,
+                                                 std::int64_t now_ms) {
+  return record_phase_when(id, phase, expected_status, detail, now_ms);
+}
+
+Result<bool> SqliteStore::record_phase_when(const std::string& id, const std::string& phase,
+                                            const std::optional<std::string>& expected_status,
+                                            const std::string& detail, std::int64_t now_ms) {
   std::lock_guard lock(impl_->mutex);
   return impl_->transaction([&]() -> Result<bool> {
-    auto st = impl_->prepare("INSERT INTO job_phases (job_id, phase, at_ms) VALUES (?,?,?) ON CONFLICT DO NOTHING");
+    // One statement checks the status and inserts, so nothing can slip in between (portable
+    // SQL: INSERT … SELECT … WHERE EXISTS works the same on PostgreSQL).
+    auto st = impl_->prepare(
+        "INSERT INTO job_phases (job_id, phase, at_ms) SELECT ?,?,? "
+        "WHERE EXISTS (SELECT 1 FROM jobs WHERE id = ? AND (? IS NULL OR status = ?)) ON CONFLICT DO NOTHING");
     if (!st) return st.error();
     {
       Stmt s(*st);
-      s.bind(1, id).bind(2, phase).bind(3, now_ms);
+      s.bind(1, id).bind(2, phase).bind(3, now_ms).bind(4, id);
+      if (expected_status) s.bind(5, *expected_status).bind(6, *expected_status);
       if (s.step() != SQLITE_DONE) return db_error(impl_->db, "record phase");
     }
     if (sqlite3_changes(impl_->db) == 0) return false;

@@ -21,6 +21,8 @@ class SqliteStore final : public Store {
                               const JobChanges& changes, const std::string& detail, std::int64_t now_ms) override;
   Result<bool> record_phase(const std::string& id, const std::string& phase, const std::string& detail,
                             std::int64_t now_ms) override;
+  Result<bool> record_phase_if_status(const std::string& id, const std::string& phase, const std::string& expected_status,
+                                      const std::string& detail, std::int64_t now_ms) override;
   Result<std::vector<JobEvent>> job_events(const std::string& id) override;
   Result<bool> set_job_media(const std::string& id, const std::string& expected_status, const std::string& media_json,
                              std::int64_t now_ms) override;
@@ -40,6 +42,9 @@ class SqliteStore final : public Store {
   int schema_version();
 
  private:
+  Result<bool> record_phase_when(const std::string& id, const std::string& phase,
+                                 const std::optional<std::string>& expected_status, const std::string& detail,
+                                 std::int64_t now_ms);
   struct Impl;
   explicit SqliteStore(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;

@@ -74,6 +74,13 @@ class Store {
   virtual Result<bool> record_phase(const std::string& id, const std::string& phase, const std::string& detail,
                                     std::int64_t now_ms) = 0;
 
+  // record_phase, only while the job is in `expected_status`, in the same transaction. For
+  // phases that are intents rather than facts (reset_issued: "about to reset"): a cancel that
+  // committed first makes it false, and then the action is never taken.
+  virtual Result<bool> record_phase_if_status(const std::string& id, const std::string& phase,
+                                              const std::string& expected_status, const std::string& detail,
+                                              std::int64_t now_ms) = 0;
+
   virtual Result<std::vector<JobEvent>> job_events(const std::string& id) = 0;
 
   // Records the job's media; only while the job is in `expected_status` (compare-and-swap).

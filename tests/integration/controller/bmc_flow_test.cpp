@@ -2,6 +2,8 @@
 // speaks Redfish over HTTP: insert, boot once, reset, reports, eject, boot from disk.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <mutex>
 #include <thread>
 
 #include "tests/integration/controller/iso_tools.hpp"
@@ -88,7 +90,7 @@ TEST_F(BmcFlow, DualCdFromSubmissionToBootFromDisk) {
   start();
   auto id = submit();
   auto job = wait_for_reset(id);
-  EXPECT_EQ(phase_names(job), (std::vector<std::string>{"iso_built", "media_inserted", "boot_set", "reset_issued"}));
+  EXPECT_EQ(phase_names(job), (std::vector<std::string>{"iso_built", "media_requested", "media_inserted", "boot_set", "reset_issued"}));
   // The machine was reset once, into the CD, with both media inserted.
   ASSERT_EQ(bmc->boots().size(), 1u);
   EXPECT_EQ(bmc->boots()[0].boot_target, "Cd");
@@ -103,7 +105,7 @@ TEST_F(BmcFlow, DualCdFromSubmissionToBootFromDisk) {
   report(id, R"({"job_id":")" + id + R"(","status":"success"})");
   job = controller->wait_for_status(id, "complete");
   EXPECT_EQ(job["outcome"], "succeeded");
-  EXPECT_EQ(phase_names(job), (std::vector<std::string>{"iso_built", "media_inserted", "boot_set", "reset_issued",
+  EXPECT_EQ(phase_names(job), (std::vector<std::string>{"iso_built", "media_requested", "media_inserted", "boot_set", "reset_issued",
                                                         "maint_booted", "step:partition.service", "disk_reset_issued",
                                                         "cleanup_done"}));
   EXPECT_EQ(bmc->slot_image("CD1"), "");
@@ -188,4 +190,95 @@ TEST_F(BmcFlow, AnUnavailableBmcIsRetriedUntilItAnswers) {
   EXPECT_FALSE(has(phase_names(job), "media_inserted"));
   bmc->set_hook(nullptr);  // the BMC recovers
   wait_for_phase(id, "reset_issued", 90);
+}
+
+// A cancel racing the reset, made deterministic by canceling from inside the mock BMC while
+// it handles the request just before the reset (the boot override PATCH). The cancel wins:
+// reset_issued is conditional on the job still provisioning, so no reset is ever sent.
+TEST_F(BmcFlow, ACancelThatWinsTheRaceSendsNoReset) {
+  start();
+  std::atomic<bool> canceled{false};
+  std::string id;
+  std::mutex id_mutex;
+  bmc->set_hook([&](const RecordedRequest& r, int) {
+    std::lock_guard lock(id_mutex);
+    if (r.method == "PATCH" && r.path.starts_with("/redfish/v1/Systems/") && !canceled.exchange(true)) {
+      auto c = controller->post("/api/v1/jobs/" + id + "/cancel", "");
+      EXPECT_EQ(c.status, 200) << c.body;
+    }
+    return MockAction::pass();
+  });
+  {
+    std::lock_guard lock(id_mutex);
+    id = submit();
+  }
+  auto job = wait_for_phase(id, "cleanup_done");
+  EXPECT_TRUE(canceled.load()) << "the hook never ran: the race was not staged";
+  EXPECT_EQ(job["status"], "canceled");
+  EXPECT_FALSE(has(phase_names(job), "reset_issued")) << job.dump();
+  EXPECT_TRUE(bmc->resets().empty()) << "a canceled job reset its server";
+  EXPECT_EQ(bmc->slot_image("CD1"), "");
+  EXPECT_EQ(bmc->slot_image("CD2"), "");
+}
+
+// The cancel loses: it lands while the reset is on the wire. The reset was recorded first,
+// so it is sent exactly once; then cleanup runs (media out, boot from disk, no second reset).
+TEST_F(BmcFlow, ACancelThatLosesTheRaceLetsTheOneResetThroughThenCleansUp) {
+  start();
+  std::atomic<bool> canceled{false};
+  std::string id;
+  std::mutex id_mutex;
+  bmc->set_hook([&](const RecordedRequest& r, int) {
+    std::lock_guard lock(id_mutex);
+    if (r.method == "POST" && r.path.ends_with("ComputerSystem.Reset") && !canceled.exchange(true)) {
+      auto c = controller->post("/api/v1/jobs/" + id + "/cancel", "");
+      EXPECT_EQ(c.status, 200) << c.body;
+    }
+    return MockAction::pass();
+  });
+  {
+    std::lock_guard lock(id_mutex);
+    id = submit();
+  }
+  auto job = wait_for_phase(id, "cleanup_done");
+  EXPECT_TRUE(canceled.load()) << "the hook never ran: the race was not staged";
+  EXPECT_EQ(job["status"], "canceled");
+  EXPECT_TRUE(has(phase_names(job), "reset_issued")) << job.dump();
+  EXPECT_FALSE(has(phase_names(job), "disk_reset_issued")) << job.dump();
+  EXPECT_EQ(bmc->boots().size(), 1u) << "the recorded reset is sent once, and nothing after the cancel";
+  EXPECT_EQ(bmc->slot_image("CD1"), "");
+  EXPECT_EQ(bmc->slot_image("CD2"), "");
+  EXPECT_EQ(bmc->boot().target, "Hdd");
+}
+
+// The single-ISO fallback saves the new media before inserting them. A cancel that lands
+// while the BMC refuses the second medium makes that save fail: then nothing more is
+// inserted (cleanup would not know the new ISO) and no reset is sent.
+TEST_F(BmcFlow, ACancelDuringTheSingleIsoFallbackLeavesNoMediumBehind) {
+  MockBmcOptions options;
+  options.refuse_second_medium = true;
+  start(options);
+  std::atomic<int> inserts{0};
+  std::atomic<bool> canceled{false};
+  std::string id;
+  std::mutex id_mutex;
+  bmc->set_hook([&](const RecordedRequest& r, int) {
+    std::lock_guard lock(id_mutex);
+    // The second insert is the one the BMC refuses: cancel while it is being refused.
+    if (r.method == "POST" && r.path.ends_with("InsertMedia") && ++inserts == 2 && !canceled.exchange(true)) {
+      auto c = controller->post("/api/v1/jobs/" + id + "/cancel", "");
+      EXPECT_EQ(c.status, 200) << c.body;
+    }
+    return MockAction::pass();
+  });
+  {
+    std::lock_guard lock(id_mutex);
+    id = submit();
+  }
+  auto job = wait_for_phase(id, "cleanup_done");
+  EXPECT_TRUE(canceled.load()) << "the hook never ran: the race was not staged";
+  EXPECT_EQ(job["status"], "canceled");
+  EXPECT_TRUE(bmc->resets().empty()) << job.dump();
+  EXPECT_EQ(bmc->slot_image("CD1"), "") << "an ISO was left inserted";
+  EXPECT_EQ(bmc->slot_image("CD2"), "") << "an ISO was left inserted";
 }

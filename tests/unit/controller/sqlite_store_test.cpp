@@ -95,6 +95,22 @@ TEST_F(SqliteStoreTest, PhaseIsRecordedOnce) {
   EXPECT_EQ(s->job_events("a")->size(), 2u);
 }
 
+// An intent phase is recorded only while the job is in the expected status: after a
+// committed cancel it is refused and leaves nothing behind.
+TEST_F(SqliteStoreTest, ConditionalPhaseLosesToACommittedTransition) {
+  auto s = open();
+  ASSERT_TRUE(s->insert_job(job("a")).ok());
+  ASSERT_TRUE(*s->transition_job("a", "queued", "provisioning", {}, "go", 1500));
+  EXPECT_TRUE(*s->record_phase_if_status("a", "boot_set", "provisioning", "", 1600));
+  ASSERT_TRUE(*s->transition_job("a", "provisioning", "canceled", {}, "canceled", 1700));
+  EXPECT_FALSE(*s->record_phase_if_status("a", "reset_issued", "provisioning", "", 1800));
+  EXPECT_EQ((**s->get_job("a")).phase, "boot_set");
+  for (const auto& e : *s->job_events("a")) EXPECT_NE(e.name, "reset_issued");
+  EXPECT_FALSE(*s->record_phase_if_status("missing", "reset_issued", "provisioning", "", 1900));
+  // Unconditional facts are still recorded on a canceled job (cleanup needs them).
+  EXPECT_TRUE(*s->record_phase("a", "media_inserted", "", 2000));
+}
+
 TEST_F(SqliteStoreTest, WebhookSignaturesRememberedUntilExpiry) {
   auto s = open();
   EXPECT_TRUE(*s->remember_webhook("sig1", 1000, 5000));
