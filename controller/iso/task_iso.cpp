@@ -63,6 +63,15 @@ Status ensure_libisofs() {
   return Ok{};
 }
 
+// libisofs shares process-wide objects between images without locking: the local filesystem
+// every new image takes a reference on is a refcounted singleton (ThreadSanitizer caught two
+// reconciler workers freeing and allocating it at once). One image at a time, then; task
+// ISOs take milliseconds to build.
+std::mutex& libisofs_mutex() {
+  static std::mutex m;
+  return m;
+}
+
 Error lib_error(std::string_view what, int code) {
   return make_error(ErrorKind::internal, std::string(what) + ": " + iso_error_to_msg(code));
 }
@@ -498,6 +507,7 @@ Result<std::vector<TaskFile>> task_files(const TaskIsoInputs& in) {
 
 Result<std::string> build_task_iso(const TaskIsoInputs& in) {
   if (Status s = ensure_libisofs(); !s) return s.error();
+  std::lock_guard lock(libisofs_mutex());  // before any handle: released after they are all gone
   auto files = task_files(in);
   if (!files) return files.error();
 
@@ -524,6 +534,7 @@ Result<std::string> write_task_iso(const TaskIsoInputs& in, const std::string& p
 
 Result<SingleIsoOverlay> build_single_iso_overlay(const std::string& base_iso_path, const TaskIsoInputs& in) {
   if (Status s = ensure_libisofs(); !s) return s.error();
+  std::lock_guard lock(libisofs_mutex());  // before any handle: released after they are all gone
   auto files = task_files(in);
   if (!files) return files.error();
 

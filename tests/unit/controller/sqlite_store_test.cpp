@@ -105,7 +105,9 @@ TEST_F(SqliteStoreTest, ConditionalPhaseLosesToACommittedTransition) {
   ASSERT_TRUE(*s->transition_job("a", "provisioning", "canceled", {}, "canceled", 1700));
   EXPECT_FALSE(*s->record_phase_if_status("a", "reset_issued", "provisioning", "", 1800));
   EXPECT_EQ((**s->get_job("a")).phase, "boot_set");
-  for (const auto& e : *s->job_events("a")) EXPECT_NE(e.name, "reset_issued");
+  auto events = s->job_events("a");
+  ASSERT_TRUE(events.ok());
+  for (const auto& e : *events) EXPECT_NE(e.name, "reset_issued");
   EXPECT_FALSE(*s->record_phase_if_status("missing", "reset_issued", "provisioning", "", 1900));
   // Unconditional facts are still recorded on a canceled job (cleanup needs them).
   EXPECT_TRUE(*s->record_phase("a", "media_inserted", "", 2000));
