@@ -306,6 +306,15 @@ Result<std::string> JobService::webhook_key(const JobRecord& job) const {
 
 Result<nlohmann::json> JobService::accept_webhook(const std::string& serial, std::string_view timestamp_header,
                                                   std::string_view signature_header, std::string_view body) {
+  auto report = authenticate_webhook(serial, timestamp_header, signature_header, body);
+  if (!report) return report.error();
+  return apply_report(std::move(report->job), report->report);
+}
+
+Result<JobService::AuthenticatedReport> JobService::authenticate_webhook(const std::string& serial,
+                                                                         std::string_view timestamp_header,
+                                                                         std::string_view signature_header,
+                                                                         std::string_view body) {
   if (timestamp_header.empty() || signature_header.empty())
     return make_error(ErrorKind::unauthorized, "missing " + std::string(kWebhookTimestampHeader) + " or " +
                                                    std::string(kWebhookSignatureHeader));
@@ -335,8 +344,11 @@ Result<nlohmann::json> JobService::accept_webhook(const std::string& serial, std
     log_.warn("webhook replayed", Logger::job_fields(job.id, serial));
     return make_error(ErrorKind::conflict, "replayed webhook");
   }
+  return AuthenticatedReport{std::move(job), std::move(*report)};
+}
 
-  auto fields = Logger::job_fields(job.id, serial, {{"report", report->status}, {"step", report->step}});
+Result<nlohmann::json> JobService::apply_report(JobRecord job, const WebhookReport& report) {
+  auto fields = Logger::job_fields(job.id, job.server_serial, {{"report", report.status}, {"step", report.step}});
   log_.info("webhook accepted", fields);
   bool applied = false;
   for (int attempt = 0; attempt < 5; ++attempt) {
@@ -346,23 +358,23 @@ Result<nlohmann::json> JobService::accept_webhook(const std::string& serial, std
       // The maintenance OS booted before the reconciler recorded the start (PXE, or a fast BMC).
       moved = transition(job, JobStatus::queued, JobStatus::provisioning, {}, "maintenance OS reported");
     } else if (status == JobStatus::provisioning) {
-      if (report->status == "running") {
+      if (report.status == "running") {
         auto p = store_.record_phase(job.id, "maint_booted", "", clock_.now_ms());
         if (!p) return p.error();
         applied |= *p;
-        if (!report->step.empty()) {
-          auto s = store_.record_phase(job.id, "step:" + report->step, "", clock_.now_ms());
+        if (!report.step.empty()) {
+          auto s = store_.record_phase(job.id, "step:" + report.step, "", clock_.now_ms());
           if (!s) return s.error();
           applied |= *s;
         }
         break;
       }
-      if (report->status == "success") {
+      if (report.status == "success") {
         moved = transition(job, status, JobStatus::succeeded, {}, "maintenance OS reported success");
       } else {
-        std::string tail = report->log_tail.substr(0, 2000);
+        std::string tail = report.log_tail.substr(0, 2000);
         moved = transition(job, status, JobStatus::failed,
-                           JobChanges{report->failed_step, "step " + report->failed_step + " failed"}, tail);
+                           JobChanges{report.failed_step, "step " + report.failed_step + " failed"}, tail);
       }
       if (moved && *moved) {
         applied = true;
@@ -379,9 +391,9 @@ Result<nlohmann::json> JobService::accept_webhook(const std::string& serial, std
           if (e.kind == "transition" && (e.name == "succeeded" || e.name == "failed"))
             outcome = *parse_job_status(e.name);
       }
-      bool same = (report->status == "success" && outcome == JobStatus::succeeded) ||
-                  (report->status == "failed" && outcome == JobStatus::failed) ||
-                  (report->status == "running" && outcome != JobStatus::canceled);
+      bool same = (report.status == "success" && outcome == JobStatus::succeeded) ||
+                  (report.status == "failed" && outcome == JobStatus::failed) ||
+                  (report.status == "running" && outcome != JobStatus::canceled);
       if (!same) return make_error(ErrorKind::conflict, "job " + job.id + " is " + job.status);
       break;
     }

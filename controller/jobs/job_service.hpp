@@ -13,6 +13,7 @@
 #include "common/json_schema.hpp"
 #include "common/recipe.hpp"
 #include "common/result.hpp"
+#include "common/webhook.hpp"
 #include "controller/iso/task_iso.hpp"
 #include "controller/jobs/job_status.hpp"
 #include "controller/store/store.hpp"
@@ -81,6 +82,16 @@ class JobService {
   Result<JobRecord> load(const std::string& id);
 
  private:
+  // A report whose timestamp, signature and freshness were checked: what apply_report takes.
+  struct AuthenticatedReport {
+    JobRecord job;
+    WebhookReport report;
+  };
+  Result<AuthenticatedReport> authenticate_webhook(const std::string& serial, std::string_view timestamp_header,
+                                                   std::string_view signature_header, std::string_view body);
+  // Applies an authenticated report to its job: a status change or phases, retried against
+  // concurrent changes; a repeated outcome is accepted, a contradicting one conflicts.
+  Result<nlohmann::json> apply_report(JobRecord job, const WebhookReport& report);
   Result<nlohmann::json> load_recipe_ref(const std::string& name) const;
   Result<nlohmann::json> view(const JobRecord& job);
 

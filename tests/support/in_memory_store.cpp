@@ -1,0 +1,221 @@
+#include "tests/support/in_memory_store.hpp"
+
+#include <algorithm>
+#include <climits>
+
+namespace provisioner::test {
+
+namespace {
+Error write_refused() { return make_error(ErrorKind::internal, "in-memory store: writes fail (staged by the test)"); }
+bool unfinished(const std::string& status) { return status != "complete" && status != "canceled"; }
+}  // namespace
+
+void InMemoryStore::fail_writes(bool fail) {
+  std::lock_guard lock(mutex_);
+  fail_writes_ = fail;
+}
+
+void InMemoryStore::add_event(const std::string& id, std::string kind, std::string name, std::string from,
+                              std::string detail, std::int64_t at_ms) {
+  events_[id].push_back(JobEvent{next_event_seq_++, std::move(kind), std::move(name), std::move(from),
+                                 std::move(detail), at_ms});
+}
+
+Status InMemoryStore::insert_job(const JobRecord& job) {
+  std::lock_guard lock(mutex_);
+  if (fail_writes_) return write_refused();
+  if (jobs_.count(job.id)) return make_error(ErrorKind::conflict, "job " + job.id + " already exists");
+  JobRecord stored = job;
+  stored.seq = next_seq_++;
+  jobs_[job.id] = stored;
+  add_event(job.id, "transition", job.status, "", "created", job.created_ms);
+  return Ok{};
+}
+
+Result<std::optional<JobRecord>> InMemoryStore::get_job(const std::string& id) {
+  std::lock_guard lock(mutex_);
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return std::optional<JobRecord>();
+  return std::optional<JobRecord>(it->second);
+}
+
+Result<std::vector<JobRecord>> InMemoryStore::list_jobs(const JobFilter& filter) {
+  std::lock_guard lock(mutex_);
+  std::vector<JobRecord> out;
+  for (const auto& [id, j] : jobs_) {
+    if (j.seq >= filter.before_seq.value_or(INT64_MAX)) continue;
+    if (filter.status && j.status != *filter.status) continue;
+    if (filter.server_serial && j.server_serial != *filter.server_serial) continue;
+    out.push_back(j);
+  }
+  std::sort(out.begin(), out.end(), [](const JobRecord& a, const JobRecord& b) { return a.seq > b.seq; });
+  if (out.size() > static_cast<std::size_t>(std::max(filter.limit, 0))) out.resize(static_cast<std::size_t>(filter.limit));
+  return out;
+}
+
+Result<bool> InMemoryStore::transition_job(const std::string& id, const std::string& expected, const std::string& next,
+                                           const JobChanges& changes, const std::string& detail, std::int64_t now_ms) {
+  std::lock_guard lock(mutex_);
+  if (fail_writes_) return write_refused();
+  auto it = jobs_.find(id);
+  if (it == jobs_.end() || it->second.status != expected) return false;
+  it->second.status = next;
+  it->second.updated_ms = now_ms;
+  if (changes.failed_step) it->second.failed_step = *changes.failed_step;
+  if (changes.error) it->second.error = *changes.error;
+  add_event(id, "transition", next, expected, detail, now_ms);
+  return true;
+}
+
+bool InMemoryStore::has_phase(const std::string& id, const std::string& phase) const {
+  auto it = phases_.find(id);
+  return it != phases_.end() && it->second.count(phase);
+}
+
+Result<bool> InMemoryStore::add_phase(const std::string& id, const std::string& phase,
+                                      const std::string* expected_status, const std::string& detail,
+                                      std::int64_t now_ms) {
+  std::lock_guard lock(mutex_);
+  if (fail_writes_) return write_refused();
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return false;
+  if (expected_status && it->second.status != *expected_status) return false;
+  if (!phases_[id].insert(phase).second) return false;
+  it->second.phase = phase;
+  it->second.updated_ms = now_ms;
+  add_event(id, "phase", phase, "", detail, now_ms);
+  return true;
+}
+
+Result<bool> InMemoryStore::record_phase(const std::string& id, const std::string& phase, const std::string& detail,
+                                         std::int64_t now_ms) {
+  return add_phase(id, phase, nullptr, detail, now_ms);
+}
+
+Result<bool> InMemoryStore::record_phase_if_status(const std::string& id, const std::string& phase,
+                                                   const std::string& expected_status, const std::string& detail,
+                                                   std::int64_t now_ms) {
+  return add_phase(id, phase, &expected_status, detail, now_ms);
+}
+
+Result<std::vector<JobEvent>> InMemoryStore::job_events(const std::string& id) {
+  std::lock_guard lock(mutex_);
+  auto it = events_.find(id);
+  return it == events_.end() ? std::vector<JobEvent>() : it->second;
+}
+
+Result<bool> InMemoryStore::set_job_media(const std::string& id, const std::string& expected_status,
+                                          const std::string& media_json, std::int64_t now_ms) {
+  std::lock_guard lock(mutex_);
+  if (fail_writes_) return write_refused();
+  auto it = jobs_.find(id);
+  if (it == jobs_.end() || it->second.status != expected_status) return false;
+  it->second.media_json = media_json;
+  it->second.updated_ms = now_ms;
+  return true;
+}
+
+Result<std::vector<std::string>> InMemoryStore::job_ids_to_reconcile(int limit) {
+  std::lock_guard lock(mutex_);
+  std::vector<const JobRecord*> todo;
+  for (const auto& [id, j] : jobs_)
+    if (unfinished(j.status) || (j.status == "canceled" && !has_phase(id, "cleanup_done"))) todo.push_back(&j);
+  std::sort(todo.begin(), todo.end(), [](const JobRecord* a, const JobRecord* b) { return a->seq < b->seq; });
+  std::vector<std::string> out;
+  for (const auto* j : todo) {
+    if (out.size() >= static_cast<std::size_t>(std::max(limit, 0))) break;
+    out.push_back(j->id);
+  }
+  return out;
+}
+
+Result<std::vector<std::string>> InMemoryStore::media_in_use() {
+  std::lock_guard lock(mutex_);
+  std::vector<std::string> out;
+  for (const auto& [id, j] : jobs_)
+    if (unfinished(j.status)) out.push_back(j.media_json);
+  return out;
+}
+
+Result<bool> InMemoryStore::remember_webhook(const std::string& signature, std::int64_t now_ms,
+                                             std::int64_t expires_ms) {
+  std::lock_guard lock(mutex_);
+  if (fail_writes_) return write_refused();
+  std::erase_if(webhook_signatures_, [&](const auto& s) { return s.second < now_ms; });
+  return webhook_signatures_.emplace(signature, expires_ms).second;
+}
+
+Result<std::map<std::string, std::int64_t>> InMemoryStore::count_jobs_by_status() {
+  std::lock_guard lock(mutex_);
+  std::map<std::string, std::int64_t> out;
+  for (const auto& [id, j] : jobs_) ++out[j.status];
+  return out;
+}
+
+Result<std::optional<std::string>> InMemoryStore::get_setting(const std::string& key) {
+  std::lock_guard lock(mutex_);
+  auto it = settings_.find(key);
+  if (it == settings_.end()) return std::optional<std::string>();
+  return std::optional<std::string>(it->second);
+}
+
+Status InMemoryStore::set_setting(const std::string& key, const std::string& value) {
+  std::lock_guard lock(mutex_);
+  if (fail_writes_) return write_refused();
+  settings_[key] = value;
+  return Ok{};
+}
+
+Status InMemoryStore::insert_server(const ServerRecord& server) {
+  std::lock_guard lock(mutex_);
+  if (fail_writes_) return write_refused();
+  for (const auto& [id, s] : servers_)
+    if (id == server.id || s.serial == server.serial)
+      return make_error(ErrorKind::conflict, "a server with serial " + server.serial + " exists");
+  servers_[server.id] = server;
+  return Ok{};
+}
+
+Result<std::optional<ServerRecord>> InMemoryStore::get_server(const std::string& id) {
+  std::lock_guard lock(mutex_);
+  auto it = servers_.find(id);
+  if (it == servers_.end()) return std::optional<ServerRecord>();
+  return std::optional<ServerRecord>(it->second);
+}
+
+Result<std::vector<ServerRecord>> InMemoryStore::list_servers(const std::optional<std::string>& after_id, int limit) {
+  std::lock_guard lock(mutex_);
+  std::vector<ServerRecord> out;
+  for (auto it = after_id ? servers_.upper_bound(*after_id) : servers_.begin();
+       it != servers_.end() && out.size() < static_cast<std::size_t>(std::max(limit, 0)); ++it)
+    out.push_back(it->second);
+  return out;
+}
+
+Result<bool> InMemoryStore::update_server(const ServerRecord& server, std::int64_t expected_updated_ms) {
+  std::lock_guard lock(mutex_);
+  if (fail_writes_) return write_refused();
+  auto it = servers_.find(server.id);
+  if (it == servers_.end() || it->second.updated_ms != expected_updated_ms) return false;
+  for (const auto& [id, s] : servers_)
+    if (id != server.id && s.serial == server.serial)
+      return make_error(ErrorKind::conflict, "a server with serial " + server.serial + " exists");
+  it->second = server;
+  return true;
+}
+
+Result<bool> InMemoryStore::delete_server(const std::string& id) {
+  std::lock_guard lock(mutex_);
+  if (fail_writes_) return write_refused();
+  return servers_.erase(id) == 1;
+}
+
+Result<std::int64_t> InMemoryStore::count_unfinished_jobs(const std::string& serial) {
+  std::lock_guard lock(mutex_);
+  std::int64_t n = 0;
+  for (const auto& [id, j] : jobs_)
+    if (j.server_serial == serial && unfinished(j.status)) ++n;
+  return n;
+}
+
+}  // namespace provisioner::test

@@ -1,0 +1,65 @@
+#pragma once
+// An in-memory Store for unit tests of the job service, the reconciler and the BMC driver:
+// the same contract as SqliteStore (compare-and-swap transitions, phases recorded once,
+// intents only in the expected status, events in order), no file, no SQL. Its behaviour is
+// pinned against SqliteStore by tests/unit/controller/store_contract_test.cpp.
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "controller/store/store.hpp"
+
+namespace provisioner::test {
+
+class InMemoryStore final : public Store {
+ public:
+  Status insert_job(const JobRecord& job) override;
+  Result<std::optional<JobRecord>> get_job(const std::string& id) override;
+  Result<std::vector<JobRecord>> list_jobs(const JobFilter& filter) override;
+  Result<bool> transition_job(const std::string& id, const std::string& expected, const std::string& next,
+                              const JobChanges& changes, const std::string& detail, std::int64_t now_ms) override;
+  Result<bool> record_phase(const std::string& id, const std::string& phase, const std::string& detail,
+                            std::int64_t now_ms) override;
+  Result<bool> record_phase_if_status(const std::string& id, const std::string& phase, const std::string& expected_status,
+                                      const std::string& detail, std::int64_t now_ms) override;
+  Result<std::vector<JobEvent>> job_events(const std::string& id) override;
+  Result<bool> set_job_media(const std::string& id, const std::string& expected_status, const std::string& media_json,
+                             std::int64_t now_ms) override;
+  Result<std::vector<std::string>> job_ids_to_reconcile(int limit) override;
+  Result<std::vector<std::string>> media_in_use() override;
+  Result<bool> remember_webhook(const std::string& signature, std::int64_t now_ms, std::int64_t expires_ms) override;
+  Result<std::map<std::string, std::int64_t>> count_jobs_by_status() override;
+  Result<std::optional<std::string>> get_setting(const std::string& key) override;
+  Status set_setting(const std::string& key, const std::string& value) override;
+  Status insert_server(const ServerRecord& server) override;
+  Result<std::optional<ServerRecord>> get_server(const std::string& id) override;
+  Result<std::vector<ServerRecord>> list_servers(const std::optional<std::string>& after_id, int limit) override;
+  Result<bool> update_server(const ServerRecord& server, std::int64_t expected_updated_ms) override;
+  Result<bool> delete_server(const std::string& id) override;
+  Result<std::int64_t> count_unfinished_jobs(const std::string& serial) override;
+
+  // For tests that stage a store failure: every call fails with ErrorKind::internal while set.
+  void fail_writes(bool fail);
+
+ private:
+  bool has_phase(const std::string& id, const std::string& phase) const;
+  Result<bool> add_phase(const std::string& id, const std::string& phase, const std::string* expected_status,
+                         const std::string& detail, std::int64_t now_ms);
+  void add_event(const std::string& id, std::string kind, std::string name, std::string from, std::string detail,
+                 std::int64_t at_ms);
+
+  mutable std::mutex mutex_;
+  bool fail_writes_ = false;
+  std::int64_t next_seq_ = 1;
+  std::int64_t next_event_seq_ = 1;
+  std::map<std::string, JobRecord> jobs_;
+  std::map<std::string, std::vector<JobEvent>> events_;
+  std::map<std::string, std::set<std::string>> phases_;
+  std::map<std::string, std::int64_t> webhook_signatures_;  // signature → expires_ms
+  std::map<std::string, std::string> settings_;
+  std::map<std::string, ServerRecord> servers_;
+};
+
+}  // namespace provisioner::test

@@ -1,0 +1,168 @@
+// One contract, two stores: every case runs against SqliteStore (a real file) and the
+// in-memory store the job unit tests use, so a fake that drifts from the real store fails here.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <memory>
+
+#include "controller/store/sqlite_store.hpp"
+#include "tests/support/in_memory_store.hpp"
+
+using namespace provisioner;
+
+namespace {
+
+JobRecord job(const std::string& id, const std::string& serial = "SN") {
+  JobRecord j;
+  j.id = id;
+  j.status = "queued";
+  j.server_serial = serial;
+  j.server_json = R"({"serial":")" + serial + "\"}";
+  j.recipe_json = "{}";
+  j.webhook_key_sealed = "00";
+  j.created_ms = j.updated_ms = 1000;
+  return j;
+}
+
+struct StoreKind {
+  std::string name;
+};
+
+class StoreContract : public testing::TestWithParam<StoreKind> {
+ protected:
+  void SetUp() override {
+    if (GetParam().name == "memory") {
+      store = std::make_unique<test::InMemoryStore>();
+      return;
+    }
+    dir = std::filesystem::temp_directory_path() /
+          ("store-contract-" + std::to_string(::getpid()) + "-" +
+           testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    auto opened = SqliteStore::open(dir / "provisioner.db");
+    ASSERT_TRUE(opened.ok()) << opened.error().message;
+    store = std::move(*opened);
+  }
+  void TearDown() override {
+    store.reset();
+    if (!dir.empty()) std::filesystem::remove_all(dir);
+  }
+  std::filesystem::path dir;
+  std::unique_ptr<Store> store;
+};
+
+std::vector<std::string> names(const std::vector<JobEvent>& events) {
+  std::vector<std::string> out;
+  for (const auto& e : events) out.push_back(e.kind + ":" + e.name);
+  return out;
+}
+
+}  // namespace
+
+TEST_P(StoreContract, TransitionsAreCompareAndSwapWithOneEventEach) {
+  ASSERT_TRUE(store->insert_job(job("a")).ok());
+  EXPECT_EQ(store->insert_job(job("a")).error().kind, ErrorKind::conflict);
+  EXPECT_TRUE(*store->transition_job("a", "queued", "provisioning", {}, "go", 2000));
+  EXPECT_FALSE(*store->transition_job("a", "queued", "canceled", {}, "late", 3000));
+  EXPECT_TRUE(*store->transition_job("a", "provisioning", "failed", JobChanges{"x.service", "boom"}, "", 4000));
+  auto j = **store->get_job("a");
+  EXPECT_EQ(j.status, "failed");
+  EXPECT_EQ(j.failed_step, "x.service");
+  EXPECT_EQ(j.error, "boom");
+  EXPECT_EQ(j.updated_ms, 4000);
+  auto events = store->job_events("a");
+  ASSERT_TRUE(events.ok());
+  EXPECT_EQ(names(*events), (std::vector<std::string>{"transition:queued", "transition:provisioning", "transition:failed"}));
+  EXPECT_FALSE(store->get_job("missing")->has_value());
+}
+
+TEST_P(StoreContract, PhasesOnceAndIntentsOnlyInTheirStatus) {
+  ASSERT_TRUE(store->insert_job(job("a")).ok());
+  EXPECT_TRUE(*store->record_phase("a", "iso_built", "", 1100));
+  EXPECT_FALSE(*store->record_phase("a", "iso_built", "", 1200));
+  EXPECT_FALSE(*store->record_phase_if_status("a", "reset_issued", "provisioning", "", 1300)) << "still queued";
+  ASSERT_TRUE(*store->transition_job("a", "queued", "provisioning", {}, "", 1400));
+  EXPECT_TRUE(*store->record_phase_if_status("a", "reset_issued", "provisioning", "", 1500));
+  EXPECT_FALSE(*store->record_phase_if_status("a", "reset_issued", "provisioning", "", 1600)) << "once";
+  EXPECT_FALSE(*store->record_phase_if_status("nope", "reset_issued", "provisioning", "", 1600));
+  EXPECT_EQ((**store->get_job("a")).phase, "reset_issued");
+  auto events = store->job_events("a");
+  ASSERT_TRUE(events.ok());
+  EXPECT_EQ(names(*events), (std::vector<std::string>{"transition:queued", "phase:iso_built", "transition:provisioning",
+                                                      "phase:reset_issued"}));
+}
+
+TEST_P(StoreContract, MediaOnlyInTheExpectedStatus) {
+  ASSERT_TRUE(store->insert_job(job("a")).ok());
+  EXPECT_FALSE(*store->set_job_media("a", "provisioning", R"({"mode":"x"})", 1100));
+  EXPECT_TRUE(*store->set_job_media("a", "queued", R"({"mode":"dual-cd"})", 1200));
+  EXPECT_EQ((**store->get_job("a")).media_json, R"({"mode":"dual-cd"})");
+  EXPECT_EQ(*store->media_in_use(), (std::vector<std::string>{R"({"mode":"dual-cd"})"}));
+}
+
+TEST_P(StoreContract, ReconcileListsUnfinishedAndCanceledUntilCleanedUp) {
+  for (auto id : {"a", "b", "c", "d"}) ASSERT_TRUE(store->insert_job(job(id)).ok());
+  ASSERT_TRUE(*store->transition_job("b", "queued", "canceled", {}, "", 1100));
+  ASSERT_TRUE(*store->transition_job("c", "queued", "canceled", {}, "", 1100));
+  ASSERT_TRUE(*store->record_phase("c", "cleanup_done", "", 1200));
+  ASSERT_TRUE(*store->transition_job("d", "queued", "failed", {}, "", 1100));
+  ASSERT_TRUE(*store->transition_job("d", "failed", "complete", {}, "", 1200));
+  EXPECT_EQ(*store->job_ids_to_reconcile(10), (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(*store->job_ids_to_reconcile(1), (std::vector<std::string>{"a"}));
+  EXPECT_EQ(*store->count_unfinished_jobs("SN"), 1);
+  auto counts = *store->count_jobs_by_status();
+  EXPECT_EQ(counts["queued"], 1);
+  EXPECT_EQ(counts["canceled"], 2);
+  EXPECT_EQ(counts["complete"], 1);
+}
+
+TEST_P(StoreContract, ListsNewestFirstWithFiltersAndCursor) {
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(store->insert_job(job("j" + std::to_string(i), i % 2 ? "odd" : "even")).ok());
+  JobFilter all;
+  auto page = *store->list_jobs(all);
+  ASSERT_EQ(page.size(), 5u);
+  EXPECT_EQ(page.front().id, "j4");
+  JobFilter odd;
+  odd.server_serial = "odd";
+  odd.limit = 1;
+  auto first = *store->list_jobs(odd);
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_EQ(first[0].id, "j3");
+  odd.before_seq = first[0].seq;
+  auto second = *store->list_jobs(odd);
+  ASSERT_EQ(second.size(), 1u);
+  EXPECT_EQ(second[0].id, "j1");
+}
+
+TEST_P(StoreContract, WebhookSignaturesAreRememberedUntilTheyExpire) {
+  EXPECT_TRUE(*store->remember_webhook("sig", 1000, 5000));
+  EXPECT_FALSE(*store->remember_webhook("sig", 2000, 6000));
+  EXPECT_TRUE(*store->remember_webhook("sig", 6000, 9000)) << "expired signatures are forgotten";
+}
+
+TEST_P(StoreContract, ServersAreUniqueBySerialAndUpdatedByCompareAndSwap) {
+  ServerRecord a{"srv_a", "SN-A", "{}", 1000, 1000};
+  ServerRecord b{"srv_b", "SN-B", "{}", 1000, 1000};
+  ASSERT_TRUE(store->insert_server(a).ok());
+  ASSERT_TRUE(store->insert_server(b).ok());
+  ServerRecord dup{"srv_c", "SN-A", "{}", 1000, 1000};
+  EXPECT_EQ(store->insert_server(dup).error().kind, ErrorKind::conflict);
+  auto changed = a;
+  changed.record_json = R"({"x":1})";
+  changed.updated_ms = 2000;
+  EXPECT_FALSE(*store->update_server(changed, 999));
+  EXPECT_TRUE(*store->update_server(changed, 1000));
+  EXPECT_EQ((**store->get_server("srv_a")).record_json, R"({"x":1})");
+  auto page = *store->list_servers(std::string("srv_a"), 10);
+  ASSERT_EQ(page.size(), 1u);
+  EXPECT_EQ(page[0].id, "srv_b");
+  EXPECT_TRUE(*store->delete_server("srv_a"));
+  EXPECT_FALSE(*store->delete_server("srv_a"));
+  EXPECT_TRUE(store->set_setting("k", "v").ok());
+  EXPECT_EQ(**store->get_setting("k"), "v");
+  EXPECT_FALSE(store->get_setting("none")->has_value());
+}
+
+INSTANTIATE_TEST_SUITE_P(BothStores, StoreContract, testing::Values(StoreKind{"sqlite"}, StoreKind{"memory"}),
+                         [](const testing::TestParamInfo<StoreKind>& info) { return info.param.name; });
