@@ -2,7 +2,7 @@
 // The Redfish resource model of the virtual BMC, independent of the socket layer:
 // ServiceRoot, $metadata and the OData service document, SessionService (X-Auth-Token) and
 // basic auth, one ComputerSystem and one Manager per QEMU machine, VirtualMedia under the
-// Manager. Resources carry ETags (a hash of their body) and PATCHes honour If-Match.
+// Manager. Systems, Managers and slots carry ETags (a hash of their body) and PATCHes honour If-Match.
 //
 // Routing is one table (routes()): a URI pattern and, per HTTP method, a small handler and
 // whether it is public. The dispatcher applies the protocol rules of DSP0266 once for all:
