@@ -1,12 +1,12 @@
 #include "tools/vbmc/redfish_service.hpp"
 
 #include <algorithm>
-
-#include <nlohmann/json.hpp>
+#include <optional>
 
 #include "common/crypto.hpp"
 #include "controller/logging/logger.hpp"
 #include "tools/vbmc/qemu_machine.hpp"
+#include "tools/vbmc/redfish_schema.hpp"
 
 namespace provisioner::vbmc {
 
@@ -17,6 +17,8 @@ namespace {
 constexpr std::size_t kMaxSessions = 64;  // oldest dropped beyond this, like most BMCs
 const std::string kRoot = "/redfish/v1";
 const std::string kSessions = "/redfish/v1/SessionService/Sessions";
+const char* const kODataVersion = "4.0";  // the only OData version served (DSP0266)
+const char* const kChallenge = "Basic realm=\"provisioner-vbmc\", charset=\"UTF-8\"";
 
 json odata(const std::string& path) { return json{{"@odata.id", path}}; }
 
@@ -37,11 +39,15 @@ HttpAnswer error(int status, const std::string& id, const std::string& message) 
              {{"code", id},
               {"message", message},
               {"@Message.ExtendedInfo",
-               json::array({{{"@odata.type", "#Message.v1_1_1.Message"},
+               json::array({{{"@odata.type", schema::message.odata_type()},
                              {"MessageId", id},
                              {"Message", message},
                              {"Severity", status >= 500 ? "Critical" : "Warning"}}})}}}};
   return HttpAnswer{status, {}, j.dump()};
+}
+
+HttpAnswer not_found(const std::string& path) {
+  return error(404, "Base.1.8.ResourceMissingAtURI", "No resource at " + path);
 }
 
 HttpAnswer from_error(const Error& e) {
@@ -55,6 +61,13 @@ HttpAnswer from_error(const Error& e) {
 
 HttpAnswer no_content() { return HttpAnswer{204, {}, ""}; }
 
+// 412 when the request's If-Match names another version of the resource (`current` body).
+std::optional<HttpAnswer> if_match_fails(const HttpRequest& r, const std::string& current) {
+  std::string if_match = r.header("if-match");
+  if (if_match.empty() || if_match == "*" || if_match == etag_of(current)) return std::nullopt;
+  return error(412, "Base.1.8.PreconditionFailed", "ETag does not match the resource");
+}
+
 std::vector<std::string> split_path(const std::string& p) {
   std::vector<std::string> out;
   std::size_t pos = 0;
@@ -67,10 +80,18 @@ std::vector<std::string> split_path(const std::string& p) {
   return out;
 }
 
+bool matches(const std::vector<std::string>& pattern, const std::vector<std::string>& parts) {
+  if (pattern.size() != parts.size()) return false;
+  for (std::size_t i = 0; i < parts.size(); ++i)
+    if (pattern[i].front() != '{' && pattern[i] != parts[i]) return false;
+  return true;
+}
+
 }  // namespace
 
-RedfishService::RedfishService(std::vector<QemuMachine*> machines, Credentials credentials, const Logger& logger)
-    : machines_(std::move(machines)), credentials_(std::move(credentials)), log_(logger) {}
+RedfishService::RedfishService(std::vector<QemuMachine*> machines, Credentials credentials, std::string uuid,
+                               const Logger& logger)
+    : machines_(std::move(machines)), credentials_(std::move(credentials)), uuid_(std::move(uuid)), log_(logger) {}
 
 int RedfishService::live_sessions() const {
   std::lock_guard lock(mu_);
@@ -97,134 +118,182 @@ bool RedfishService::authorized(const HttpRequest& r) const {
   return pair && crypto::constant_time_equal(*pair, credentials_.username + ":" + credentials_.password);
 }
 
+// ---- routing ---------------------------------------------------------------------------
+
+const std::vector<RedfishService::Route>& RedfishService::routes() {
+  using S = RedfishService;
+  const std::vector<std::string> sys = {"redfish", "v1", "Systems", "{machine}"};
+  const std::vector<std::string> slot = {"redfish", "v1", "Managers", "{machine}", "VirtualMedia", "{slot}"};
+  auto under = [](std::vector<std::string> base, std::initializer_list<const char*> more) {
+    for (const char* m : more) base.emplace_back(m);
+    return base;
+  };
+  static const std::vector<Route> table = {
+      {{"redfish"}, {{"GET", &S::get_versions, true}}},
+      {{"redfish", "v1"}, {{"GET", &S::get_service_root, true}}},
+      {{"redfish", "v1", "$metadata"}, {{"GET", &S::get_metadata, true}}},
+      {{"redfish", "v1", "odata"}, {{"GET", &S::get_odata, true}}},
+      {{"redfish", "v1", "SessionService"}, {{"GET", &S::get_session_service, false}}},
+      {{"redfish", "v1", "SessionService", "Sessions"},
+       {{"GET", &S::get_sessions, false}, {"POST", &S::post_session, true}}},
+      {{"redfish", "v1", "SessionService", "Sessions", "{session}"},
+       {{"GET", &S::get_session, false}, {"DELETE", &S::delete_session, false}}},
+      {{"redfish", "v1", "Systems"}, {{"GET", &S::get_systems, false}}},
+      {sys, {{"GET", &S::get_system, false}, {"PATCH", &S::patch_system, false}}},
+      {under(sys, {"Actions", "ComputerSystem.Reset"}), {{"POST", &S::post_reset, false}}},
+      {{"redfish", "v1", "Managers"}, {{"GET", &S::get_managers, false}}},
+      {{"redfish", "v1", "Managers", "{machine}"}, {{"GET", &S::get_manager, false}}},
+      {{"redfish", "v1", "Managers", "{machine}", "VirtualMedia"}, {{"GET", &S::get_media_collection, false}}},
+      {slot, {{"GET", &S::get_slot, false}, {"PATCH", &S::patch_slot, false}}},
+      {under(slot, {"Actions", "VirtualMedia.InsertMedia"}), {{"POST", &S::post_insert_media, false}}},
+      {under(slot, {"Actions", "VirtualMedia.EjectMedia"}), {{"POST", &S::post_eject_media, false}}},
+  };
+  return table;
+}
+
+std::string RedfishService::allow_header(const Route& route) {
+  std::string out;
+  for (const auto& m : route.methods) {
+    if (!out.empty()) out += ", ";
+    out += m.name;
+    if (std::string(m.name) == "GET") out += ", HEAD";
+  }
+  return out;
+}
+
+bool RedfishService::resolve(const Route& route, const std::vector<std::string>& parts, Target& t) const {
+  for (std::size_t i = 0; i < parts.size(); ++i) {
+    const std::string& p = route.pattern[i];
+    if (p == "{machine}") {
+      t.machine = machine(parts[i]);
+      if (!t.machine) return false;
+    } else if (p == "{slot}") {
+      auto slots = t.machine->slots();
+      if (std::none_of(slots.begin(), slots.end(), [&](const MediaSlotState& s) { return s.id == parts[i]; }))
+        return false;
+      t.slot = parts[i];
+    } else if (p == "{session}") {
+      std::lock_guard lock(mu_);
+      if (std::none_of(sessions_.begin(), sessions_.end(), [&](const Session& s) { return s.id == parts[i]; }))
+        return false;
+      t.session = parts[i];
+    }
+  }
+  return true;
+}
+
 HttpAnswer RedfishService::handle(const HttpRequest& request) {
   std::string path = request.path;
   while (path.size() > 1 && path.back() == '/') path.pop_back();
   HttpAnswer a;
   try {
-    a = route(request, path);
+    a = dispatch(request, path);
   } catch (const std::exception& e) {
     a = error(500, "Base.1.8.InternalError", std::string("internal error: ") + e.what());
   }
+  if (a.status == 401) a.headers.emplace_back("WWW-Authenticate", kChallenge);
   // Never the body: it may carry a password (session login).
   log_.debug("redfish request", {{"method", request.method}, {"path", path}, {"status", std::to_string(a.status)}});
   return a;
 }
 
-HttpAnswer RedfishService::route(const HttpRequest& r, const std::string& path) {
-  const std::string& m = r.method;
-  if (path == "/redfish" && m == "GET") return ok_json({{"v1", "/redfish/v1/"}});
-  if (path == kRoot && m == "GET") {
-    return ok_json({{"@odata.id", "/redfish/v1/"},
-                    {"@odata.type", "#ServiceRoot.v1_5_0.ServiceRoot"},
-                    {"Id", "RootService"},
-                    {"Name", "provisioner virtual BMC"},
-                    {"RedfishVersion", "1.8.0"},
-                    {"Vendor", "provisioner"},
-                    {"Product", "provisioner-vbmc"},
-                    {"Systems", odata(kRoot + "/Systems")},
-                    {"Managers", odata(kRoot + "/Managers")},
-                    {"SessionService", odata(kRoot + "/SessionService")},
-                    {"Links", {{"Sessions", odata(kSessions)}}}});
-  }
-  if (path == kSessions && m == "POST") return create_session(r);
-  if (!authorized(r)) return error(401, "Base.1.8.NoValidSession", "Authentication required");
+HttpAnswer RedfishService::dispatch(const HttpRequest& r, const std::string& path) {
+  // DSP0266: a request naming an OData version the service does not support is refused.
+  if (std::string v = r.header("odata-version"); !v.empty() && v != kODataVersion)
+    return error(412, "Base.1.8.PreconditionFailed",
+                 "OData-Version " + v + " is not supported; this service implements " + kODataVersion);
+  auto parts = split_path(path);
+  const Route* route = nullptr;
+  for (const auto& candidate : routes())
+    if (matches(candidate.pattern, parts)) route = &candidate;
+  const std::string method = r.method == "HEAD" ? "GET" : r.method;  // HEAD: GET, body dropped by the server
+  const Method* handler = nullptr;
+  if (route)
+    for (const auto& m : route->methods)
+      if (method == m.name) handler = &m;
 
-  if (path == kRoot + "/SessionService" && m == "GET")
-    return ok_json({{"@odata.id", path},
-                    {"@odata.type", "#SessionService.v1_1_8.SessionService"},
-                    {"Id", "SessionService"},
-                    {"ServiceEnabled", true},
-                    {"Sessions", odata(kSessions)}});
-  if (path == kSessions && m == "GET") {
-    std::lock_guard lock(mu_);
-    json members = json::array();
-    for (const auto& s : sessions_) members.push_back(odata(kSessions + "/" + s.id));
-    return ok_json({{"@odata.id", path}, {"Members", members}, {"Members@odata.count", members.size()}});
+  if (!(handler && handler->is_public) && !authorized(r))
+    return error(401, "Base.1.8.NoValidSession", "Authentication required");
+  Target target;
+  target.path = path;
+  if (!route || !resolve(*route, parts, target)) return not_found(path);
+  if (!handler) {
+    HttpAnswer a = error(405, "Base.1.8.ActionNotSupported", r.method + " is not supported on " + path);
+    a.headers.emplace_back("Allow", allow_header(*route));
+    return a;
   }
-  if (path.rfind(kSessions + "/", 0) == 0) {
-    std::string id = path.substr(kSessions.size() + 1);
-    std::lock_guard lock(mu_);
-    auto it = std::find_if(sessions_.begin(), sessions_.end(), [&](const Session& s) { return s.id == id; });
-    if (it == sessions_.end()) return error(404, "Base.1.8.ResourceMissingAtURI", "No session " + id);
-    if (m == "DELETE") {
-      sessions_.erase(it);
-      return no_content();
-    }
-    if (m == "GET") return ok_json({{"@odata.id", path}, {"Id", id}, {"UserName", credentials_.username}});
-    return error(405, "Base.1.8.ActionNotSupported", "Not allowed on a session");
-  }
-
-  auto parts = split_path(path);  // redfish v1 Systems {id} ...
-  if (parts.size() < 3 || parts[0] != "redfish" || parts[1] != "v1")
-    return error(404, "Base.1.8.ResourceMissingAtURI", "No resource at " + path);
-  const std::string& kind = parts[2];
-  if ((kind == "Systems" || kind == "Managers") && parts.size() == 3) {
-    if (m != "GET") return error(405, "Base.1.8.ActionNotSupported", "Collections are read-only");
-    json members = json::array();
-    for (auto* mach : machines_) members.push_back(odata(kRoot + "/" + kind + "/" + mach->config().id));
-    return ok_json({{"@odata.id", path},
-                    {"@odata.type", kind == "Systems" ? "#ComputerSystemCollection.ComputerSystemCollection"
-                                                      : "#ManagerCollection.ManagerCollection"},
-                    {"Members", members},
-                    {"Members@odata.count", members.size()}});
-  }
-  if (kind != "Systems" && kind != "Managers") return error(404, "Base.1.8.ResourceMissingAtURI", "No resource at " + path);
-  QemuMachine* mach = machine(parts[3]);
-  if (!mach) return error(404, "Base.1.8.ResourceMissingAtURI", "No resource at " + path);
-
-  if (kind == "Systems") {
-    if (parts.size() == 4) {
-      if (m == "GET") return system_get(*mach);
-      if (m == "PATCH") return system_patch(*mach, r);
-      return error(405, "Base.1.8.ActionNotSupported", "Only GET and PATCH on a System");
-    }
-    if (parts.size() == 6 && parts[4] == "Actions" && parts[5] == "ComputerSystem.Reset") {
-      if (m != "POST") return error(405, "Base.1.8.ActionNotSupported", "Actions are POSTed");
-      return reset(*mach, r);
-    }
-    return error(404, "Base.1.8.ResourceMissingAtURI", "No resource at " + path);
-  }
-  // Managers/{id}[/VirtualMedia[/{slot}[/Actions/VirtualMedia.X]]]
-  if (parts.size() == 4) {
-    if (m == "GET") return manager_get(*mach);
-    return error(405, "Base.1.8.ActionNotSupported", "Managers are read-only here");
-  }
-  if (parts[4] != "VirtualMedia") return error(404, "Base.1.8.ResourceMissingAtURI", "No resource at " + path);
-  if (parts.size() == 5) {
-    if (m == "GET") return media_collection(*mach);
-    return error(405, "Base.1.8.ActionNotSupported", "Collections are read-only");
-  }
-  const std::string& slot = parts[5];
-  if (parts.size() == 6) {
-    if (m == "GET") return slot_get(*mach, slot);
-    if (m == "PATCH") {
-      // PATCH {"Image": url, "Inserted": true} inserts; {"Image": null} / Inserted false ejects.
-      auto cur = slot_get(*mach, slot);
-      if (cur.status != 200) return cur;
-      std::string if_match = r.header("if-match");
-      std::string etag = etag_of(cur.body);
-      if (!if_match.empty() && if_match != "*" && if_match != etag)
-        return error(412, "Base.1.8.PreconditionFailed", "ETag does not match the resource");
-      json j = json::parse(r.body, nullptr, false);
-      if (!j.is_object()) return error(400, "Base.1.8.MalformedJSON", "Body is not a JSON object");
-      if (j.contains("Image") && j["Image"].is_string() && j.value("Inserted", true))
-        return slot_insert(*mach, slot, r, true);
-      if ((j.contains("Image") && j["Image"].is_null()) || (j.contains("Inserted") && j["Inserted"] == false))
-        return slot_eject(*mach, slot);
-      return error(400, "Base.1.8.PropertyMissing", "Set Image (and Inserted) to insert, Image null to eject");
-    }
-    return error(405, "Base.1.8.ActionNotSupported", "Only GET and PATCH on a slot");
-  }
-  if (parts.size() == 8 && parts[6] == "Actions") {
-    if (m != "POST") return error(405, "Base.1.8.ActionNotSupported", "Actions are POSTed");
-    if (parts[7] == "VirtualMedia.InsertMedia") return slot_insert(*mach, slot, r, false);
-    if (parts[7] == "VirtualMedia.EjectMedia") return slot_eject(*mach, slot);
-  }
-  return error(404, "Base.1.8.ResourceMissingAtURI", "No resource at " + path);
+  HttpAnswer a = (this->*(handler->handler))(r, target);
+  if (method == "GET" && a.status == 200) a.headers.emplace_back("Allow", allow_header(*route));
+  return a;
 }
 
-HttpAnswer RedfishService::create_session(const HttpRequest& r) {
+// ---- service root, $metadata, odata ------------------------------------------------------
+
+HttpAnswer RedfishService::get_versions(const HttpRequest&, const Target&) {
+  return ok_json({{"v1", "/redfish/v1/"}});
+}
+
+HttpAnswer RedfishService::get_service_root(const HttpRequest&, const Target&) {
+  json j = resource_header(schema::service_root, "/redfish/v1/");
+  j.update({{"Id", "RootService"},
+            {"Name", "provisioner virtual BMC"},
+            {"RedfishVersion", "1.8.0"},
+            {"UUID", uuid_},
+            {"Vendor", "provisioner"},
+            {"Product", "provisioner-vbmc"},
+            {"Systems", odata(kRoot + "/Systems")},
+            {"Managers", odata(kRoot + "/Managers")},
+            {"SessionService", odata(kRoot + "/SessionService")},
+            {"Links", {{"Sessions", odata(kSessions)}}}});
+  return ok_json(j);
+}
+
+HttpAnswer RedfishService::get_metadata(const HttpRequest&, const Target&) {
+  return HttpAnswer{200, {{"Content-Type", "application/xml"}}, metadata_document()};
+}
+
+HttpAnswer RedfishService::get_odata(const HttpRequest&, const Target&) { return ok_json(odata_service_document()); }
+
+json RedfishService::collection_json(const SchemaType& type, const std::string& path, const std::string& name,
+                                     const std::vector<std::string>& member_paths) const {
+  json members = json::array();
+  for (const auto& p : member_paths) members.push_back(odata(p));
+  json j = resource_header(type, path);
+  j.update({{"Name", name}, {"Members", members}, {"Members@odata.count", members.size()}});
+  return j;
+}
+
+// ---- sessions -----------------------------------------------------------------------------
+
+HttpAnswer RedfishService::get_session_service(const HttpRequest&, const Target& t) {
+  json j = resource_header(schema::session_service, t.path);
+  j.update({{"Id", "SessionService"},
+            {"Name", "Session Service"},
+            {"ServiceEnabled", true},
+            {"Sessions", odata(kSessions)}});
+  return ok_json(j);
+}
+
+HttpAnswer RedfishService::get_sessions(const HttpRequest&, const Target& t) {
+  std::vector<std::string> ids;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& s : sessions_) ids.push_back(kSessions + "/" + s.id);
+  }
+  return ok_json(collection_json(schema::session_collection, t.path, "Session Collection", ids));
+}
+
+json RedfishService::session_json(const std::string& id) const {
+  json j = resource_header(schema::session, kSessions + "/" + id);
+  j.update({{"Id", id},
+            {"Name", "User Session"},
+            {"Description", "Redfish session of " + credentials_.username},
+            {"UserName", credentials_.username},
+            {"Password", nullptr}});  // DSP0266: always null in answers
+  return j;
+}
+
+HttpAnswer RedfishService::post_session(const HttpRequest& r, const Target&) {
   json j = json::parse(r.body, nullptr, false);
   if (!j.is_object() || !j.contains("UserName") || !j.contains("Password") || !j["UserName"].is_string() ||
       !j["Password"].is_string())
@@ -243,21 +312,35 @@ HttpAnswer RedfishService::create_session(const HttpRequest& r) {
     sessions_.push_back(s);
     if (sessions_.size() > kMaxSessions) sessions_.erase(sessions_.begin());
   }
+  // DSP0266: 201, Location of the new session, X-Auth-Token, and the Session resource as body.
   std::string loc = kSessions + "/" + s.id;
-  HttpAnswer a{201, {{"X-Auth-Token", s.token}, {"Location", loc}},
-               json{{"@odata.id", loc}, {"@odata.type", "#Session.v1_3_0.Session"}, {"Id", s.id},
-                    {"UserName", credentials_.username}}
-                   .dump()};
-  return a;
+  return HttpAnswer{201, {{"X-Auth-Token", s.token}, {"Location", loc}}, session_json(s.id).dump()};
 }
 
-HttpAnswer RedfishService::system_get(QemuMachine& m) {
+HttpAnswer RedfishService::get_session(const HttpRequest&, const Target& t) { return ok_json(session_json(t.session)); }
+
+HttpAnswer RedfishService::delete_session(const HttpRequest&, const Target& t) {
+  std::lock_guard lock(mu_);
+  auto it = std::find_if(sessions_.begin(), sessions_.end(), [&](const Session& s) { return s.id == t.session; });
+  if (it == sessions_.end()) return not_found(t.path);  // deleted meanwhile
+  sessions_.erase(it);
+  return no_content();
+}
+
+// ---- systems ------------------------------------------------------------------------------
+
+HttpAnswer RedfishService::get_systems(const HttpRequest&, const Target& t) {
+  std::vector<std::string> ids;
+  for (auto* m : machines_) ids.push_back(kRoot + "/Systems/" + m->config().id);
+  return ok_json(collection_json(schema::system_collection, t.path, "Computer System Collection", ids));
+}
+
+json RedfishService::system_json(QemuMachine& m) const {
   const auto& c = m.config();
   std::string sys = kRoot + "/Systems/" + c.id;
   BootOverride boot = m.boot();
-  json j = {{"@odata.id", sys},
-            {"@odata.type", "#ComputerSystem.v1_13_0.ComputerSystem"},
-            {"Id", c.id},
+  json j = resource_header(schema::system, sys);
+  j.update({{"Id", c.id},
             {"Name", c.id},
             {"SystemType", "Virtual"},
             {"Manufacturer", "QEMU"},
@@ -278,25 +361,19 @@ HttpAnswer RedfishService::system_get(QemuMachine& m) {
              {{"#ComputerSystem.Reset",
                {{"target", sys + "/Actions/ComputerSystem.Reset"},
                 {"ResetType@Redfish.AllowableValues", QemuMachine::reset_types()}}}}},
-            {"Links", {{"ManagedBy", json::array({odata(kRoot + "/Managers/" + c.id)})}}}};
-  return ok_json(j, true);
+            {"Links", {{"ManagedBy", json::array({odata(kRoot + "/Managers/" + c.id)})}}}});
+  return j;
 }
 
-HttpAnswer RedfishService::system_patch(QemuMachine& m, const HttpRequest& r) {
-  std::string if_match = r.header("if-match");
-  if (!if_match.empty() && if_match != "*") {
-    auto cur = system_get(m);
-    if (if_match != etag_of(cur.body))
-      return error(412, "Base.1.8.PreconditionFailed", "ETag does not match the resource");
-  }
-  json j = json::parse(r.body, nullptr, false);
-  if (!j.is_object()) return error(400, "Base.1.8.MalformedJSON", "Body is not a JSON object");
-  for (auto it = j.begin(); it != j.end(); ++it)
-    if (it.key() != "Boot" && it.key().rfind("@odata", 0) != 0)
-      return error(400, "Base.1.8.PropertyNotWritable", "Property " + it.key() + " is read-only");
-  if (!j.contains("Boot") || !j["Boot"].is_object()) return error(400, "Base.1.8.PropertyMissing", "Boot object required");
-  const json& b = j["Boot"];
-  BootOverride want = m.boot();
+HttpAnswer RedfishService::get_system(const HttpRequest&, const Target& t) {
+  return ok_json(system_json(*t.machine), true);
+}
+
+namespace {
+
+// The Boot object of a System PATCH applied to `want`; an error answer when it asks for
+// something this machine cannot do.
+std::optional<HttpAnswer> apply_boot_patch(const QemuMachine& m, const json& b, BootOverride& want) {
   for (auto it = b.begin(); it != b.end(); ++it) {
     const std::string& k = it.key();
     if (!it->is_string()) return error(400, "Base.1.8.PropertyValueTypeError", "Boot." + k + " must be a string");
@@ -314,11 +391,27 @@ HttpAnswer RedfishService::system_patch(QemuMachine& m, const HttpRequest& r) {
       return error(400, "Base.1.8.PropertyNotWritable", "Boot." + k + " cannot be changed");
     }
   }
+  return std::nullopt;
+}
+
+}  // namespace
+
+HttpAnswer RedfishService::patch_system(const HttpRequest& r, const Target& t) {
+  QemuMachine& m = *t.machine;
+  if (auto refused = if_match_fails(r, system_json(m).dump())) return *refused;
+  json j = json::parse(r.body, nullptr, false);
+  if (!j.is_object()) return error(400, "Base.1.8.MalformedJSON", "Body is not a JSON object");
+  for (auto it = j.begin(); it != j.end(); ++it)
+    if (it.key() != "Boot" && it.key().rfind("@odata", 0) != 0)
+      return error(400, "Base.1.8.PropertyNotWritable", "Property " + it.key() + " is read-only");
+  if (!j.contains("Boot") || !j["Boot"].is_object()) return error(400, "Base.1.8.PropertyMissing", "Boot object required");
+  BootOverride want = m.boot();
+  if (auto refused = apply_boot_patch(m, j["Boot"], want)) return *refused;
   if (auto s = m.set_boot(want); !s) return from_error(s.error());
   return no_content();
 }
 
-HttpAnswer RedfishService::reset(QemuMachine& m, const HttpRequest& r) {
+HttpAnswer RedfishService::post_reset(const HttpRequest& r, const Target& t) {
   json j = json::parse(r.body, nullptr, false);
   if (!j.is_object() || !j.contains("ResetType") || !j["ResetType"].is_string())
     return error(400, "Base.1.8.ActionParameterMissing", "ResetType is required");
@@ -326,44 +419,45 @@ HttpAnswer RedfishService::reset(QemuMachine& m, const HttpRequest& r) {
   const auto& allowed = QemuMachine::reset_types();
   if (std::find(allowed.begin(), allowed.end(), type) == allowed.end())
     return error(400, "Base.1.8.ActionParameterNotSupported", "ResetType " + type + " is not supported");
-  if (auto s = m.reset(type); !s) return from_error(s.error());
+  if (auto s = t.machine->reset(type); !s) return from_error(s.error());
   return no_content();
 }
 
-HttpAnswer RedfishService::manager_get(QemuMachine& m) {
-  const auto& c = m.config();
+// ---- managers and virtual media -----------------------------------------------------------
+
+HttpAnswer RedfishService::get_managers(const HttpRequest&, const Target& t) {
+  std::vector<std::string> ids;
+  for (auto* m : machines_) ids.push_back(kRoot + "/Managers/" + m->config().id);
+  return ok_json(collection_json(schema::manager_collection, t.path, "Manager Collection", ids));
+}
+
+HttpAnswer RedfishService::get_manager(const HttpRequest&, const Target& t) {
+  const auto& c = t.machine->config();
   std::string mgr = kRoot + "/Managers/" + c.id;
-  json j = {{"@odata.id", mgr},
-            {"@odata.type", "#Manager.v1_10_0.Manager"},
-            {"Id", c.id},
+  json j = resource_header(schema::manager, mgr);
+  j.update({{"Id", c.id},
             {"Name", "Virtual BMC for " + c.id},
             {"ManagerType", "BMC"},
             {"Model", "provisioner-vbmc"},
             {"FirmwareVersion", "provisioner-vbmc 0.1.0"},
             {"Status", {{"State", "Enabled"}, {"Health", "OK"}}},
             {"VirtualMedia", odata(mgr + "/VirtualMedia")},
-            {"Links", {{"ManagerForServers", json::array({odata(kRoot + "/Systems/" + c.id)})}}}};
+            {"Links", {{"ManagerForServers", json::array({odata(kRoot + "/Systems/" + c.id)})}}}});
   return ok_json(j, true);
 }
 
-HttpAnswer RedfishService::media_collection(QemuMachine& m) {
-  std::string base = kRoot + "/Managers/" + m.config().id + "/VirtualMedia";
-  json members = json::array();
-  for (const auto& s : m.slots()) members.push_back(odata(base + "/" + s.id));
-  return ok_json({{"@odata.id", base},
-                  {"@odata.type", "#VirtualMediaCollection.VirtualMediaCollection"},
-                  {"Name", "Virtual Media"},
-                  {"Members", members},
-                  {"Members@odata.count", members.size()}});
+HttpAnswer RedfishService::get_media_collection(const HttpRequest&, const Target& t) {
+  std::vector<std::string> ids;
+  for (const auto& s : t.machine->slots()) ids.push_back(t.path + "/" + s.id);
+  return ok_json(collection_json(schema::virtual_media_collection, t.path, "Virtual Media", ids));
 }
 
-HttpAnswer RedfishService::slot_get(QemuMachine& m, const std::string& slot) {
+json RedfishService::slot_json(QemuMachine& m, const std::string& slot) const {
   std::string p = kRoot + "/Managers/" + m.config().id + "/VirtualMedia/" + slot;
   for (const auto& s : m.slots()) {
     if (s.id != slot) continue;
-    json j = {{"@odata.id", p},
-              {"@odata.type", "#VirtualMedia.v1_3_0.VirtualMedia"},
-              {"Id", s.id},
+    json j = resource_header(schema::virtual_media, p);
+    j.update({{"Id", s.id},
               {"Name", "Virtual " + s.id},
               {"MediaTypes", s.media_types},
               {"Image", s.inserted ? json(s.image) : json(nullptr)},
@@ -374,24 +468,47 @@ HttpAnswer RedfishService::slot_get(QemuMachine& m, const std::string& slot) {
               {"TransferProtocolType", s.inserted ? json("HTTP") : json(nullptr)},
               {"Actions",
                {{"#VirtualMedia.InsertMedia", {{"target", p + "/Actions/VirtualMedia.InsertMedia"}}},
-                {"#VirtualMedia.EjectMedia", {{"target", p + "/Actions/VirtualMedia.EjectMedia"}}}}}};
-    return ok_json(j, true);
+                {"#VirtualMedia.EjectMedia", {{"target", p + "/Actions/VirtualMedia.EjectMedia"}}}}}});
+    return j;
   }
-  return error(404, "Base.1.8.ResourceMissingAtURI", "No resource at " + p);
+  return nullptr;  // the slot went away (it cannot: slots are fixed by the machine config)
 }
 
-HttpAnswer RedfishService::slot_insert(QemuMachine& m, const std::string& slot, const HttpRequest& r, bool via_patch) {
+HttpAnswer RedfishService::get_slot(const HttpRequest&, const Target& t) {
+  json j = slot_json(*t.machine, t.slot);
+  if (j.is_null()) return not_found(t.path);
+  return ok_json(j, true);
+}
+
+// PATCH {"Image": url, "Inserted": true} inserts; {"Image": null} / Inserted false ejects.
+HttpAnswer RedfishService::patch_slot(const HttpRequest& r, const Target& t) {
+  json cur = slot_json(*t.machine, t.slot);
+  if (cur.is_null()) return not_found(t.path);
+  if (auto refused = if_match_fails(r, cur.dump())) return *refused;
   json j = json::parse(r.body, nullptr, false);
+  if (!j.is_object()) return error(400, "Base.1.8.MalformedJSON", "Body is not a JSON object");
+  if (j.contains("Image") && j["Image"].is_string() && j.value("Inserted", true))
+    return insert_media(*t.machine, t.slot, j);
+  if ((j.contains("Image") && j["Image"].is_null()) || (j.contains("Inserted") && j["Inserted"] == false))
+    return post_eject_media(r, t);
+  return error(400, "Base.1.8.PropertyMissing", "Set Image (and Inserted) to insert, Image null to eject");
+}
+
+HttpAnswer RedfishService::post_insert_media(const HttpRequest& r, const Target& t) {
+  return insert_media(*t.machine, t.slot, json::parse(r.body, nullptr, false));
+}
+
+HttpAnswer RedfishService::insert_media(QemuMachine& m, const std::string& slot, const json& j) {
   if (!j.is_object() || !j.contains("Image") || !j["Image"].is_string())
     return error(400, "Base.1.8.PropertyMissing", "The property Image is a required property");
   std::string url = j["Image"].get<std::string>();
   if (j.contains("TransferProtocolType") && j["TransferProtocolType"].is_string()) {
-    std::string t = j["TransferProtocolType"].get<std::string>();
+    std::string type = j["TransferProtocolType"].get<std::string>();
     std::string scheme = url.substr(0, url.find(':'));
     std::transform(scheme.begin(), scheme.end(), scheme.begin(), [](unsigned char c) { return std::toupper(c); });
-    if (t != scheme)
+    if (type != scheme)
       return error(400, "Base.1.8.ActionParameterValueConflict",
-                   "TransferProtocolType " + t + " does not match the Image URL scheme");
+                   "TransferProtocolType " + type + " does not match the Image URL scheme");
   }
   bool write_protected = !j.contains("WriteProtected") || !j["WriteProtected"].is_boolean() || j["WriteProtected"].get<bool>();
   auto s = m.insert_media(slot, url, write_protected);
@@ -401,12 +518,11 @@ HttpAnswer RedfishService::slot_insert(QemuMachine& m, const std::string& slot, 
                    "The image could not be fetched: " + s.error().message);
     return from_error(s.error());
   }
-  (void)via_patch;
   return no_content();
 }
 
-HttpAnswer RedfishService::slot_eject(QemuMachine& m, const std::string& slot) {
-  if (auto s = m.eject_media(slot); !s) return from_error(s.error());
+HttpAnswer RedfishService::post_eject_media(const HttpRequest&, const Target& t) {
+  if (auto s = t.machine->eject_media(t.slot); !s) return from_error(s.error());
   return no_content();
 }
 

@@ -9,6 +9,8 @@
 #include <nlohmann/json.hpp>
 #include <toml++/toml.h>
 
+#include "common/crypto.hpp"
+
 namespace provisioner::vbmc {
 
 using nlohmann::json;
@@ -127,6 +129,17 @@ Result<VbmcConfig> load_config(const std::filesystem::path& file) {
   std::string where = "config " + file.string();
   if (file.extension() == ".json") return parse_config_json(ss.str(), where);
   return parse_config_toml(ss.str(), where);
+}
+
+std::string service_uuid(const VbmcConfig& config) {
+  std::string name = "provisioner-vbmc\n" + std::filesystem::absolute(config.state_dir).lexically_normal().string();
+  for (const auto& m : config.machines) name += "\n" + m.id;
+  std::string b = crypto::sha256(name).substr(0, 16);
+  b[6] = static_cast<char>((b[6] & 0x0f) | 0x80);  // version 8
+  b[8] = static_cast<char>((b[8] & 0x3f) | 0x80);  // RFC 9562 variant
+  std::string hex = crypto::to_hex(b);
+  return hex.substr(0, 8) + "-" + hex.substr(8, 4) + "-" + hex.substr(12, 4) + "-" + hex.substr(16, 4) + "-" +
+         hex.substr(20);
 }
 
 Status parse_listen(const std::string& listen, std::string& host, std::uint16_t& port) {

@@ -56,6 +56,11 @@ Result<VbmcConfig> parse_config_json(const std::string& text, const std::string&
 // loopback listen address, a password, unique ids, sane sizes.
 Status finish_config(VbmcConfig& config);
 
+// The ServiceRoot UUID: name-based (RFC 9562 version 8, SHA-256) on the state directory and
+// the machine ids, so the same vbmc answers the same UUID across restarts and two vbmcs on one
+// host (they need distinct state directories) answer different ones.
+std::string service_uuid(const VbmcConfig& config);
+
 // "127.0.0.1:8000" -> host, port. Only 127.0.0.0/8 is accepted.
 Status parse_listen(const std::string& listen, std::string& host, std::uint16_t& port);
 

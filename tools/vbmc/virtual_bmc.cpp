@@ -37,7 +37,7 @@ Result<std::unique_ptr<VirtualBmc>> VirtualBmc::create(VbmcConfig config, const 
   }
   std::vector<QemuMachine*> ptrs;
   for (auto& m : v->machines_) ptrs.push_back(m.get());
-  v->service_ = std::make_unique<RedfishService>(ptrs, Credentials{c.username, c.password}, logger);
+  v->service_ = std::make_unique<RedfishService>(ptrs, Credentials{c.username, c.password}, service_uuid(c), logger);
   return v;
 }
 
