@@ -4,6 +4,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/crypto.hpp"
+
 namespace provisioner {
 
 namespace embedded {
@@ -88,6 +90,51 @@ Result<nlohmann::json> RecipeValidator::parse(std::string_view text) const {
   auto errors = validate(*doc);
   if (!errors.empty()) return make_error(ErrorKind::invalid_input, "recipe is not valid", std::move(errors));
   return doc;
+}
+
+namespace {
+
+constexpr const char* kSealedMember = "sealed";
+
+struct SecretValue {
+  nlohmann::json* value;
+  std::string path;  // JSON pointer, for error messages
+};
+
+// Every secret-bearing value of a recipe (submitted or stored), in a fixed order.
+std::vector<SecretValue> secret_values(nlohmann::json& recipe) {
+  std::vector<SecretValue> out;
+  if (!recipe.is_object()) return out;
+  if (auto it = recipe.find("secrets"); it != recipe.end() && it->is_object())
+    for (auto& [name, value] : it->items()) out.push_back({&value, "/secrets/" + name});
+  for (auto doc : kSecretDocuments)
+    if (auto it = recipe.find(std::string(doc)); it != recipe.end()) out.push_back({&*it, "/" + std::string(doc)});
+  return out;
+}
+
+}  // namespace
+
+bool is_sealed_value(const nlohmann::json& value) {
+  return value.is_object() && value.size() == 1 && value.contains(kSealedMember);
+}
+
+nlohmann::json seal_recipe_secrets(nlohmann::json recipe, std::string_view key) {
+  for (auto& [value, path] : secret_values(recipe))
+    if (value->is_string()) *value = nlohmann::json{{kSealedMember, crypto::seal(key, value->get_ref<const std::string&>())}};
+  return recipe;
+}
+
+Result<nlohmann::json> open_recipe_secrets(nlohmann::json stored, std::string_view key) {
+  for (auto& [value, path] : secret_values(stored)) {
+    if (!is_sealed_value(*value)) continue;  // plain: stored by a version that did not seal
+    const auto& blob = (*value)[kSealedMember];
+    auto plain = blob.is_string() ? crypto::open(key, blob.get_ref<const std::string&>()) : std::nullopt;
+    if (!plain)
+      return make_error(ErrorKind::internal,
+                        "the recipe's " + path + " cannot be unsealed (wrong secret key, or the stored job was altered)");
+    *value = std::move(*plain);
+  }
+  return stored;
 }
 
 }  // namespace provisioner

@@ -6,6 +6,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/recipe.hpp"
+
 namespace provisioner {
 
 namespace {
@@ -38,6 +40,12 @@ std::string redact_xml_passwords(std::string text) {
     pos = close;
   }
   return text;
+}
+
+bool is_secret_document(std::string_view name) {
+  for (auto doc : kSecretDocuments)
+    if (name == doc) return true;
+  return false;
 }
 
 }  // namespace
@@ -88,7 +96,13 @@ nlohmann::json redact(const nlohmann::json& doc) {
   if (doc.is_object()) {
     nlohmann::json out = nlohmann::json::object();
     for (auto it = doc.begin(); it != doc.end(); ++it) {
-      if (is_secret_field(it.key()) && !it.value().is_null()) {
+      if (is_secret_document(it.key()) && !it.value().is_null()) {
+        // A password may sit anywhere in these (a runcmd line, a kickstart option, any XML
+        // element): no line-based mask can promise to find it, so none of the text is shown.
+        out[it.key()] = kRedacted;
+      } else if (is_sealed_value(it.value())) {
+        out[it.key()] = kRedacted;
+      } else if (is_secret_field(it.key()) && !it.value().is_null()) {
         if (it.value().is_object()) {
           nlohmann::json masked = nlohmann::json::object();
           for (auto m = it.value().begin(); m != it.value().end(); ++m) masked[m.key()] = kRedacted;
@@ -96,9 +110,7 @@ nlohmann::json redact(const nlohmann::json& doc) {
         } else {
           out[it.key()] = kRedacted;
         }
-      } else if (it.value().is_string() &&
-                 (it.key() == "user_data" || it.key() == "ks_cfg" || it.key() == "unattend_xml" ||
-                  it.key() == "meta_data" || it.key() == "network_config")) {
+      } else if (it.value().is_string() && it.key() == "meta_data") {
         out[it.key()] = redact_text(it.value().get<std::string>());
       } else {
         out[it.key()] = redact(it.value());

@@ -13,8 +13,10 @@ inline constexpr std::string_view kRedacted = "<redacted>";
 // public keys), credential(s), authorization.
 bool is_secret_field(std::string_view name);
 
-// A copy of `doc` with every secret-named value replaced by "<redacted>", and secrets inside
-// known free-text fields (cloud-init user-data, kickstart, unattend.xml) masked too.
+// A copy of `doc` with every secret-named value and every sealed value replaced by
+// "<redacted>"; the documents that may carry a password anywhere (kSecretDocuments:
+// user_data, network_config, ks_cfg, unattend_xml) are replaced whole, and meta_data goes
+// through redact_text.
 nlohmann::json redact(const nlohmann::json& doc);
 
 // Masks `key: value` lines whose key is secret-named, kickstart rootpw/--password, and

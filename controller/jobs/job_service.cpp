@@ -109,7 +109,9 @@ Result<nlohmann::json> JobService::create(std::string_view body) {
   job.status = std::string(to_string(JobStatus::queued));
   job.server_serial = server["serial"].get<std::string>();
   job.server_json = server.dump();
-  job.recipe_json = recipe.dump();
+  // Secrets and the documents that may carry passwords are stored sealed; task_inputs opens
+  // them for the task ISO, the only place that needs them in clear.
+  job.recipe_json = seal_recipe_secrets(recipe, secret_key_).dump();
   job.webhook_key_sealed = crypto::seal(secret_key_, crypto::random_token(32));
   job.created_ms = job.updated_ms = clock_.now_ms();
   for (int attempt = 0;; ++attempt) {
@@ -295,7 +297,9 @@ Result<iso::TaskIsoInputs> JobService::task_inputs(const JobRecord& job) const {
                           {"controller_url", options_.public_url},
                           {"signing_key_id", job.id + "/v1"},
                           {"signing_key", *key}};
-  return iso::TaskIsoInputs{job.id, nlohmann::json::parse(job.recipe_json), std::move(job_json)};
+  auto recipe = open_recipe_secrets(nlohmann::json::parse(job.recipe_json), secret_key_);
+  if (!recipe) return recipe.error();
+  return iso::TaskIsoInputs{job.id, std::move(*recipe), std::move(job_json)};
 }
 
 Result<std::string> JobService::webhook_key(const JobRecord& job) const {

@@ -44,7 +44,8 @@ void log_store_error(const Logger& log, const JobRecord& job, std::string_view w
 
 class JobService {
  public:
-  // `secret_key`: 32 bytes sealing per-job secrets (webhook key, BMC password) at rest.
+  // `secret_key`: 32 bytes sealing per-job secrets (webhook key, BMC password, the recipe's
+  // secrets and secret-bearing documents) at rest.
   JobService(Store& store, ServerService& servers, const Clock& clock, const Logger& log, Metrics& metrics,
              std::string secret_key, JobServiceOptions options);
 
@@ -76,7 +77,8 @@ class JobService {
   // task ISO carries the job's signing key, so nothing else is ever handed out this way.
   Result<JobRecord> network_task_for_serial(const std::string& serial);
 
-  // What the job's task ISO carries: the recipe and job.json (id, serial, webhook URL, key).
+  // What the job's task ISO carries: the recipe (its secrets unsealed) and job.json (id,
+  // serial, webhook URL, key). Never for an API answer or a log line.
   Result<iso::TaskIsoInputs> task_inputs(const JobRecord& job) const;
 
   Result<JobRecord> load(const std::string& id);

@@ -55,10 +55,11 @@ TEST_P(Secrets, NeverInLogsOrAnswers) {
     EXPECT_EQ(log.find(secret), std::string::npos) << "secret in the log: " << secret;
     for (const auto& a : answers) EXPECT_EQ(a.find(secret), std::string::npos) << "secret in an answer: " << a;
   }
-  // The database holds the BMC password sealed, not in clear.
+  // The database holds the BMC password and the recipe's secrets sealed, not in clear.
   auto db = provisioner::read_file(controller.data_dir() / "provisioner.db");
   ASSERT_TRUE(db.ok());
-  EXPECT_EQ(db->find(kBmcPassword), std::string::npos);
+  for (const std::string& secret : {kBmcPassword, kRecipeSecret, kUserPassword})
+    EXPECT_EQ(db->find(secret), std::string::npos) << "in clear in the database: " << secret;
 }
 
 INSTANTIATE_TEST_SUITE_P(LogFormats, Secrets, testing::Values("text", "json"));

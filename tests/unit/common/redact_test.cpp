@@ -35,7 +35,14 @@ TEST(Redact, FreeTextSecretsAreMasked) {
   EXPECT_NE(xml.find("<x/>"), std::string::npos);
 }
 
-TEST(Redact, RecipeFreeTextFieldsGoThroughTextRedaction) {
-  auto doc = nlohmann::json{{"user_data", "password: x1y2z3\n"}};
-  EXPECT_EQ(redact(doc).dump().find("x1y2z3"), std::string::npos);
+TEST(Redact, SecretBearingDocumentsAreHiddenWholeMetaDataGoesThroughTextRedaction) {
+  // A password the line-based mask does not recognise (a shell command) must not show either.
+  auto doc = nlohmann::json{{"user_data", "runcmd:\n  - echo 'root:x1y2z3' | chpasswd\n"},
+                            {"ks_cfg", "user --name=a --password x1y2z3\n"},
+                            {"meta_data", "local-hostname: n1\napi_token: x1y2z3\n"}};
+  auto out = redact(doc);
+  EXPECT_EQ(out.dump().find("x1y2z3"), std::string::npos) << out.dump();
+  EXPECT_EQ(out["user_data"], "<redacted>");
+  EXPECT_EQ(out["ks_cfg"], "<redacted>");
+  EXPECT_NE(out["meta_data"].get<std::string>().find("local-hostname: n1"), std::string::npos);
 }
