@@ -17,7 +17,7 @@ struct JobTransition {
 
 inline constexpr std::array<JobTransition, 8> kJobTransitions = {{
     {JobStatus::queued, JobStatus::provisioning, "the reconciler started the job, or its maintenance OS reported"},
-    {JobStatus::queued, JobStatus::failed, "the job could not start (task ISO, BMC unreachable)"},
+    {JobStatus::queued, JobStatus::failed, "the job's media could not be built (task ISO, single-ISO composite)"},
     {JobStatus::queued, JobStatus::canceled, "canceled before it started"},
     {JobStatus::provisioning, JobStatus::succeeded, "the maintenance OS reported success"},
     {JobStatus::provisioning, JobStatus::failed, "a step failed or a phase timed out"},

@@ -7,8 +7,8 @@
 namespace provisioner {
 
 // SQLite in WAL mode with foreign keys and embedded migrations (PRAGMA user_version).
-// One connection guarded by a mutex: SQLite serialises writers anyway, and reads are
-// microseconds, far below the HTTP layer's cost.
+// One writer connection guarded by a mutex (SQLite serialises writers anyway) and a bounded
+// pool of read-only WAL connections, so reads never wait behind a write.
 class SqliteStore final : public Store {
  public:
   static Result<std::unique_ptr<SqliteStore>> open(const std::filesystem::path& file);
