@@ -149,15 +149,16 @@ expect_refused() {  # $1: what the error must say
   [ ! -e "$case/root/.provisioner-image" ] || fail "$case: marked as extracted"
 }
 
-# A well-formed image: whiteouts (plain and opaque), a symlink replaced by a directory,
+# A well-formed image: whiteouts (plain and opaque), a symlink replaced by a directory (and
+# one whited out, then used as a directory: the whiteout applies first),
 # absolute and relative symlinks that stay inside, a hard link, an awkward file name.
 image_case good
 odd='odd/we ird "q" \ é*?'
 mklayer "$case/l1.tar" d:etc f:etc/os-release f:etc/hosts d:usr d:usr/bin f:usr/bin/sh l:bin:usr/bin \
   l:etc/localtime:/usr/share/zoneinfo/UTC h:usr/bin/sh2:usr/bin/sh d:var d:var/cache f:var/cache/junk \
-  l:data:usr/bin d:odd "f:$odd"
+  l:data:usr/bin l:data2:usr/bin d:odd "f:$odd"
 mklayer "$case/l2.tar" f:etc/.wh.os-release f:var/cache/.wh..wh..opq f:var/cache/new f:etc/new \
-  l:etc/relok:../usr/bin/sh d:data f:data/file
+  l:etc/relok:../usr/bin/sh d:data f:data/file f:data2/file2 f:.wh.data2
 mkoci "$case/oci" "$case/l1.tar" "$case/l2.tar"
 run_image
 [ "$rc" = 0 ] || { cat "$case/log" >&2; fail "good image refused"; }
@@ -169,6 +170,8 @@ r=$case/root
 [ "$(stat -c %i "$r/usr/bin/sh")" = "$(stat -c %i "$r/usr/bin/sh2")" ] || fail "good: hard link"
 { [ -d "$r/data" ] && [ ! -L "$r/data" ] && [ -f "$r/data/file" ] && [ ! -e "$r/usr/bin/file" ]; } ||
   fail "good: symlink replaced by a directory"
+{ [ -d "$r/data2" ] && [ ! -L "$r/data2" ] && [ -f "$r/data2/file2" ] && [ ! -e "$r/usr/bin/file2" ]; } ||
+  fail "good: whited-out symlink, then a file under its name"
 [ -f "$r/$odd" ] || fail "good: awkward name"
 [ "$(cat "$r/.provisioner-image")" = 127.0.0.1:9/os/test:1 ] || fail "good: marker"
 
