@@ -24,7 +24,9 @@ struct DiscoveryPaths {
   std::vector<std::filesystem::path> serial_files = {"/sys/class/dmi/id/product_serial",
                                                      "/sys/firmware/devicetree/base/serial-number"};
   std::string blkid = "blkid";  // empty: skip the blkid scan
-  int http_timeout_ms = 30000;
+  // Overall deadline of one task download or by-serial lookup (the whole ISO, up to 64 MiB):
+  // generous, as it is no longer a per-read timeout; a failed try is retried within --wait.
+  int http_timeout_ms = 120000;
 };
 
 // Mounting is the one privileged act; tests substitute a fake.

@@ -1,8 +1,9 @@
 #pragma once
-// A small blocking HTTP/1.1 client: one request per connection (Connection: close), plain
-// TCP or TLS (OpenSSL, peer verified against the system trust store). Enough for webhooks,
-// task downloads and the by-serial lookup; the dispatcher needs nothing more and must not pull
-// in the controller's HTTP stack.
+// A small blocking HTTP client over libcurl (the maintenance OS's own, linked shared): plain
+// HTTP or HTTPS (TLS >= 1.2, peer and host name verified against the system trust store), one
+// overall deadline per request. Enough for webhooks, task downloads and the by-serial lookup;
+// the dispatcher needs nothing more and must not pull in the controller's HTTP stack. curl.h
+// stays in the .cpp.
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -30,7 +31,8 @@ struct HttpRequest {
   std::string url;
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
-  int timeout_ms = 30000;                     // connect, and each read/write
+  // Overall deadline: resolve + connect + TLS + sending + the whole answer, not per read.
+  int timeout_ms = 30000;
   std::size_t max_response_bytes = 256u << 20;  // a task ISO is far smaller
 };
 
@@ -41,8 +43,10 @@ struct HttpResponse {
   std::string header(const std::string& lower_name) const;
 };
 
-// Errors: unavailable (resolve/connect/TLS/IO/timeout), invalid_input (bad URL),
-// too_large (response above max_response_bytes), internal (malformed response).
+// Errors: unavailable (resolve/connect/TLS/IO/deadline passed), invalid_input (bad URL or
+// timeout), too_large (response above max_response_bytes), internal (malformed response).
+// Redirects are not followed. HTTP(S) proxies from the standard environment variables
+// (http_proxy, https_proxy, no_proxy) apply, as libcurl reads them.
 Result<HttpResponse> http_request(const HttpRequest& request);
 
 // Parses an HTTP-date (RFC 9110 IMF-fixdate, "Sun, 06 Nov 1994 08:49:37 GMT") into unix

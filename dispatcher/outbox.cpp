@@ -33,12 +33,12 @@ Result<fs::path> WebhookOutbox::enqueue(const WebhookReport& report) {
   return file;
 }
 
-WebhookOutbox::Attempt WebhookOutbox::deliver_once(const std::string& body) {
+WebhookOutbox::Attempt WebhookOutbox::deliver_once(const std::string& body, int timeout_ms) {
   std::int64_t ts = clock_.now_seconds() + offset_s_;
   HttpRequest req;
   req.method = "POST";
   req.url = config_.url;
-  req.timeout_ms = policy_.request_timeout_ms;
+  req.timeout_ms = timeout_ms;
   req.body = body;
   req.headers = {{"Content-Type", "application/json"},
                  {std::string(kWebhookTimestampHeader), std::to_string(ts)},
@@ -63,23 +63,44 @@ WebhookOutbox::Attempt WebhookOutbox::deliver_once(const std::string& body) {
   return Attempt::rejected;
 }
 
+namespace {
+
+std::vector<fs::path> spooled_files(const fs::path& dir) {
+  std::error_code ec;
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(dir, ec))
+    if (e.is_regular_file() && e.path().extension() == ".json") files.push_back(e.path());
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+}  // namespace
+
 FlushOutcome WebhookOutbox::flush(std::int64_t deadline_ms) {
   FlushOutcome out;
   std::error_code ec;
   fs::create_directories(dir_, ec);
   int lock = ::open((dir_ / ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   // Another flusher delivers our file too; wait for it rather than sending everything twice.
-  while (lock >= 0 && ::flock(lock, LOCK_EX | LOCK_NB) != 0) {
-    if (clock_.now_ms() >= deadline_ms) break;
-    sleep_(200);
+  bool locked = lock < 0;  // no lock file possible (read-only run dir): go on without one
+  while (!locked) {
+    if (::flock(lock, LOCK_EX | LOCK_NB) == 0) {
+      locked = true;
+      break;
+    }
+    std::int64_t now = clock_.now_ms();
+    if (now >= deadline_ms) break;
+    sleep_(std::min<std::int64_t>(200, deadline_ms - now));
   }
   std::int64_t backoff = policy_.initial_backoff_ms;
-  for (;;) {
-    std::vector<fs::path> files;
-    for (const auto& e : fs::directory_iterator(dir_, ec))
-      if (e.is_regular_file() && e.path().extension() == ".json") files.push_back(e.path());
-    std::sort(files.begin(), files.end());
+  // The deadline bounds the whole loop: no attempt starts after it, and every attempt's own
+  // deadline ends with it, so a controller that accepts and then trickles (or never answers)
+  // cannot keep `report` or `flush` running past it.
+  while (locked) {
+    auto files = spooled_files(dir_);
     if (files.empty()) break;
+    std::int64_t left = deadline_ms - clock_.now_ms();
+    if (left <= 0) break;
     auto body = read_file(files.front());
     if (!body) {  // unreadable: set it aside rather than spin on it
       fs::create_directories(dir_ / "rejected", ec);
@@ -88,7 +109,8 @@ FlushOutcome WebhookOutbox::flush(std::int64_t deadline_ms) {
       ++out.rejected;
       continue;
     }
-    auto result = deliver_once(*body);
+    int timeout = static_cast<int>(std::min<std::int64_t>(policy_.request_timeout_ms, left));
+    auto result = deliver_once(*body, timeout);
     if (result == Attempt::delivered) {
       fs::remove(files.front(), ec);
       ++out.delivered;
@@ -102,13 +124,11 @@ FlushOutcome WebhookOutbox::flush(std::int64_t deadline_ms) {
       continue;
     }
     std::int64_t now = clock_.now_ms();
-    if (now >= deadline_ms) {
-      out.pending = static_cast<int>(files.size());
-      break;
-    }
+    if (now >= deadline_ms) break;
     sleep_(std::min(backoff, deadline_ms - now));
     backoff = std::min(backoff * 2, policy_.max_backoff_ms);
   }
+  out.pending = static_cast<int>(spooled_files(dir_).size());
   if (lock >= 0) ::close(lock);  // releases the flock
   return out;
 }

@@ -25,7 +25,7 @@ struct RetryPolicy {
 struct FlushOutcome {
   int delivered = 0;
   int rejected = 0;  // answered 4xx other than 401/408/429: kept under outbox/rejected/
-  int pending = 0;   // still spooled when the deadline came
+  int pending = 0;   // still spooled when flush returned (the deadline came)
 };
 
 class WebhookOutbox {
@@ -38,14 +38,17 @@ class WebhookOutbox {
   Result<std::filesystem::path> enqueue(const WebhookReport& report);
 
   // Delivers spooled reports in order until none is left or `deadline_ms` (unix ms) passes.
-  // Only one process flushes at a time (flock on outbox/.lock); others wait for it.
+  // The deadline is overall: no attempt starts after it and each attempt's HTTP deadline is
+  // min(request_timeout_ms, time left), so flush returns by then (plus the clock's rounding).
+  // Only one process flushes at a time (flock on outbox/.lock); others wait for it, until the
+  // deadline: a flusher that cannot get the lock by then sends nothing (all stays pending).
   FlushOutcome flush(std::int64_t deadline_ms);
 
   std::int64_t clock_offset_seconds() const { return offset_s_; }
 
  private:
   enum class Attempt { delivered, rejected, retry };
-  Attempt deliver_once(const std::string& body);
+  Attempt deliver_once(const std::string& body, int timeout_ms);
 
   std::filesystem::path dir_;
   WebhookConfig config_;

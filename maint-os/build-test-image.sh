@@ -114,7 +114,9 @@ else
   # -- 2. the maintenance root filesystem (trixie) --
   root=$work/root
   pkgs=linux-image-amd64,systemd,systemd-sysv,systemd-resolved,udev,dbus,podman,crun,netavark,aardvark-dns,conmon,
-  pkgs+=login,ca-certificates,util-linux,iproute2,kmod,e2fsprogs,dosfstools,gdisk,procps,less,openssl,libssl3t64
+  pkgs+=login,ca-certificates,util-linux,iproute2,kmod,e2fsprogs,dosfstools,gdisk,procps,less,openssl,libssl3t64,
+# the dispatcher links libcurl shared (its HTTP client): trixie's name for libcurl4
+pkgs+=libcurl4t64
   log "maintenance rootfs ($suite): $pkgs"
   nice -n 10 mmdebstrap --quiet --variant=apt --aptopt='Acquire::Retries "5"' --include="$pkgs" \
     --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin "$1"/usr/share/doc/* "$1"/usr/share/man/*' \

@@ -1,13 +1,16 @@
 #include "tools/vbmc/media_fetcher.hpp"
 
+#include <curl/curl.h>
 #include <fcntl.h>
-#include <netdb.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <map>
+#include <memory>
+#include <mutex>
 
 #include "common/crypto.hpp"
 #include "controller/logging/logger.hpp"
@@ -17,14 +20,31 @@ namespace provisioner::vbmc {
 
 namespace {
 
-constexpr int kIoTimeoutSeconds = 30;
-constexpr int kMaxRedirects = 5;
+constexpr long kConnectTimeoutSeconds = 30;
+constexpr long kStallSeconds = 30;  // less than a byte a second for this long: the server is gone
+constexpr long kMaxRedirects = 5;
 
 // The query string may carry a token: never put it in a log line or error.
 std::string without_query(const std::string& url) { return url.substr(0, url.find('?')); }
 
+Error fetch_error(const std::string& url, const std::string& what) {
+  return make_error(ErrorKind::unavailable, "fetching " + without_query(url) + ": " + what);
+}
+
+void curl_init_once() {
+  static std::once_flag once;
+  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+}
+
+struct EasyDeleter {
+  void operator()(CURL* c) const { curl_easy_cleanup(c); }
+};
+struct SlistDeleter {
+  void operator()(curl_slist* l) const { curl_slist_free_all(l); }
+};
+
+// One answer's head: the last one of a redirect chain (each hop starts a new status line).
 struct Head {
-  int status = 0;
   std::map<std::string, std::string> headers;
   std::string header(const std::string& n) const {
     auto it = headers.find(n);
@@ -32,111 +52,128 @@ struct Head {
   }
 };
 
-class Connection {
+std::size_t on_header(char* data, std::size_t size, std::size_t n, void* user) {
+  auto* h = static_cast<Head*>(user);
+  std::string line(data, size * n);
+  if (line.rfind("HTTP/", 0) == 0) {
+    h->headers.clear();
+  } else if (auto c = line.find(':'); c != std::string::npos) {
+    h->headers[lower(trim(line.substr(0, c)))] = trim(line.substr(c + 1));
+  }
+  return size * n;
+}
+
+// A Range GET's body goes straight into the cache file at its offset; never more than asked.
+struct BodySink {
+  int fd = -1;
+  std::uint64_t offset = 0;
+  std::uint64_t expected = 0;  // bytes this answer may carry
+  std::uint64_t written = 0;
+  std::string error;
+};
+
+std::size_t on_body(char* data, std::size_t size, std::size_t n, void* user) {
+  auto* s = static_cast<BodySink*>(user);
+  std::size_t len = size * n;
+  if (s->written + len > s->expected) {
+    s->error = "the answer is longer than the range asked for";
+    return 0;
+  }
+  std::size_t w = 0;
+  while (w < len) {
+    ssize_t k = ::pwrite(s->fd, data + w, len - w, static_cast<off_t>(s->offset + s->written + w));
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) {
+      s->error = std::string("cache write failed: ") + std::strerror(errno);
+      return 0;
+    }
+    w += static_cast<std::size_t>(k);
+  }
+  s->written += len;
+  return len;
+}
+
+// One libcurl handle per fetch: the HEAD and every Range GET reuse its connection (keep-alive)
+// when the server allows, as a BMC's media client does.
+class Client {
  public:
-  ~Connection() {
-    if (fd_ >= 0) ::close(fd_);
+  Client() {
+    curl_init_once();
+    easy_.reset(curl_easy_init());
   }
-  Status open(const HttpUrl& u) {
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    addrinfo* res = nullptr;
-    if (::getaddrinfo(u.host.c_str(), std::to_string(u.port).c_str(), &hints, &res) != 0 || !res)
-      return make_error(ErrorKind::unavailable, "cannot resolve " + u.host);
-    for (addrinfo* a = res; a; a = a->ai_next) {
-      fd_ = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
-      if (fd_ < 0) continue;
-      timeval tv{kIoTimeoutSeconds, 0};
-      ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-      ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-      if (::connect(fd_, a->ai_addr, a->ai_addrlen) == 0) break;
-      ::close(fd_);
-      fd_ = -1;
-    }
-    ::freeaddrinfo(res);
-    if (fd_ < 0) return make_error(ErrorKind::unavailable, "cannot connect to " + u.host + ":" + std::to_string(u.port));
-    return Ok{};
+  bool ok() const { return easy_ != nullptr; }
+
+  // HEAD, following redirects (http only, at most kMaxRedirects). Returns the status; the
+  // head lands in `head`, the final URL in `final_url`.
+  Result<long> head(const std::string& url, Head& head, std::string& final_url) {
+    setup(url, nullptr);
+    curl_easy_setopt(c(), CURLOPT_NOBODY, 1L);
+    curl_easy_setopt(c(), CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(c(), CURLOPT_MAXREDIRS, kMaxRedirects);
+    curl_easy_setopt(c(), CURLOPT_HEADERFUNCTION, &on_header);
+    curl_easy_setopt(c(), CURLOPT_HEADERDATA, &head);
+    auto status = perform();
+    char* effective = nullptr;
+    curl_easy_getinfo(c(), CURLINFO_EFFECTIVE_URL, &effective);
+    final_url = effective ? effective : url;
+    return status;
   }
-  Status send_request(const std::string& method, const HttpUrl& u, const std::string& extra_headers) {
-    std::string req = method + " " + u.target + " HTTP/1.1\r\nHost: " + u.host + ":" + std::to_string(u.port) +
-                      "\r\nUser-Agent: provisioner-vbmc/1\r\nAccept: */*\r\nAccept-Encoding: identity\r\n" +
-                      extra_headers + "Connection: close\r\n\r\n";
-    std::size_t off = 0;
-    while (off < req.size()) {
-      ssize_t n = ::send(fd_, req.data() + off, req.size() - off, MSG_NOSIGNAL);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return make_error(ErrorKind::unavailable, "send failed");
-      off += static_cast<std::size_t>(n);
-    }
-    return Ok{};
-  }
-  Result<Head> read_head() {
-    std::size_t end;
-    while ((end = buf_.find("\r\n\r\n")) == std::string::npos) {
-      if (buf_.size() > 64 * 1024) return make_error(ErrorKind::unavailable, "answer header too large");
-      if (auto s = fill(); !s) return s.error();
-    }
-    std::string head = buf_.substr(0, end);
-    buf_.erase(0, end + 4);
-    Head h;
-    auto le = head.find("\r\n");
-    std::string status_line = head.substr(0, le);
-    auto sp = status_line.find(' ');
-    if (sp == std::string::npos || status_line.rfind("HTTP/", 0) != 0)
-      return make_error(ErrorKind::unavailable, "not an HTTP answer");
-    h.status = std::atoi(status_line.c_str() + sp + 1);
-    h.headers = parse_header_lines(head, le == std::string::npos ? head.size() : le + 2);
-    return h;
-  }
-  // Streams exactly `length` body bytes to `out` at `offset`.
-  Status copy_body(int out, std::uint64_t offset, std::uint64_t length) {
-    std::uint64_t done = 0;
-    auto flush = [&](const char* data, std::size_t n) -> Status {
-      std::size_t w = 0;
-      while (w < n) {
-        ssize_t k = ::pwrite(out, data + w, n - w, static_cast<off_t>(offset + done + w));
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) return make_error(ErrorKind::internal, std::string("cache write failed: ") + std::strerror(errno));
-        w += static_cast<std::size_t>(k);
-      }
-      done += n;
-      return Ok{};
-    };
-    if (!buf_.empty()) {
-      std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(buf_.size(), length));
-      if (auto s = flush(buf_.data(), n); !s) return s;
-      buf_.clear();
-    }
-    std::string tmp(1 << 20, '\0');
-    while (done < length) {
-      std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(tmp.size(), length - done));
-      ssize_t n = ::recv(fd_, tmp.data(), want, 0);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return make_error(ErrorKind::unavailable, "connection ended mid-body");
-      if (auto s = flush(tmp.data(), static_cast<std::size_t>(n)); !s) return s;
-    }
-    return Ok{};
+
+  // GET of bytes [first, last] into `sink` (extra request headers in `headers`).
+  Result<long> range_get(const std::string& url, const std::string& range, const std::string& if_range, Head& head,
+                         BodySink& sink) {
+    std::unique_ptr<curl_slist, SlistDeleter> extra;
+    if (!if_range.empty()) extra.reset(curl_slist_append(nullptr, ("If-Range: " + if_range).c_str()));
+    setup(url, extra.get());
+    curl_easy_setopt(c(), CURLOPT_NOBODY, 0L);
+    curl_easy_setopt(c(), CURLOPT_HTTPGET, 1L);
+    curl_easy_setopt(c(), CURLOPT_FOLLOWLOCATION, 0L);  // the HEAD resolved the URL already
+    curl_easy_setopt(c(), CURLOPT_RANGE, range.c_str());
+    curl_easy_setopt(c(), CURLOPT_HEADERFUNCTION, &on_header);
+    curl_easy_setopt(c(), CURLOPT_HEADERDATA, &head);
+    curl_easy_setopt(c(), CURLOPT_WRITEFUNCTION, &on_body);
+    curl_easy_setopt(c(), CURLOPT_WRITEDATA, &sink);
+    auto status = perform();
+    curl_easy_setopt(c(), CURLOPT_RANGE, nullptr);
+    curl_easy_setopt(c(), CURLOPT_HTTPHEADER, nullptr);  // `extra` goes away now
+    if (!status && !sink.error.empty()) return make_error(ErrorKind::unavailable, sink.error);
+    return status;
   }
 
  private:
-  Status fill() {
-    char tmp[16384];
-    for (;;) {
-      ssize_t n = ::recv(fd_, tmp, sizeof tmp, 0);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return make_error(ErrorKind::unavailable, n == 0 ? "connection closed" : "receive timed out");
-      buf_.append(tmp, static_cast<std::size_t>(n));
-      return Ok{};
-    }
+  CURL* c() { return easy_.get(); }
+  void setup(const std::string& url, curl_slist* extra) {
+    // Accept-Encoding: identity, as before: a medium is served byte for byte, never compressed.
+    base_headers_.reset(curl_slist_append(nullptr, "Accept-Encoding: identity"));
+    curl_slist* list = base_headers_.get();
+    for (curl_slist* e = extra; e; e = e->next) list = curl_slist_append(list, e->data);
+    curl_easy_setopt(c(), CURLOPT_URL, url.c_str());
+    curl_easy_setopt(c(), CURLOPT_PROTOCOLS_STR, "http");
+    curl_easy_setopt(c(), CURLOPT_REDIR_PROTOCOLS_STR, "http");
+    curl_easy_setopt(c(), CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c(), CURLOPT_USERAGENT, "provisioner-vbmc/1");
+    curl_easy_setopt(c(), CURLOPT_HTTPHEADER, base_headers_.get());
+    curl_easy_setopt(c(), CURLOPT_ERRORBUFFER, errbuf_);
+    curl_easy_setopt(c(), CURLOPT_CONNECTTIMEOUT, kConnectTimeoutSeconds);
+    curl_easy_setopt(c(), CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(c(), CURLOPT_LOW_SPEED_TIME, kStallSeconds);
+    errbuf_[0] = '\0';
   }
-  int fd_ = -1;
-  std::string buf_;
-};
+  Result<long> perform() {
+    CURLcode rc = curl_easy_perform(c());
+    if (rc != CURLE_OK) {
+      if (rc == CURLE_WRITE_ERROR) return make_error(ErrorKind::unavailable, "write aborted");
+      return make_error(ErrorKind::unavailable, errbuf_[0] ? std::string(errbuf_) : curl_easy_strerror(rc));
+    }
+    long status = 0;
+    curl_easy_getinfo(c(), CURLINFO_RESPONSE_CODE, &status);
+    return status;
+  }
 
-Error fetch_error(const std::string& url, const std::string& what) {
-  return make_error(ErrorKind::unavailable, "fetching " + without_query(url) + ": " + what);
-}
+  std::unique_ptr<CURL, EasyDeleter> easy_;
+  std::unique_ptr<curl_slist, SlistDeleter> base_headers_;
+  char errbuf_[CURL_ERROR_SIZE] = {0};
+};
 
 }  // namespace
 
@@ -166,28 +203,19 @@ MediaFetcher::MediaFetcher(std::filesystem::path cache_dir, std::int64_t chunk_b
     : cache_dir_(std::move(cache_dir)), chunk_bytes_(chunk_bytes), logger_(logger) {}
 
 Result<FetchedMedia> MediaFetcher::fetch(const std::string& original_url) const {
-  std::string url = original_url;
+  if (original_url.rfind("https://", 0) == 0)
+    return fetch_error(original_url, "https is not supported by this virtual BMC");
   HttpUrl u;
-  Head head;
+  if (!parse_http_url(original_url, u)) return fetch_error(original_url, "not an http:// URL");
+  Client client;
+  if (!client.ok()) return fetch_error(original_url, "cannot create an HTTP client");
+
   // 1. HEAD, following redirects: size and validators.
-  for (int hop = 0;; ++hop) {
-    if (url.rfind("https://", 0) == 0) return fetch_error(url, "https is not supported by this virtual BMC");
-    if (!parse_http_url(url, u)) return fetch_error(url, "not an http:// URL");
-    Connection c;
-    if (auto s = c.open(u); !s) return fetch_error(url, s.error().message);
-    if (auto s = c.send_request("HEAD", u, ""); !s) return fetch_error(url, s.error().message);
-    auto h = c.read_head();
-    if (!h) return fetch_error(url, h.error().message);
-    head = *h;
-    if (head.status >= 300 && head.status < 400 && !head.header("location").empty() && hop < kMaxRedirects) {
-      std::string loc = head.header("location");
-      if (loc.front() == '/') loc = "http://" + u.host + ":" + std::to_string(u.port) + loc;
-      url = loc;
-      continue;
-    }
-    break;
-  }
-  if (head.status != 200) return fetch_error(url, "HEAD answered " + std::to_string(head.status));
+  Head head;
+  std::string url;
+  auto status = client.head(original_url, head, url);
+  if (!status) return fetch_error(original_url, status.error().message);
+  if (*status != 200) return fetch_error(url, "HEAD answered " + std::to_string(*status));
   std::string len = head.header("content-length");
   if (len.empty()) return fetch_error(url, "HEAD gave no Content-Length");
   std::uint64_t size = std::strtoull(len.c_str(), nullptr, 10);
@@ -221,29 +249,29 @@ Result<FetchedMedia> MediaFetcher::fetch(const std::string& original_url) const 
   FetchedMedia out{file, size, false, 0};
   std::uint64_t offset = 0;
   const std::uint64_t chunk = static_cast<std::uint64_t>(chunk_bytes_);
+  // A weak ETag cannot validate a range (RFC 9110 13.1.5).
+  std::string if_range = !etag.empty() && etag.rfind("W/", 0) != 0 ? etag : std::string();
   while (offset < size) {
     std::uint64_t last = std::min(size, offset + chunk) - 1;
-    Connection c;
-    if (auto s = c.open(u); !s) return fetch_error(url, s.error().message);
-    std::string range = "Range: bytes=" + std::to_string(offset) + "-" + std::to_string(last) + "\r\n";
-    if (!etag.empty() && etag.rfind("W/", 0) != 0) range += "If-Range: " + etag + "\r\n";
-    if (auto s = c.send_request("GET", u, range); !s) return fetch_error(url, s.error().message);
-    auto h = c.read_head();
-    if (!h) return fetch_error(url, h.error().message);
+    Head h;
+    // Until the status is known the answer may be the whole file (200 at offset 0).
+    BodySink sink{fd, offset, offset == 0 ? size : last - offset + 1, 0, {}};
+    auto got = client.range_get(url, std::to_string(offset) + "-" + std::to_string(last), if_range, h, sink);
     ++out.range_requests;
-    if (h->status == 200 && offset == 0) {
-      // A server without Range support: take the whole body in one go.
-      if (auto s = c.copy_body(fd, 0, size); !s) return fetch_error(url, s.error().message);
+    if (!got) return fetch_error(url, got.error().message);
+    if (*got == 200 && offset == 0) {
+      // A server without Range support: the whole body came in one go.
+      if (sink.written != size) return fetch_error(url, "connection ended mid-body");
       offset = size;
       break;
     }
-    if (h->status != 206)
-      return fetch_error(url, "Range GET answered " + std::to_string(h->status) + (h->status == 200 ? " (the file changed?)" : ""));
-    std::string cr = h->header("content-range");  // bytes a-b/n
-    std::uint64_t a = 0, b = 0;
-    if (std::sscanf(cr.c_str(), "bytes %lu-%lu", &a, &b) != 2 || a != offset || b > last)
+    if (*got != 206)
+      return fetch_error(url, "Range GET answered " + std::to_string(*got) + (*got == 200 ? " (the file changed?)" : ""));
+    std::string cr = h.header("content-range");  // bytes a-b/n
+    unsigned long long a = 0, b = 0;
+    if (std::sscanf(cr.c_str(), "bytes %llu-%llu", &a, &b) != 2 || a != offset || b > last || b < a)
       return fetch_error(url, "unexpected Content-Range '" + cr + "'");
-    if (auto s = c.copy_body(fd, offset, b - a + 1); !s) return fetch_error(url, s.error().message);
+    if (sink.written != b - a + 1) return fetch_error(url, "connection ended mid-body");
     offset = b + 1;
   }
   if (::fsync(fd) != 0) return fetch_error(url, "cache fsync failed");

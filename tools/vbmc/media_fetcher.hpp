@@ -3,7 +3,9 @@
 // then Range GETs streamed into a local cache file, which QEMU then opens as the medium.
 // Files are cached by (URL, ETag, Last-Modified, size), so re-inserting the same maintenance
 // ISO for the next job costs one HEAD. Only http:// is supported (https is optional for BMCs
-// on a lab network and the controller serves both).
+// on a lab network and the controller serves both). HTTP is libcurl's: one handle per fetch,
+// so the HEAD and the Range GETs share a kept-alive connection when the server allows; a
+// connect that takes over 30 s or an answer stalled for 30 s fails the fetch.
 #include <cstdint>
 #include <filesystem>
 #include <string>

@@ -24,21 +24,32 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# fstab: every formatted partition of the layout, by UUID.
-{
-  echo "# Written by provisioner (bootloader-linux) for job $JOB_ID"
-  while read -r n fmt mp; do
-    dev=$(part_dev "$disk" "$n")
-    uuid=$(blkid -s UUID -o value "$dev")
-    case $fmt in
-      swap) printf 'UUID=%s none swap defaults 0 0\n' "$uuid" ;;
-      none) ;;
-      vfat) printf 'UUID=%s %s vfat umask=0077 0 2\n' "$uuid" "$mp" ;;
-      *) printf 'UUID=%s %s %s defaults 0 %s\n' "$uuid" "$mp" "$fmt" "$([ "$mp" = / ] && echo 1 || echo 2)" ;;
-    esac
-  done < <(jq -r '.partitions | to_entries[] | "\(.key + 1) \(.value.format) \(.value.mountpoint // "none")"' \
-    "$PROVISION_DIR/layout.json" | awk '$2 == "swap" || $3 != "none"')
-} >"$TARGET_MNT/etc/fstab"
+# fstab: every formatted partition of the layout, by UUID. Built in full first: when a tool
+# fails (jq, blkid) or a filesystem has no UUID the step fails and the image's fstab stays as
+# it was, never an empty or partial one. Then put in place atomically (a symlinked /etc or
+# /etc/fstab in the image is never followed).
+entries=$(jq -r '.partitions | to_entries[] | "\(.key + 1) \(.value.format) \(.value.mountpoint // "none")"' \
+  "$PROVISION_DIR/layout.json") || die "cannot read the partitions of $PROVISION_DIR/layout.json"
+fstab="# Written by provisioner (bootloader-linux) for job $JOB_ID"$'\n'
+while read -r n fmt mp; do
+  [ -n "$n" ] || continue
+  [ "$fmt" = swap ] || [ "$mp" != none ] || continue
+  dev=$(part_dev "$disk" "$n")
+  uuid=$(blkid -s UUID -o value "$dev") || die "blkid cannot read the filesystem UUID of $dev (partition $n)"
+  [ -n "$uuid" ] || die "$dev (partition $n, $fmt) has no filesystem UUID"
+  case $fmt in
+    swap) fstab+="UUID=$uuid none swap defaults 0 0"$'\n' ;;
+    none) ;;
+    vfat) fstab+="UUID=$uuid $mp vfat umask=0077 0 2"$'\n' ;;
+    *) fstab+="UUID=$uuid $mp $fmt defaults 0 $([ "$mp" = / ] && echo 1 || echo 2)"$'\n' ;;
+  esac
+done <<<"$entries"
+[[ $fstab == *" / "* ]] || die "no root (mountpoint /) filesystem for fstab in layout.json"
+{ [ -d "$TARGET_MNT/etc" ] && [ ! -L "$TARGET_MNT/etc" ]; } || die "the image has no /etc directory"
+tmp=$(mktemp "$TARGET_MNT/etc/.fstab.XXXXXX")
+printf '%s' "$fstab" >"$tmp"
+chmod 0644 "$tmp"
+mv -f "$tmp" "$TARGET_MNT/etc/fstab"
 
 ls "$TARGET_MNT"/boot/vmlinuz* >/dev/null 2>&1 || die "the image has no kernel in /boot"
 
@@ -46,17 +57,19 @@ ls "$TARGET_MNT"/boot/vmlinuz* >/dev/null 2>&1 || die "the image has no kernel i
 # falls back to the device name seen here (/dev/vda2, or /dev/loop0p1 in a test), which the
 # installed system may not have. Filesystems made a moment ago may not have their udev links
 # yet: ask udev, and make the link ourselves if it is still missing.
+# (BY_UUID_DIR: the tests point it elsewhere.)
+by_uuid=${BY_UUID_DIR:-/dev/disk/by-uuid}
 while read -r n fmt mp; do
   dev=$(part_dev "$disk" "$n")
   uuid=$(blkid -s UUID -o value "$dev" || true)
   [ -n "$uuid" ] || continue
-  if [ ! -e "/dev/disk/by-uuid/$uuid" ] && command -v udevadm >/dev/null; then
+  if [ ! -e "$by_uuid/$uuid" ] && command -v udevadm >/dev/null; then
     udevadm trigger --action=change "$dev" 2>/dev/null || true
     udevadm settle --timeout=30 2>/dev/null || true
   fi
-  if [ ! -e "/dev/disk/by-uuid/$uuid" ]; then
-    mkdir -p /dev/disk/by-uuid
-    ln -sf "$dev" "/dev/disk/by-uuid/$uuid"
+  if [ ! -e "$by_uuid/$uuid" ]; then
+    mkdir -p "$by_uuid"
+    ln -sf "$dev" "$by_uuid/$uuid"
   fi
 done < <(layout_mounts)
 

@@ -1,6 +1,10 @@
 #include <gtest/gtest.h>
 
+#include <sys/file.h>
+
+#include <chrono>
 #include <ctime>
+#include <thread>
 
 #include "common/webhook.hpp"
 #include "dispatcher/outbox.hpp"
@@ -168,4 +172,40 @@ TEST(Outbox, SpoolFilesNeverHoldTheKey) {
   auto file = box.enqueue(Fixture::report("running"));
   ASSERT_TRUE(file.ok());
   EXPECT_EQ(slurp(*file).find(kKey), std::string::npos);
+}
+
+// Defect 10: a controller that accepts the webhook and then trickles its answer held a flush
+// (and so `report`, an OnFailure= handler) far past its deadline; each attempt now ends with it.
+TEST(Outbox, TheDeadlineBoundsTheWholeLoopEvenWhenTheControllerTrickles) {
+  TempDir t;
+  SystemClock clock;
+  TrickleServer slow(100, 200);  // a 20 s answer
+  WebhookConfig cfg{slow.url("/hook"), kKey, "k1", "job-1"};
+  WebhookOutbox box(t.path / "outbox", cfg, clock,
+                    [](std::int64_t ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); });
+  ASSERT_TRUE(box.enqueue(Fixture::report("success")).ok());
+  auto started = std::chrono::steady_clock::now();
+  auto out = box.flush(clock.now_ms() + 2000);
+  auto took = std::chrono::steady_clock::now() - started;
+  EXPECT_EQ(out.delivered, 0);
+  EXPECT_EQ(out.pending, 1);
+  EXPECT_GE(slow.requests(), 1);
+  EXPECT_LT(took, std::chrono::seconds(5));  // the deadline (2 s) plus slack
+}
+
+TEST(Outbox, SendsNothingAfterTheDeadlineWhileAnotherFlusherHoldsTheLock) {
+  Fixture f;
+  auto box = f.outbox(f.controller.server.url("/hook"));
+  ASSERT_TRUE(box.enqueue(Fixture::report("success")).ok());
+  int other = ::open((f.t.path / "outbox/.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  ASSERT_GE(other, 0);
+  ASSERT_EQ(::flock(other, LOCK_EX), 0);  // flock locks are per open file: this one blocks box
+  auto out = box.flush(f.clock.now_ms() + 1000);
+  ::close(other);
+  EXPECT_EQ(out.delivered, 0);
+  EXPECT_EQ(out.pending, 1);
+  EXPECT_TRUE(f.controller.server.requests().empty());
+  std::int64_t slept = 0;
+  for (auto s : f.sleeps) slept += s;
+  EXPECT_EQ(slept, 1000);  // waited for the lock until the deadline, not beyond
 }

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -178,6 +179,68 @@ class TestHttpServer {
   std::thread thread_;
   mutable std::mutex mu_;
   std::vector<TestRequest> requests_;
+};
+
+// Answers every request with a 200 head announcing `body_bytes`, then sends the body one byte
+// every `gap_ms`: each read succeeds long before any per-read timeout, so only an overall
+// deadline ends the exchange early. Counts the requests it saw.
+class TrickleServer {
+ public:
+  TrickleServer(int body_bytes, int gap_ms) : body_bytes_(body_bytes), gap_ms_(gap_ms) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    ::listen(fd_, 16);
+    socklen_t len = sizeof addr;
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] { loop(); });
+  }
+  ~TrickleServer() {
+    stop_ = true;
+    thread_.join();
+    ::close(fd_);
+  }
+  std::string url(const std::string& path = "/") const { return "http://127.0.0.1:" + std::to_string(port_) + path; }
+  int requests() const { return requests_; }
+
+ private:
+  void loop() {
+    while (!stop_) {
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, 50) <= 0) continue;
+      int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0) continue;
+      std::string raw;
+      char buf[4096];
+      while (raw.find("\r\n\r\n") == std::string::npos && !stop_) {
+        pollfd q{c, POLLIN, 0};
+        if (::poll(&q, 1, 50) <= 0) continue;
+        ssize_t n = ::recv(c, buf, sizeof buf, 0);
+        if (n <= 0) break;
+        raw.append(buf, static_cast<std::size_t>(n));
+      }
+      ++requests_;
+      std::string head = "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body_bytes_) + "\r\n\r\n";
+      bool ok = ::send(c, head.data(), head.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(head.size());
+      for (int i = 0; ok && i < body_bytes_ && !stop_; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(gap_ms_));
+        ok = ::send(c, "x", 1, MSG_NOSIGNAL) == 1;
+      }
+      ::close(c);
+    }
+  }
+
+  int body_bytes_, gap_ms_;
+  int fd_ = -1;
+  std::uint16_t port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> requests_{0};
+  std::thread thread_;
 };
 
 // ---- fake mounting and task media --------------------------------------------------------
