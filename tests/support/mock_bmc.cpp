@@ -3,6 +3,8 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -191,6 +193,12 @@ bool MockBmc::sleep_unless_stopped(int ms) {
 }
 
 void MockBmc::serve(int fd) {
+  // OpenSSL writes with plain write(): a client that hung up must not kill the test process
+  // with SIGPIPE (blocked here, the write fails with EPIPE instead).
+  sigset_t pipe;
+  sigemptyset(&pipe);
+  sigaddset(&pipe, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
   timeval tv{10, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   SSL* ssl = nullptr;
@@ -793,6 +801,11 @@ MockBmc::Counters MockBmc::counters() const {
 void MockBmc::reset_counters() {
   std::lock_guard lock(mu_);
   counters_ = {};
+}
+
+void MockBmc::drop_connections() {
+  std::lock_guard lock(mu_);
+  for (int fd : open_fds_) ::shutdown(fd, SHUT_RDWR);
 }
 
 std::string MockBmc::last_tls_version() const {

@@ -154,6 +154,8 @@ class MockBmc {
   };
   Counters counters() const;
   void reset_counters();
+  // Closes every open client connection (what a BMC does to idle keep-alive connections).
+  void drop_connections();
   // The TLS version of the last completed handshake ("TLSv1.1", "TLSv1.3"; "" for none).
   std::string last_tls_version() const;
 

@@ -4,7 +4,13 @@
 // really sleeps 1/200 of it, so the real retry policy runs in milliseconds.
 #include <gtest/gtest.h>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdlib>
+#include <optional>
 #include <atomic>
 #include <chrono>
 #include <fstream>
@@ -167,7 +173,7 @@ TEST(RedfishFlow, HappyPathDualCd) {
   for (const auto& r : rig.bmc.requests()) {
     EXPECT_EQ(r.header("odata-version"), "4.0") << r.path;
     EXPECT_EQ(r.header("accept-encoding"), "identity") << r.path;
-    EXPECT_EQ(r.header("connection"), "close") << r.path;
+    EXPECT_EQ(r.header("connection"), "") << "keep-alive (HTTP/1.1 default): " << r.path;
     EXPECT_EQ(r.header("authorization"), "") << "session auth, no basic: " << r.path;
     EXPECT_EQ(r.body.find("mock-bmc-password"), std::string::npos);
   }
@@ -976,6 +982,130 @@ TEST(RedfishErrors, UnknownSystemAndBadAddress) {
   // Ten refused connects trip the breaker (threshold 8) on the way: the error says both.
   EXPECT_EQ(failure_code(h.error()), FailureCode::circuit_open) << h.error().message;
   EXPECT_NE(h.error().message.find("Connection refused"), std::string::npos) << h.error().message;
+}
+
+
+// ------------------------------------------------------------------ transport: reuse, TLS policy, IPv6, proxies
+
+struct HttpsRig {
+  explicit HttpsRig(MockBmcOptions o = {}) : rig((configure(o), o)) {}
+  MockBmcOptions& configure(MockBmcOptions& o) {
+    make_certificate(dir.path());
+    o.tls_cert_file = (dir.path() / "cert.pem").string();
+    o.tls_key_file = (dir.path() / "key.pem").string();
+    return o;
+  }
+  test::TempDir dir;
+  Rig rig;
+};
+
+// One job's whole BMC sequence as the job driver runs it: one client for insert + boot +
+// reset, later another for cleanup, with the BMC closing the idle connection in between
+// (the maintenance OS boots for minutes). Prints the figures for the closing note.
+TEST(RedfishTransport, OneJobReusesItsConnectionAndResumesItsTlsSession) {
+  HttpsRig h;
+  Rig& rig = h.rig;
+  {
+    BmcClient c(rig.ctx, rig.endpoint());
+    ASSERT_TRUE(c.insert_media({{kMaint, MediaKind::cd}, {kTask, MediaKind::cd}}));
+    ASSERT_TRUE(c.set_boot_once_cd(BootMode::uefi));
+    ASSERT_TRUE(c.power_cycle_into_boot());
+  }
+  auto steps = rig.bmc.counters();
+  rig.bmc.drop_connections();
+  {
+    BmcClient c(rig.ctx, rig.endpoint());
+    ASSERT_TRUE(c.cleanup({kMaint, kTask}));
+  }
+  auto all = rig.bmc.counters();
+  std::printf("one job's BMC sequence over HTTPS: %d requests, %d TCP connections, %d TLS handshakes (%d resumed); "
+              "insert+boot+reset alone: %d requests, %d connections\n",
+              all.requests, all.connections, all.handshakes, all.resumed, steps.requests, steps.connections);
+  EXPECT_GE(all.requests, 15);
+  EXPECT_EQ(steps.connections, 1) << "insert, boot and reset share one connection";
+  EXPECT_EQ(all.connections, 2) << "the cleanup step reconnects once after the BMC dropped the idle connection";
+  EXPECT_EQ(all.handshakes, 2);
+  EXPECT_EQ(all.resumed, 1) << "the second handshake resumes the first TLS session";
+}
+
+TEST(RedfishTls, Tls11OnlyBmcIsRefusedByDefault) {
+  MockBmcOptions o;
+  o.tls_min_version = o.tls_max_version = "TLSv1.1";  // old iLO/iDRAC firmware
+  HttpsRig h(o);
+  Rig& rig = h.rig;
+  BmcClient c(rig.ctx, rig.endpoint());
+  auto f = c.discover();
+  ASSERT_FALSE(f) << "TLS 1.1 accepted without an explicit opt-in";
+  EXPECT_EQ(failure_code(f.error()), FailureCode::transport);
+  EXPECT_NE(f.error().message.find("legacy"), std::string::npos) << "says how to opt in: " << f.error().message;
+  EXPECT_TRUE(rig.bmc.requests().empty());
+  EXPECT_TRUE(rig.time.sleeps().empty()) << "a refused handshake is not retried";
+  EXPECT_EQ(rig.bmc.counters().handshakes, 0);
+}
+
+bool ipv6_loopback() {
+  int fd = ::socket(AF_INET6, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  sockaddr_in6 a{};
+  a.sin6_family = AF_INET6;
+  a.sin6_addr = in6addr_loopback;
+  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  ::close(fd);
+  return ok;
+}
+
+TEST(RedfishTransport, BmcOnIpv6Loopback) {
+  if (!ipv6_loopback()) GTEST_SKIP() << "no IPv6 loopback on this machine";
+  for (bool https : {false, true}) {
+    MockBmcOptions o;
+    o.bind_address = "::1";
+    std::optional<HttpsRig> tls;
+    std::optional<Rig> plain;
+    if (https) tls.emplace(o);
+    else plain.emplace(o);
+    Rig& rig = https ? tls->rig : *plain;
+    ASSERT_EQ(rig.bmc.address(), std::string(https ? "https" : "http") + "://[::1]:" + std::to_string(rig.bmc.port()));
+    BmcClient c(rig.ctx, rig.endpoint());
+    ASSERT_TRUE(c.insert_media({{kMaint, MediaKind::cd}})) << rig.bmc.address();
+    EXPECT_EQ(rig.bmc.slot_image("CD1"), kMaint);
+    EXPECT_EQ(rig.bmc.requests().front().header("host"), "[::1]:" + std::to_string(rig.bmc.port()));
+  }
+}
+
+// Sets environment variables for one scope and restores them after.
+class ScopedEnv {
+ public:
+  void set(const char* name, const char* value) {
+    const char* old = std::getenv(name);
+    saved_.emplace_back(name, old ? std::optional<std::string>(old) : std::nullopt);
+    if (value) ::setenv(name, value, 1);
+    else ::unsetenv(name);
+  }
+  ~ScopedEnv() {
+    for (auto it = saved_.rbegin(); it != saved_.rend(); ++it) {
+      if (it->second) ::setenv(it->first.c_str(), it->second->c_str(), 1);
+      else ::unsetenv(it->first.c_str());
+    }
+  }
+
+ private:
+  std::vector<std::pair<std::string, std::optional<std::string>>> saved_;
+};
+
+TEST(RedfishProxy, LoopbackBmcsNeverGoThroughAProxy) {
+  // A proxy nobody listens on: a request routed through it would fail.
+  std::string dead = "http://127.0.0.1:" + std::to_string(test::free_port());
+  ScopedEnv env;
+  for (const char* v : {"http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"}) env.set(v, dead.c_str());
+  for (const char* v : {"no_proxy", "NO_PROXY"}) env.set(v, nullptr);
+  Rig rig;
+  BmcClient c(rig.ctx, rig.endpoint());
+  auto f = c.discover();
+  ASSERT_TRUE(f) << f.error().message;
+  HttpsRig h;
+  BmcClient c2(h.rig.ctx, h.rig.endpoint());
+  auto f2 = c2.discover();
+  ASSERT_TRUE(f2) << f2.error().message;
 }
 
 }  // namespace
