@@ -146,13 +146,6 @@ class PoolRegistry {
     }
     return p;
   }
-  TransportPoolStats stats() const {
-    std::lock_guard lock(mu_);
-    TransportPoolStats s;
-    s.pools = pools_.size();
-    for (const auto& [k, p] : pools_) s.idle_handles += p ? p->idle() : 0;
-    return s;
-  }
 
  private:
   mutable std::mutex mu_;
@@ -234,6 +227,10 @@ class CurlTransport final : public HttpTransport {
 
   TransportResult send(const HttpRequest& request, std::chrono::milliseconds timeout) override {
     TransportResult result;
+    if (options_.stop && options_.stop->load()) {
+      result.failure = {TransportFailure::Kind::aborted, false, "request not sent: shutting down"};
+      return result;
+    }
     auto handle = pool_->acquire();
     if (!handle->multi || !handle->easy) {
       result.failure = {TransportFailure::Kind::protocol, false, "cannot create an HTTP client handle"};
@@ -261,7 +258,10 @@ class CurlTransport final : public HttpTransport {
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
                      static_cast<long>(std::max<long long>(1, std::min(timeout, options_.connect_timeout).count())));
     curl_easy_setopt(e, CURLOPT_MAXAGE_CONN, x.idempotent ? kMaxIdleSecondsIdempotent : kMaxIdleSecondsOther);
-    if (!keep_alive) curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
+    if (!keep_alive) {  // one connection per request, as such BMCs were always talked to
+      curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
+      curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
+    }
     if (endpoint_.loopback()) curl_easy_setopt(e, CURLOPT_PROXY, "");  // never via a proxy
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &Exchange::on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, &x);
@@ -513,7 +513,5 @@ bool parse_endpoint(const std::string& address, Endpoint& out, std::string& erro
 std::unique_ptr<HttpTransport> make_curl_transport(Endpoint endpoint, TransportOptions options) {
   return std::make_unique<CurlTransport>(std::move(endpoint), std::move(options));
 }
-
-TransportPoolStats transport_pool_stats() { return registry().stats(); }
 
 }  // namespace provisioner::redfish

@@ -98,11 +98,5 @@ struct TransportOptions {
 // and with them tokens and basic credentials).
 std::unique_ptr<HttpTransport> make_curl_transport(Endpoint endpoint, TransportOptions options);
 
-// What the process-wide pool holds now (for tests and the bench).
-struct TransportPoolStats {
-  std::size_t pools = 0;         // distinct endpoint + TLS settings seen
-  std::size_t idle_handles = 0;  // connections parked for reuse
-};
-TransportPoolStats transport_pool_stats();
 
 }  // namespace provisioner::redfish

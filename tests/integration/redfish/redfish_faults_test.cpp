@@ -26,6 +26,7 @@
 #include <openssl/x509v3.h>
 
 #include "controller/logging/logger.hpp"
+#include "controller/redfish/http_transport.hpp"
 #include "controller/redfish/redfish_client.hpp"
 #include "tests/support/controller_process.hpp"
 #include "tests/support/mock_bmc.hpp"
@@ -1106,6 +1107,96 @@ TEST(RedfishProxy, LoopbackBmcsNeverGoThroughAProxy) {
   BmcClient c2(h.rig.ctx, h.rig.endpoint());
   auto f2 = c2.discover();
   ASSERT_TRUE(f2) << f2.error().message;
+}
+
+
+TEST(RedfishTls, Tls11OnlyBmcIsAcceptedWhenLegacyIsOptedIn) {
+  MockBmcOptions o;
+  o.tls_min_version = o.tls_max_version = "TLSv1.1";
+  HttpsRig h(o);
+  Rig& rig = h.rig;
+  // The server record opts in.
+  BmcEndpoint record = rig.endpoint();
+  record.tls = "legacy";
+  {
+    BmcClient c(rig.ctx, record);
+    auto f = c.discover();
+    ASSERT_TRUE(f) << f.error().message;
+  }
+  EXPECT_EQ(rig.bmc.last_tls_version(), "TLSv1.1");
+  // A legacy vendor profile opts in, and talks to the BMC as before: one connection per request.
+  rig.bmc.clear_requests();
+  rig.bmc.reset_counters();
+  {
+    BmcClient c(rig.ctx, rig.endpoint("hpe-ilo-legacy"));
+    auto f = c.discover();
+    ASSERT_TRUE(f) << f.error().message;
+    EXPECT_EQ(f->profile, "hpe-ilo-legacy");
+  }
+  auto counters = rig.bmc.counters();
+  EXPECT_GT(counters.requests, 3);
+  EXPECT_EQ(counters.connections, counters.requests) << "keep-alive opted out by the profile";
+  for (const auto& r : rig.bmc.requests()) EXPECT_EQ(r.header("connection"), "close") << r.path;
+  // The record's "modern" beats the profile.
+  BmcEndpoint modern = rig.endpoint("hpe-ilo-legacy");
+  modern.tls = "modern";
+  BmcClient c(rig.ctx, modern);
+  EXPECT_FALSE(c.discover());
+}
+
+TEST(RedfishTransport, StopFlagAbortsARequestInFlightPromptly) {
+  Rig rig;
+  rig.bmc.set_hook([](const RecordedRequest&, int) { return MockAction::delay(5000); });
+  Endpoint ep;
+  std::string err;
+  ASSERT_TRUE(parse_endpoint(rig.bmc.address(), ep, err)) << err;
+  std::atomic<bool> stop{false};
+  TransportOptions o;
+  o.stop = &stop;
+  auto transport = make_curl_transport(ep, o);
+  std::atomic<std::int64_t> stopped_at{0};
+  auto now_us = [] {
+    return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  };
+  std::thread stopper([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    stopped_at = now_us();
+    stop = true;
+  });
+  auto r = transport->send(HttpRequest{"GET", "/redfish/v1/", {}, ""}, std::chrono::seconds(10));
+  auto ended = now_us();
+  stopper.join();
+  ASSERT_FALSE(r.ok);
+  EXPECT_EQ(r.failure.kind, TransportFailure::Kind::aborted) << r.failure.detail;
+  EXPECT_TRUE(r.failure.sent);
+  EXPECT_LT(ended - stopped_at.load(), 250'000) << "aborted within ~100 ms of the stop (50 ms poll)";
+  EXPECT_EQ(rig.bmc.requests().size(), 1u);
+  // Once stopped, nothing more goes out.
+  auto again = transport->send(HttpRequest{"GET", "/redfish/v1/", {}, ""}, std::chrono::seconds(10));
+  EXPECT_EQ(again.failure.kind, TransportFailure::Kind::aborted);
+  EXPECT_FALSE(again.failure.sent);
+  EXPECT_EQ(rig.bmc.requests().size(), 1u);
+}
+
+TEST(RedfishProxy, OtherAddressesGoThroughTheProxyFromTheEnvironment) {
+  MockBmc proxy;  // on 127.0.0.1: records the request a proxy receives, answers 404
+  ScopedEnv env;
+  env.set("http_proxy", proxy.address().c_str());
+  for (const char* v : {"no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"}) env.set(v, nullptr);
+  TestTime time;
+  RedfishContext ctx(time, time, fast_options());
+  BmcEndpoint e;
+  // TEST-NET-1 (RFC 5737): never contacted, the request goes to the proxy on loopback only.
+  e.address = "http://192.0.2.10:8000";
+  e.username = "admin";
+  e.password = "mock-bmc-password";
+  BmcClient c(ctx, e);
+  EXPECT_FALSE(c.discover());
+  auto seen = proxy.requests();
+  ASSERT_FALSE(seen.empty());
+  EXPECT_EQ(seen.front().path, "http://192.0.2.10:8000/redfish/v1/");
+  EXPECT_EQ(seen.front().header("host"), "192.0.2.10:8000");
 }
 
 }  // namespace
