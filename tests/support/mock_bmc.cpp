@@ -239,133 +239,133 @@ void MockBmc::serve(int fd) {
   // One request after the other on this connection (HTTP/1.1 keep-alive) until the client
   // asks to close, the options say close, or the connection goes idle for 10 s.
   for (;;) {
-  std::size_t he;
-  while ((he = buf.find("\r\n\r\n")) == std::string::npos) {
-    long n = rd(tmp, sizeof tmp);
-    if (n <= 0) return finish(false);
-    buf.append(tmp, static_cast<std::size_t>(n));
-  }
-  std::string head = buf.substr(0, he);
-  std::string body = buf.substr(he + 4);
-  RecordedRequest rec;
-  std::map<std::string, std::string> headers;
-  {
-    auto le = head.find("\r\n");
-    std::string line = head.substr(0, le);
-    auto sp1 = line.find(' '), sp2 = line.rfind(' ');
-    rec.method = line.substr(0, sp1);
-    rec.path = line.substr(sp1 + 1, sp2 - sp1 - 1);
-    headers = vbmc::parse_header_lines(head, le == std::string::npos ? head.size() : le + 2);
-  }
-  std::size_t want = headers.count("content-length") ? std::stoul(headers["content-length"]) : 0;
-  while (body.size() < want) {
-    long n = rd(tmp, sizeof tmp);
-    if (n <= 0) return finish(false);
-    body.append(tmp, static_cast<std::size_t>(n));
-  }
-  std::string rest = body.substr(want);
-  body.resize(want);
-  bool keep_alive;
-  {
-    std::lock_guard lock(mu_);
-    keep_alive = opt_.keep_alive;
-  }
-  if (headers.count("connection") && vbmc::lower(headers["connection"]).find("close") != std::string::npos)
-    keep_alive = false;
-
-  rec.headers = headers;
-  for (const char* secret : {"authorization", "x-auth-token"})
-    if (rec.headers.count(secret)) rec.headers[secret] = "<redacted>";
-  rec.body = body;
-  {
-    json j = json::parse(body, nullptr, false);
-    if (j.is_object() && j.contains("Password")) {
-      j["Password"] = "<redacted>";
-      rec.body = j.dump();
+    std::size_t he;
+    while ((he = buf.find("\r\n\r\n")) == std::string::npos) {
+      long n = rd(tmp, sizeof tmp);
+      if (n <= 0) return finish(false);
+      buf.append(tmp, static_cast<std::size_t>(n));
     }
-  }
-
-  int index;
-  Hook hook;
-  {
-    std::lock_guard lock(mu_);
-    index = static_cast<int>(log_.size());
-    log_.push_back(rec);
-    ++counters_.requests;
-    hook = hook_;
-  }
-  MockAction action = hook ? hook(rec, index) : MockAction::pass();
-  auto set_status = [&](int status) {
-    std::lock_guard lock(mu_);
-    log_[index].status = status;
-  };
-  if (action.delay_ms > 0 && !sleep_unless_stopped(action.delay_ms)) return finish(true);
-  if (action.kind == MockAction::Kind::reset_connection) {
-    set_status(-1);
-    return finish(true);
-  }
-
-  Answer answer;
-  if (action.kind == MockAction::Kind::respond) {
-    answer = {action.status, action.body, action.headers};
-  } else {
-    // Media fetch happens outside the lock: the URL may point anywhere (even back at us).
-    bool fetch = false;
-    std::string image;
+    std::string head = buf.substr(0, he);
+    std::string body = buf.substr(he + 4);
+    RecordedRequest rec;
+    std::map<std::string, std::string> headers;
+    {
+      auto le = head.find("\r\n");
+      std::string line = head.substr(0, le);
+      auto sp1 = line.find(' '), sp2 = line.rfind(' ');
+      rec.method = line.substr(0, sp1);
+      rec.path = line.substr(sp1 + 1, sp2 - sp1 - 1);
+      headers = vbmc::parse_header_lines(head, le == std::string::npos ? head.size() : le + 2);
+    }
+    std::size_t want = headers.count("content-length") ? std::stoul(headers["content-length"]) : 0;
+    while (body.size() < want) {
+      long n = rd(tmp, sizeof tmp);
+      if (n <= 0) return finish(false);
+      body.append(tmp, static_cast<std::size_t>(n));
+    }
+    std::string rest = body.substr(want);
+    body.resize(want);
+    bool keep_alive;
     {
       std::lock_guard lock(mu_);
-      fetch = opt_.fetch_media;
+      keep_alive = opt_.keep_alive;
     }
-    if (fetch && (rec.path.find("InsertMedia") != std::string::npos || rec.method == "PATCH")) {
+    if (headers.count("connection") && vbmc::lower(headers["connection"]).find("close") != std::string::npos)
+      keep_alive = false;
+
+    rec.headers = headers;
+    for (const char* secret : {"authorization", "x-auth-token"})
+      if (rec.headers.count(secret)) rec.headers[secret] = "<redacted>";
+    rec.body = body;
+    {
       json j = json::parse(body, nullptr, false);
-      if (j.is_object() && j.contains("Image") && j["Image"].is_string()) image = j["Image"].get<std::string>();
+      if (j.is_object() && j.contains("Password")) {
+        j["Password"] = "<redacted>";
+        rec.body = j.dump();
+      }
     }
-    if (!image.empty()) {
-      MockMediaFetch f{image, 0, 0};
-      std::string host, target;
-      std::uint16_t port = 0;
-      if (split_http_url(image, host, port, target)) {
-        try {
-          f.head_status = http_request(port, "HEAD", target, {}, "", host).status;
-          f.range_status = http_request(port, "GET", target, {{"Range", "bytes=0-2047"}}, "", host).status;
-        } catch (const std::exception&) {
+
+    int index;
+    Hook hook;
+    {
+      std::lock_guard lock(mu_);
+      index = static_cast<int>(log_.size());
+      log_.push_back(rec);
+      ++counters_.requests;
+      hook = hook_;
+    }
+    MockAction action = hook ? hook(rec, index) : MockAction::pass();
+    auto set_status = [&](int status) {
+      std::lock_guard lock(mu_);
+      log_[index].status = status;
+    };
+    if (action.delay_ms > 0 && !sleep_unless_stopped(action.delay_ms)) return finish(true);
+    if (action.kind == MockAction::Kind::reset_connection) {
+      set_status(-1);
+      return finish(true);
+    }
+
+    Answer answer;
+    if (action.kind == MockAction::Kind::respond) {
+      answer = {action.status, action.body, action.headers};
+    } else {
+      // Media fetch happens outside the lock: the URL may point anywhere (even back at us).
+      bool fetch = false;
+      std::string image;
+      {
+        std::lock_guard lock(mu_);
+        fetch = opt_.fetch_media;
+      }
+      if (fetch && (rec.path.find("InsertMedia") != std::string::npos || rec.method == "PATCH")) {
+        json j = json::parse(body, nullptr, false);
+        if (j.is_object() && j.contains("Image") && j["Image"].is_string()) image = j["Image"].get<std::string>();
+      }
+      if (!image.empty()) {
+        MockMediaFetch f{image, 0, 0};
+        std::string host, target;
+        std::uint16_t port = 0;
+        if (split_http_url(image, host, port, target)) {
+          try {
+            f.head_status = http_request(port, "HEAD", target, {}, "", host).status;
+            f.range_status = http_request(port, "GET", target, {{"Range", "bytes=0-2047"}}, "", host).status;
+          } catch (const std::exception&) {
+          }
         }
+        std::lock_guard lock(mu_);
+        fetches_.push_back(f);
       }
       std::lock_guard lock(mu_);
-      fetches_.push_back(f);
+      answer = handle(rec, body, headers);
     }
-    std::lock_guard lock(mu_);
-    answer = handle(rec, body, headers);
-  }
-  set_status(answer.status);
-  if (action.answer_delay_ms > 0 && !sleep_unless_stopped(action.answer_delay_ms)) return finish(true);
-  std::string out = "HTTP/1.1 " + std::to_string(answer.status) + " " + reason(answer.status) + "\r\n";
-  bool has_type = false;
-  for (const auto& [k, v] : answer.headers) {
-    out += k + ": " + v + "\r\n";
-    if (vbmc::lower(k) == "content-type") has_type = true;
-  }
-  if (!has_type && !answer.body.empty()) out += "Content-Type: application/json\r\n";
-  out += std::string("OData-Version: 4.0\r\n") + (keep_alive ? "" : "Connection: close\r\n") +
-         "Content-Length: " + std::to_string(answer.body.size()) + "\r\n\r\n";
-  if (rec.method != "HEAD") out += answer.body;
-  if (keep_alive) {
-    bool written = ssl ? SSL_write(ssl, out.data(), static_cast<int>(out.size())) == static_cast<int>(out.size())
-                       : send_all(fd, out);
-    if (!written) return finish(false);
-    buf = std::move(rest);
-    continue;
-  }
-  if (ssl) {
-    SSL_write(ssl, out.data(), static_cast<int>(out.size()));
+    set_status(answer.status);
+    if (action.answer_delay_ms > 0 && !sleep_unless_stopped(action.answer_delay_ms)) return finish(true);
+    std::string out = "HTTP/1.1 " + std::to_string(answer.status) + " " + reason(answer.status) + "\r\n";
+    bool has_type = false;
+    for (const auto& [k, v] : answer.headers) {
+      out += k + ": " + v + "\r\n";
+      if (vbmc::lower(k) == "content-type") has_type = true;
+    }
+    if (!has_type && !answer.body.empty()) out += "Content-Type: application/json\r\n";
+    out += std::string("OData-Version: 4.0\r\n") + (keep_alive ? "" : "Connection: close\r\n") +
+           "Content-Length: " + std::to_string(answer.body.size()) + "\r\n\r\n";
+    if (rec.method != "HEAD") out += answer.body;
+    if (keep_alive) {
+      bool written = ssl ? SSL_write(ssl, out.data(), static_cast<int>(out.size())) == static_cast<int>(out.size())
+                         : send_all(fd, out);
+      if (!written) return finish(false);
+      buf = std::move(rest);
+      continue;
+    }
+    if (ssl) {
+      SSL_write(ssl, out.data(), static_cast<int>(out.size()));
+      return finish(false);
+    }
+    send_all(fd, out);
+    ::shutdown(fd, SHUT_WR);
+    // Drain briefly so the client reads everything before we close (no RST on unread data).
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 200) > 0) (void)::recv(fd, tmp, sizeof tmp, 0);
     return finish(false);
-  }
-  send_all(fd, out);
-  ::shutdown(fd, SHUT_WR);
-  // Drain briefly so the client reads everything before we close (no RST on unread data).
-  pollfd p{fd, POLLIN, 0};
-  if (::poll(&p, 1, 200) > 0) (void)::recv(fd, tmp, sizeof tmp, 0);
-  return finish(false);
   }
 }
 
