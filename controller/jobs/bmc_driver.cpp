@@ -59,6 +59,7 @@ std::optional<redfish::BmcEndpoint> BmcJobDriver::endpoint(const JobRecord& job)
   e.verify_tls = bmc.value("verify_tls", true);
   e.ca_file = bmc.value("ca_file", "");
   e.profile = bmc.value("profile", "auto");
+  e.tls = bmc.value("tls", "");  // "" = the profile decides (modern unless *-legacy)
   e.system_id = bmc.value("system_id", "");
   e.serial = job.server_serial;
   return e;

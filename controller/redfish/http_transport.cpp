@@ -1,21 +1,15 @@
 #include "controller/redfish/http_transport.hpp"
 
 #include <arpa/inet.h>
-#include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
+#include <sys/resource.h>
 
-#include <openssl/err.h>
-#include <openssl/ssl.h>
-#include <openssl/x509v3.h>
+#include <curl/curl.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <map>
+#include <mutex>
 
 namespace provisioner::redfish {
 
@@ -34,374 +28,397 @@ std::string trim(std::string s) {
   return b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
 }
 
-int remaining_ms(Clock::time_point deadline) {
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-  return left <= 0 ? 0 : static_cast<int>(std::min<long long>(left, 1 << 30));
+void global_init() {
+  static std::once_flag once;
+  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
 }
 
-struct Fd {
-  int fd = -1;
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
+constexpr std::size_t kMaxBody = 64u << 20;
+constexpr std::size_t kMaxHeaders = 1u << 20;
+// How long an idle connection may wait for its next request: a GET can afford a connection
+// the BMC closed meanwhile (libcurl notices and reconnects), anything else gets one that was
+// busy a moment ago, so the race "BMC closes the idle connection as we write" stays rare.
+constexpr long kMaxIdleSecondsIdempotent = 30;
+constexpr long kMaxIdleSecondsOther = 2;
+constexpr auto kParkedMax = std::chrono::seconds(60);  // parked handles older than this are closed
+
+// Parked connections across all BMCs: bounded by the fd limit, so 10,000 BMCs cannot pin
+// 10,000 idle sockets.
+std::size_t max_parked() {
+  static const std::size_t cap = [] {
+    rlimit r{};
+    std::size_t fds = ::getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur != RLIM_INFINITY ? r.rlim_cur : 4096;
+    return std::clamp<std::size_t>(fds / 4, 16, 4096);
+  }();
+  return cap;
+}
+
+// One easy handle in its own multi handle: the multi holds the connection cache, and lets
+// send() wake every 50 ms to look at the stop flag (curl_easy_perform would sleep up to 1 s).
+struct Handle {
+  CURLM* multi = nullptr;
+  CURL* easy = nullptr;
+  Clock::time_point parked;
+  Handle() : multi(curl_multi_init()), easy(curl_easy_init()) {}
+  ~Handle() {
+    if (easy) curl_easy_cleanup(easy);
+    if (multi) curl_multi_cleanup(multi);
   }
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
 };
 
-struct SslDeleter {
-  void operator()(SSL* s) const { SSL_free(s); }
-  void operator()(SSL_CTX* c) const { SSL_CTX_free(c); }
-};
+std::atomic<std::size_t> g_parked{0};
 
-// One connection: plain or TLS, always non-blocking, every wait bounded by `deadline`.
-class Connection {
+// Everything shared by the transports of one endpoint + TLS settings.
+class Pool {
  public:
-  Connection(int fd, SSL* ssl, Clock::time_point deadline) : fd_(fd), ssl_(ssl), deadline_(deadline) {}
+  Pool() {
+    share_ = curl_share_init();
+    curl_share_setopt(share_, CURLSHOPT_LOCKFUNC, &Pool::lock);
+    curl_share_setopt(share_, CURLSHOPT_UNLOCKFUNC, &Pool::unlock);
+    curl_share_setopt(share_, CURLSHOPT_USERDATA, this);
+    curl_share_setopt(share_, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+    curl_share_setopt(share_, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+  }
+  ~Pool() {
+    idle_.clear();
+    curl_share_cleanup(share_);
+  }
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
 
-  // Returns false with `failure` filled in.
-  bool write_all(const std::string& data, TransportFailure& failure) {
-    std::size_t off = 0;
-    while (off < data.size()) {
-      int n;
-      if (ssl_) {
-        n = SSL_write(ssl_, data.data() + off, static_cast<int>(data.size() - off));
-        if (n <= 0) {
-          int err = SSL_get_error(ssl_, n);
-          if (!wait_ssl(err, failure)) return false;
-          continue;
-        }
-      } else {
-        ssize_t w = ::send(fd_, data.data() + off, data.size() - off, MSG_NOSIGNAL);
-        if (w < 0) {
-          if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-            if (!wait(POLLOUT, failure)) return false;
-            continue;
-          }
-          failure = {TransportFailure::Kind::reset, off > 0, std::string("send: ") + std::strerror(errno)};
-          return false;
-        }
-        n = static_cast<int>(w);
-      }
-      off += static_cast<std::size_t>(n);
+  CURLSH* share() const { return share_; }
+
+  std::unique_ptr<Handle> acquire() {
+    std::lock_guard lock(mu_);
+    auto now = Clock::now();
+    while (!idle_.empty()) {
+      auto h = std::move(idle_.back());
+      idle_.pop_back();
+      --g_parked;
+      if (now - h->parked < kParkedMax) return h;
     }
-    return true;
+    return std::make_unique<Handle>();
   }
 
-  // Reads some bytes; 0 = orderly EOF, -1 = failure.
-  long read_some(char* buf, std::size_t cap, TransportFailure& failure) {
-    for (;;) {
-      if (ssl_) {
-        int n = SSL_read(ssl_, buf, static_cast<int>(cap));
-        if (n > 0) return n;
-        int err = SSL_get_error(ssl_, n);
-        if (err == SSL_ERROR_ZERO_RETURN) return 0;
-        if (err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && errno == 0) return 0;  // EOF without close_notify
-        if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
-          if (!wait_ssl(err, failure)) return -1;
-          continue;
-        }
-        failure = {TransportFailure::Kind::reset, true, "TLS read failed"};
-        return -1;
-      }
-      ssize_t n = ::recv(fd_, buf, cap, 0);
-      if (n >= 0) return n;
-      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-        if (!wait(POLLIN, failure)) return -1;
-        continue;
-      }
-      failure = {TransportFailure::Kind::reset, true, std::string("recv: ") + std::strerror(errno)};
-      return -1;
-    }
+  // Parks the handle (and the connection it holds) for the next request, or closes it when
+  // the process already parks enough.
+  void release(std::unique_ptr<Handle> h, bool reusable) {
+    if (!reusable || g_parked.load() >= max_parked()) return;
+    h->parked = Clock::now();
+    std::lock_guard lock(mu_);
+    if (idle_.size() >= 4) return;  // one BMC client at a time is the rule; a few spare
+    idle_.push_back(std::move(h));
+    ++g_parked;
   }
 
-  bool wait(short events, TransportFailure& failure) {
-    pollfd p{fd_, events, 0};
-    int ms = remaining_ms(deadline_);
-    if (ms == 0 || ::poll(&p, 1, ms) == 0) {
-      failure = {TransportFailure::Kind::timeout, true, "no answer before the deadline"};
-      return false;
-    }
-    return true;
-  }
-
-  bool wait_ssl(int err, TransportFailure& failure) {
-    if (err == SSL_ERROR_WANT_READ) return wait(POLLIN, failure);
-    if (err == SSL_ERROR_WANT_WRITE) return wait(POLLOUT, failure);
-    failure = {TransportFailure::Kind::reset, true, "TLS connection failed"};
-    return false;
+  std::size_t idle() const {
+    std::lock_guard lock(mu_);
+    return idle_.size();
   }
 
  private:
-  int fd_;
-  SSL* ssl_;
-  Clock::time_point deadline_;
+  static void lock(CURL*, curl_lock_data data, curl_lock_access, void* self) {
+    static_cast<Pool*>(self)->locks_[index(data)].lock();
+  }
+  static void unlock(CURL*, curl_lock_data data, void* self) { static_cast<Pool*>(self)->locks_[index(data)].unlock(); }
+  static std::size_t index(curl_lock_data d) { return static_cast<std::size_t>(d) % kLocks; }
+
+  static constexpr std::size_t kLocks = CURL_LOCK_DATA_LAST;
+  CURLSH* share_ = nullptr;
+  std::mutex locks_[kLocks];
+  mutable std::mutex mu_;
+  std::vector<std::unique_ptr<Handle>> idle_;
 };
 
-// Reads one response: status line, headers, then the body by Content-Length, chunked
-// encoding, or up to EOF (we always send Connection: close).
-bool read_response(Connection& conn, bool head_request, HttpResponse& out, TransportFailure& failure) {
-  std::string buf;
-  char tmp[16384];
-  std::size_t header_end = std::string::npos;
-  while ((header_end = buf.find("\r\n\r\n")) == std::string::npos) {
-    long n = conn.read_some(tmp, sizeof tmp, failure);
-    if (n < 0) return false;
-    if (n == 0) {
-      failure = {TransportFailure::Kind::reset, true, "connection closed before the answer"};
-      return false;
+class PoolRegistry {
+ public:
+  std::shared_ptr<Pool> get(const std::string& key) {
+    std::lock_guard lock(mu_);
+    auto& p = pools_[key];
+    if (!p) {
+      // Forget pools nobody uses once there are many (a TLS session cache and DNS entries each).
+      if (pools_.size() > 8192)
+        for (auto it = pools_.begin(); it != pools_.end();)
+          it = it->second && it->second.use_count() == 1 && it->first != key ? pools_.erase(it) : std::next(it);
+      p = std::make_shared<Pool>();
     }
-    buf.append(tmp, static_cast<std::size_t>(n));
-    if (buf.size() > (1u << 20)) {
-      failure = {TransportFailure::Kind::protocol, true, "answer headers too large"};
-      return false;
-    }
+    return p;
   }
-  std::string head = buf.substr(0, header_end);
-  std::string rest = buf.substr(header_end + 4);
-  auto line_end = head.find("\r\n");
-  std::string status_line = head.substr(0, line_end);
-  if (status_line.rfind("HTTP/1.", 0) != 0 || status_line.size() < 12) {
-    failure = {TransportFailure::Kind::protocol, true, "not an HTTP answer"};
-    return false;
-  }
-  out.status = std::atoi(status_line.c_str() + 9);
-  std::size_t pos = line_end == std::string::npos ? head.size() : line_end + 2;
-  while (pos < head.size()) {
-    auto e = head.find("\r\n", pos);
-    if (e == std::string::npos) e = head.size();
-    std::string line = head.substr(pos, e - pos);
-    auto colon = line.find(':');
-    if (colon != std::string::npos) out.headers[lower(trim(line.substr(0, colon)))] = trim(line.substr(colon + 1));
-    pos = e + 2;
-  }
-  if (head_request || out.status == 204 || out.status == 304 || out.status / 100 == 1) return true;
 
-  auto read_more = [&](std::string& into) -> long {
-    long n = conn.read_some(tmp, sizeof tmp, failure);
-    if (n > 0) into.append(tmp, static_cast<std::size_t>(n));
-    return n;
-  };
-  const std::size_t kMaxBody = 64u << 20;
-  if (lower(out.header("transfer-encoding")).find("chunked") != std::string::npos) {
-    std::string body;
-    for (;;) {
-      std::size_t le;
-      while ((le = rest.find("\r\n")) == std::string::npos) {
-        long n = read_more(rest);
-        if (n <= 0) {
-          if (n == 0) failure = {TransportFailure::Kind::protocol, true, "truncated chunked answer"};
-          return false;
-        }
-      }
-      std::size_t size = std::strtoul(rest.substr(0, le).c_str(), nullptr, 16);
-      rest.erase(0, le + 2);
-      if (size == 0) break;  // trailers ignored: connection closes anyway
-      while (rest.size() < size + 2) {
-        long n = read_more(rest);
-        if (n <= 0) {
-          if (n == 0) failure = {TransportFailure::Kind::protocol, true, "truncated chunk"};
-          return false;
-        }
-      }
-      body.append(rest, 0, size);
-      rest.erase(0, size + 2);
-      if (body.size() > kMaxBody) {
-        failure = {TransportFailure::Kind::protocol, true, "answer too large"};
-        return false;
-      }
-    }
-    out.body = std::move(body);
-    return true;
-  }
-  std::string cl = out.header("content-length");
-  if (!cl.empty()) {
-    std::size_t want = std::strtoull(cl.c_str(), nullptr, 10);
-    if (want > kMaxBody) {
-      failure = {TransportFailure::Kind::protocol, true, "answer too large"};
-      return false;
-    }
-    while (rest.size() < want) {
-      long n = read_more(rest);
-      if (n <= 0) {
-        if (n == 0) failure = {TransportFailure::Kind::reset, true, "connection closed mid-answer"};
-        return false;
-      }
-    }
-    rest.resize(want);
-    out.body = std::move(rest);
-    return true;
-  }
-  for (;;) {
-    long n = read_more(rest);
-    if (n < 0) return false;
-    if (n == 0) break;
-    if (rest.size() > kMaxBody) {
-      failure = {TransportFailure::Kind::protocol, true, "answer too large"};
-      return false;
-    }
-  }
-  out.body = std::move(rest);
-  return true;
+ private:
+  mutable std::mutex mu_;
+  std::map<std::string, std::shared_ptr<Pool>> pools_;
+};
+
+PoolRegistry& registry() {
+  static auto* r = new PoolRegistry();  // never destroyed: transports may outlive static teardown
+  return *r;
 }
 
-class SocketTransport final : public HttpTransport {
- public:
-  SocketTransport(Endpoint endpoint, TlsSettings tls, std::chrono::milliseconds connect_timeout)
-      : endpoint_(std::move(endpoint)), tls_(std::move(tls)), connect_timeout_(connect_timeout) {
-    if (endpoint_.https) init_tls();
+// Per-request state the callbacks write into.
+struct Exchange {
+  HttpResponse* response = nullptr;
+  std::size_t header_bytes = 0;
+  bool too_large = false;
+  int attempts = 0;           // connections the request was about to be written on
+  bool idempotent = true;
+  bool refused_resend = false;
+
+  static std::size_t on_header(char* data, std::size_t size, std::size_t n, void* self) {
+    auto* x = static_cast<Exchange*>(self);
+    std::size_t len = size * n;
+    x->header_bytes += len;
+    if (x->header_bytes > kMaxHeaders) {
+      x->too_large = true;
+      return 0;
+    }
+    std::string line(data, len);
+    if (line.rfind("HTTP/", 0) == 0) {  // a new status line (after 100 Continue): start over
+      x->response->headers.clear();
+      return len;
+    }
+    auto colon = line.find(':');
+    if (colon != std::string::npos)
+      x->response->headers[lower(trim(line.substr(0, colon)))] = trim(line.substr(colon + 1));
+    return len;
   }
+
+  static std::size_t on_body(char* data, std::size_t size, std::size_t n, void* self) {
+    auto* x = static_cast<Exchange*>(self);
+    std::size_t len = size * n;
+    if (x->response->body.size() + len > kMaxBody) {
+      x->too_large = true;
+      return 0;
+    }
+    x->response->body.append(data, len);
+    return len;
+  }
+
+  // Called once per connection the request is about to be written on. A second call means
+  // libcurl retries on a fresh connection because the reused one died: fine for GET/HEAD,
+  // refused for anything else (the BMC may have acted on the first copy).
+  static int on_prereq(void* self, char*, char*, int, int) {
+    auto* x = static_cast<Exchange*>(self);
+    if (++x->attempts > 1 && !x->idempotent) {
+      x->refused_resend = true;
+      return CURL_PREREQFUNC_ABORT;
+    }
+    return CURL_PREREQFUNC_OK;
+  }
+};
+
+struct SlistDeleter {
+  void operator()(curl_slist* l) const { curl_slist_free_all(l); }
+};
+
+class CurlTransport final : public HttpTransport {
+ public:
+  CurlTransport(Endpoint endpoint, TransportOptions options)
+      : endpoint_(std::move(endpoint)), options_(std::move(options)), keep_alive_(options_.keep_alive) {
+    global_init();
+    std::string key = endpoint_.url("") + "|verify=" + (options_.tls.verify ? "1" : "0") +
+                      "|ca=" + options_.tls.ca_file + "|tls=" + (options_.tls.legacy ? "legacy" : "modern");
+    pool_ = registry().get(key);
+  }
+
+  void set_keep_alive(bool keep_alive) override { keep_alive_ = keep_alive; }
 
   TransportResult send(const HttpRequest& request, std::chrono::milliseconds timeout) override {
     TransportResult result;
-    auto deadline = Clock::now() + timeout;
-    if (endpoint_.https && !ctx_) {
-      result.failure = {TransportFailure::Kind::tls, false, tls_error_};
+    if (options_.stop && options_.stop->load()) {
+      result.failure = {TransportFailure::Kind::aborted, false, "request not sent: shutting down"};
       return result;
     }
-    Fd sock;
-    if (!connect(sock, std::min(deadline, Clock::now() + connect_timeout_), result.failure)) return result;
+    auto handle = pool_->acquire();
+    if (!handle->multi || !handle->easy) {
+      result.failure = {TransportFailure::Kind::protocol, false, "cannot create an HTTP client handle"};
+      return result;
+    }
+    CURL* e = handle->easy;
+    curl_easy_reset(e);  // keeps the connection cache, drops every option of the last request
 
-    std::unique_ptr<SSL, SslDeleter> ssl;
+    Exchange x;
+    x.response = &result.response;
+    x.idempotent = request.method == "GET" || request.method == "HEAD";
+    char errbuf[CURL_ERROR_SIZE] = {0};
+    std::string url = endpoint_.url(request.target);
+    bool keep_alive = keep_alive_.load();
+
+    curl_easy_setopt(e, CURLOPT_SHARE, pool_->share());
+    curl_easy_setopt(e, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_1_1);
+    curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_VERBOSE, 0L);  // never: it would print credentials
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, static_cast<long>(std::max<long long>(1, timeout.count())));
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
+                     static_cast<long>(std::max<long long>(1, std::min(timeout, options_.connect_timeout).count())));
+    curl_easy_setopt(e, CURLOPT_MAXAGE_CONN, x.idempotent ? kMaxIdleSecondsIdempotent : kMaxIdleSecondsOther);
+    if (!keep_alive) {  // one connection per request, as such BMCs were always talked to
+      curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
+      curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
+    }
+    if (endpoint_.loopback()) curl_easy_setopt(e, CURLOPT_PROXY, "");  // never via a proxy
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &Exchange::on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, &x);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &Exchange::on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, &x);
+    curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, &Exchange::on_prereq);
+    curl_easy_setopt(e, CURLOPT_PREREQDATA, &x);
+
     if (endpoint_.https) {
-      ssl.reset(SSL_new(ctx_.get()));
-      SSL_set_fd(ssl.get(), sock.fd);
-      if (!is_ip_literal(endpoint_.host)) SSL_set_tlsext_host_name(ssl.get(), endpoint_.host.c_str());
-      if (tls_.verify) {
-        X509_VERIFY_PARAM* param = SSL_get0_param(ssl.get());
-        if (is_ip_literal(endpoint_.host))
-          X509_VERIFY_PARAM_set1_ip_asc(param, endpoint_.host.c_str());
-        else
-          X509_VERIFY_PARAM_set1_host(param, endpoint_.host.c_str(), 0);
-      }
-      Connection hs(sock.fd, nullptr, deadline);
-      for (;;) {
-        ERR_clear_error();
-        int r = SSL_connect(ssl.get());
-        if (r == 1) break;
-        int err = SSL_get_error(ssl.get(), r);
-        if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
-          if (!hs.wait(err == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, result.failure)) {
-            result.failure.sent = false;
-            return result;
-          }
-          continue;
-        }
-        long vr = SSL_get_verify_result(ssl.get());
-        std::string why = vr != X509_V_OK ? std::string("certificate verification failed: ") +
-                                                X509_verify_cert_error_string(vr)
-                                          : "TLS handshake failed";
-        result.failure = {TransportFailure::Kind::tls, false, why};
-        return result;
+      curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, options_.tls.verify ? 1L : 0L);
+      curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, options_.tls.verify ? 2L : 0L);
+      if (!options_.tls.ca_file.empty()) curl_easy_setopt(e, CURLOPT_CAINFO, options_.tls.ca_file.c_str());
+      if (options_.tls.legacy) {
+        // Old BMC firmware: TLS 1.0/1.1 and the ciphers OpenSSL 3 only allows at level 0.
+        curl_easy_setopt(e, CURLOPT_SSLVERSION, static_cast<long>(CURL_SSLVERSION_TLSv1_0));
+        curl_easy_setopt(e, CURLOPT_SSL_CIPHER_LIST, "DEFAULT:@SECLEVEL=0");
+      } else {
+        curl_easy_setopt(e, CURLOPT_SSLVERSION, static_cast<long>(CURL_SSLVERSION_TLSv1_2));
       }
     }
-    Connection conn(sock.fd, ssl.get(), deadline);
 
-    std::string wire = request.method + " " + request.target + " HTTP/1.1\r\nHost: " + endpoint_.host_header() + "\r\n";
-    bool has_length = false;
+    // Method and body. Only what the request says goes out: no form Content-Type of
+    // libcurl's, no Expect: 100-continue, an explicit Content-Length on every POST/PATCH/PUT.
+    bool has_type = false;
+    std::unique_ptr<curl_slist, SlistDeleter> headers;
+    auto add = [&](const std::string& line) {
+      curl_slist* next = curl_slist_append(headers.get(), line.c_str());
+      if (next) {
+        (void)headers.release();
+        headers.reset(next);
+      }
+    };
     for (const auto& [k, v] : request.headers) {
-      wire += k + ": " + v + "\r\n";
-      if (lower(k) == "content-length") has_length = true;
+      std::string lk = lower(k);
+      if (lk == "content-length" || lk == "host" || lk == "connection") continue;  // libcurl's business
+      if (lk == "content-type") has_type = true;
+      add(k + ": " + v);
     }
-    wire += "Connection: close\r\n";
-    if (!has_length && (!request.body.empty() || request.method == "POST" || request.method == "PATCH" ||
-                        request.method == "PUT"))
-      wire += "Content-Length: " + std::to_string(request.body.size()) + "\r\n";
-    wire += "\r\n";
-    wire += request.body;
-    if (!conn.write_all(wire, result.failure)) return result;
-    if (!read_response(conn, request.method == "HEAD", result.response, result.failure)) {
-      result.failure.sent = true;
+    bool with_body = !request.body.empty() || request.method == "POST" || request.method == "PATCH" ||
+                     request.method == "PUT";
+    if (request.method == "GET") {
+      curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    } else if (request.method == "HEAD") {
+      curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    } else {
+      if (request.method != "POST") curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, request.method.c_str());
+      if (with_body) {
+        curl_easy_setopt(e, CURLOPT_POST, 1L);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(request.body.size()));
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, request.body.data());
+        if (!has_type) add("Content-Type:");  // drops libcurl's form type
+        add("Expect:");
+      }
+    }
+    if (!keep_alive) add("Connection: close");
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers.get());
+
+    bool aborted = false;
+    CURLcode rc = run(*handle, aborted);
+    long status = 0;
+    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+    long os_errno = 0;
+    curl_easy_getinfo(e, CURLINFO_OS_ERRNO, &os_errno);
+    // The handle keeps its connection only after a complete exchange.
+    bool done = !aborted && rc == CURLE_OK;
+    curl_easy_reset(e);  // no pointer into this call's locals survives it
+    pool_->release(std::move(handle), done && keep_alive);
+
+    if (done) {
+      result.ok = true;
+      result.response.status = static_cast<int>(status);
       return result;
     }
-    result.ok = true;
+    result.response = {};
+    result.failure = classify(rc, aborted, x, errbuf, static_cast<int>(os_errno));
     return result;
   }
 
  private:
-  static bool is_ip_literal(const std::string& host) {
-    in6_addr a6;
-    in_addr a4;
-    return ::inet_pton(AF_INET, host.c_str(), &a4) == 1 || ::inet_pton(AF_INET6, host.c_str(), &a6) == 1;
-  }
-
-  void init_tls() {
-    ctx_.reset(SSL_CTX_new(TLS_client_method()));
-    if (!ctx_) {
-      tls_error_ = "cannot create TLS context";
-      return;
-    }
-    // BMCs in the field still speak TLS 1.0/1.1 with old ciphers; allow them.
-    SSL_CTX_set_min_proto_version(ctx_.get(), TLS1_VERSION);
-    SSL_CTX_set_cipher_list(ctx_.get(), "DEFAULT:@SECLEVEL=0");
-    if (tls_.verify) {
-      SSL_CTX_set_verify(ctx_.get(), SSL_VERIFY_PEER, nullptr);
-      int ok = tls_.ca_file.empty() ? SSL_CTX_set_default_verify_paths(ctx_.get())
-                                    : SSL_CTX_load_verify_locations(ctx_.get(), tls_.ca_file.c_str(), nullptr);
-      if (ok != 1) {
-        tls_error_ = "cannot load CA file";
-        ctx_.reset();
-      }
-    } else {
-      SSL_CTX_set_verify(ctx_.get(), SSL_VERIFY_NONE, nullptr);
-    }
-  }
-
-  bool connect(Fd& sock, Clock::time_point deadline, TransportFailure& failure) {
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    addrinfo* res = nullptr;
-    std::string port = std::to_string(endpoint_.port);
-    int rc = ::getaddrinfo(endpoint_.host.c_str(), port.c_str(), &hints, &res);
-    if (rc != 0 || !res) {
-      failure = {TransportFailure::Kind::connect, false, std::string("cannot resolve host: ") + gai_strerror(rc)};
-      return false;
-    }
-    std::string last = "no address";
-    for (addrinfo* ai = res; ai; ai = ai->ai_next) {
-      int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
-      if (fd < 0) continue;
-      int one = 1;
-      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-      if (::connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
-        sock.fd = fd;
+  // Drives one transfer, waking at least every 50 ms to look at the stop flag.
+  CURLcode run(Handle& h, bool& aborted) {
+    if (curl_multi_add_handle(h.multi, h.easy) != CURLM_OK) return CURLE_FAILED_INIT;
+    CURLcode rc = CURLE_OK;
+    for (;;) {
+      int running = 0;
+      if (curl_multi_perform(h.multi, &running) != CURLM_OK) {
+        rc = CURLE_FAILED_INIT;
         break;
       }
-      if (errno != EINPROGRESS) {
-        last = std::strerror(errno);
-        ::close(fd);
-        continue;
+      bool finished = false;
+      int queued = 0;
+      while (CURLMsg* m = curl_multi_info_read(h.multi, &queued)) {
+        if (m->msg == CURLMSG_DONE && m->easy_handle == h.easy) {
+          rc = m->data.result;
+          finished = true;
+        }
       }
-      pollfd p{fd, POLLOUT, 0};
-      int ms = remaining_ms(deadline);
-      if (ms == 0 || ::poll(&p, 1, ms) <= 0) {
-        last = "connect timed out";
-        ::close(fd);
-        continue;
+      if (finished) break;
+      if (options_.stop && options_.stop->load()) {
+        aborted = true;
+        break;
       }
-      int err = 0;
-      socklen_t len = sizeof err;
-      ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
-      if (err != 0) {
-        last = std::strerror(err);
-        ::close(fd);
-        continue;
-      }
-      sock.fd = fd;
-      break;
+      curl_multi_poll(h.multi, nullptr, 0, options_.stop ? 50 : 1000, nullptr);
     }
-    ::freeaddrinfo(res);
-    if (sock.fd < 0) {
-      failure = {last == "connect timed out" ? TransportFailure::Kind::timeout : TransportFailure::Kind::connect, false,
-                 "connect: " + last};
-      return false;
+    curl_multi_remove_handle(h.multi, h.easy);  // mid-transfer: the connection is closed
+    return rc;
+  }
+
+  TransportFailure classify(CURLcode rc, bool aborted, const Exchange& x, const char* errbuf, int os_errno) const {
+    using Kind = TransportFailure::Kind;
+    bool written = x.attempts > 0;  // the request was (being) written on some connection
+    std::string why = errbuf[0] ? errbuf : curl_easy_strerror(rc);
+    if (aborted) return {Kind::aborted, written, "request aborted: shutting down"};
+    if (x.refused_resend)
+      return {Kind::reset, true, "connection lost before the answer (reused connection closed by the BMC)"};
+    if (x.too_large) return {Kind::protocol, true, "answer too large"};
+    switch (rc) {
+      case CURLE_COULDNT_RESOLVE_HOST:
+        return {Kind::connect, false, "cannot resolve host: " + why};
+      case CURLE_COULDNT_CONNECT:
+        return {Kind::connect, false, "connect: " + (os_errno ? std::string(std::strerror(os_errno)) : why)};
+      case CURLE_OPERATION_TIMEDOUT:
+        return {Kind::timeout, written, written ? "no answer before the deadline" : "connect timed out"};
+      case CURLE_PEER_FAILED_VERIFICATION:
+      case CURLE_SSL_CACERT_BADFILE:
+      case CURLE_SSL_ISSUER_ERROR:
+      case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+      case CURLE_SSL_INVALIDCERTSTATUS:
+        return {Kind::tls, false, "certificate verification failed: " + why};
+      case CURLE_SSL_CONNECT_ERROR:
+      case CURLE_SSL_CIPHER:
+      case CURLE_SSL_CERTPROBLEM:
+      case CURLE_SSL_ENGINE_INITFAILED:
+      case CURLE_SSL_ENGINE_NOTFOUND:
+      case CURLE_SSL_ENGINE_SETFAILED:
+        return {Kind::tls, false,
+                "TLS handshake failed: " + why +
+                    (options_.tls.legacy ? std::string()
+                                         : std::string("; TLS >= 1.2 is required unless the server's bmc.tls is "
+                                                       "\"legacy\" (old iLO/iDRAC firmware)"))};
+      case CURLE_SEND_ERROR:
+        return {Kind::reset, true, "send: " + (os_errno ? std::string(std::strerror(os_errno)) : why)};
+      case CURLE_RECV_ERROR:
+        return {Kind::reset, true, "recv: " + (os_errno ? std::string(std::strerror(os_errno)) : why)};
+      case CURLE_GOT_NOTHING:
+        return {Kind::reset, true, "connection closed before the answer"};
+      case CURLE_PARTIAL_FILE:
+        return {Kind::reset, true, "connection closed mid-answer"};
+      default:
+        return {Kind::protocol, written, why};
     }
-    return true;
   }
 
   Endpoint endpoint_;
-  TlsSettings tls_;
-  std::chrono::milliseconds connect_timeout_;
-  std::unique_ptr<SSL_CTX, SslDeleter> ctx_;
-  std::string tls_error_;
+  TransportOptions options_;
+  std::atomic<bool> keep_alive_;
+  std::shared_ptr<Pool> pool_;
 };
 
 }  // namespace
@@ -416,6 +433,20 @@ std::string Endpoint::host_header() const {
   }
   if ((https && port != 443) || (!https && port != 80)) h.append(":").append(std::to_string(port));
   return h;
+}
+
+std::string Endpoint::url(const std::string& target) const {
+  std::string u = https ? "https://" : "http://";
+  u.append(host_header()).append(target);
+  return u;
+}
+
+bool Endpoint::loopback() const {
+  in_addr a4{};
+  if (::inet_pton(AF_INET, host.c_str(), &a4) == 1) return (ntohl(a4.s_addr) >> 24) == 127;
+  in6_addr a6{};
+  if (::inet_pton(AF_INET6, host.c_str(), &a6) == 1) return IN6_IS_ADDR_LOOPBACK(&a6);
+  return lower(host) == "localhost";
 }
 
 bool parse_endpoint(const std::string& address, Endpoint& out, std::string& error) {
@@ -445,7 +476,18 @@ bool parse_endpoint(const std::string& address, Endpoint& out, std::string& erro
       return false;
     }
     host = a.substr(1, close - 1);
-    if (close + 1 < a.size() && a[close + 1] == ':') port = a.substr(close + 2);
+    if (close + 1 < a.size()) {
+      if (a[close + 1] != ':' || close + 2 >= a.size()) {
+        error = "bad port in BMC address";
+        return false;
+      }
+      port = a.substr(close + 2);
+    }
+    in6_addr a6{};
+    if (::inet_pton(AF_INET6, host.c_str(), &a6) != 1) {
+      error = "bad IPv6 literal in BMC address";
+      return false;
+    }
   } else if (std::count(a.begin(), a.end(), ':') == 1) {
     host = a.substr(0, a.find(':'));
     port = a.substr(a.find(':') + 1);
@@ -468,9 +510,8 @@ bool parse_endpoint(const std::string& address, Endpoint& out, std::string& erro
   return true;
 }
 
-std::unique_ptr<HttpTransport> make_socket_transport(Endpoint endpoint, TlsSettings tls,
-                                                     std::chrono::milliseconds connect_timeout) {
-  return std::make_unique<SocketTransport>(std::move(endpoint), std::move(tls), connect_timeout);
+std::unique_ptr<HttpTransport> make_curl_transport(Endpoint endpoint, TransportOptions options) {
+  return std::make_unique<CurlTransport>(std::move(endpoint), std::move(options));
 }
 
 }  // namespace provisioner::redfish

@@ -1,8 +1,10 @@
 #pragma once
-// The HTTP layer under the Redfish client: one blocking request per call on a fresh
-// connection. Kept behind a tiny interface so the client logic can be tested against a fake
-// and so cpprestsdk/OpenSSL never leak into the controller's other headers.
+// The HTTP layer under the Redfish client: one blocking request per call, over libcurl, with
+// connections and TLS sessions reused per BMC. Kept behind a tiny interface so the client
+// logic can be tested against a fake and so curl.h never leaks into other headers.
+#include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -32,7 +34,8 @@ struct HttpResponse {
 // Why a request produced no HTTP answer. `sent` tells the caller whether the BMC may have
 // acted on it: a reset after the request was written is ambiguous for non-idempotent calls.
 struct TransportFailure {
-  enum class Kind { connect, timeout, reset, tls, protocol } kind = Kind::connect;
+  // aborted: the caller's stop flag turned true mid-request (shutdown): do not retry now.
+  enum class Kind { connect, timeout, reset, tls, protocol, aborted } kind = Kind::connect;
   bool sent = false;
   std::string detail;
 };
@@ -46,31 +49,54 @@ struct TransportResult {
 struct TlsSettings {
   bool verify = true;       // most BMCs ship self-signed certificates: per-BMC switch
   std::string ca_file;      // PEM bundle; empty = system default paths
+  // false (modern): TLS >= 1.2 with the system's default ciphers. true: TLS 1.0/1.1 and
+  // SECLEVEL=0 ciphers too, for old iLO/iDRAC firmware; only when a server record or vendor
+  // profile asks for it explicitly.
+  bool legacy = false;
 };
 
 struct Endpoint {
   bool https = true;
-  std::string host;  // IP literal (preferred) or name
+  std::string host;  // IP literal (preferred; IPv6 without brackets) or name
   std::uint16_t port = 443;
-  std::string host_header() const;
+  std::string host_header() const;  // "[fd00::10]:8443", "10.0.0.5" (default port omitted)
+  std::string url(const std::string& target) const;  // scheme://host_header + target
+  bool loopback() const;  // 127.0.0.0/8, ::1, localhost
 };
 
-// Parses "10.0.0.5", "10.0.0.5:8443", "https://bmc-1", "http://127.0.0.1:9000/". A bare
-// address means HTTPS, which is what every production BMC speaks.
+// Parses "10.0.0.5", "10.0.0.5:8443", "https://bmc-1", "http://127.0.0.1:9000/", IPv6 as
+// "fd00::10", "[fd00::10]:8443" or "https://[fd00::10]". A bare address means HTTPS, which is
+// what every production BMC speaks.
 bool parse_endpoint(const std::string& address, Endpoint& out, std::string& error);
 
 class HttpTransport {
  public:
   virtual ~HttpTransport() = default;
   virtual TransportResult send(const HttpRequest& request, std::chrono::milliseconds timeout) = 0;
+  // false: `Connection: close` on every request from now on (a vendor profile that wedges on
+  // long keep-alive connections).
+  virtual void set_keep_alive(bool keep_alive) { (void)keep_alive; }
 };
 
-// Own blocking HTTP/1.1 client over POSIX sockets + OpenSSL rather than cpprestsdk's
-// http_client: we need `Connection: close` on every request (several BMCs wedge on
-// long-lived keep-alive connections), a hard deadline covering connect+TLS+whole answer,
-// per-BMC verify/CA settings with old TLS versions allowed, and an exact view of TCP resets
-// vs timeouts for the retry policy. cpprest pools connections and hides those distinctions.
-std::unique_ptr<HttpTransport> make_socket_transport(Endpoint endpoint, TlsSettings tls,
-                                                     std::chrono::milliseconds connect_timeout);
+struct TransportOptions {
+  TlsSettings tls;
+  std::chrono::milliseconds connect_timeout{5'000};  // capped by each request's own deadline
+  bool keep_alive = true;
+  // When it turns true, a request in flight ends within ~100 ms as Kind::aborted. Must outlive
+  // the transport. nullptr = never.
+  const std::atomic<bool>* stop = nullptr;
+};
+
+// libcurl (HTTP/1.1 only). Every transport for the same endpoint and TLS settings shares one
+// pool of connections (keep-alive) and one TLS session cache, process-wide and thread-safe, so
+// the job driver's short-lived clients still reuse the connection of the previous step. The
+// deadline covers connect + TLS + the whole answer. A request that is not idempotent is never
+// sent twice: libcurl's silent retry on a reused connection that died is refused for it (the
+// failure says `sent`, the client checks the BMC's state instead). Proxies: libcurl reads
+// http_proxy / https_proxy / all_proxy / no_proxy itself; loopback BMC addresses never go
+// through a proxy. libcurl's verbose/debug output is never enabled (it would print headers,
+// and with them tokens and basic credentials).
+std::unique_ptr<HttpTransport> make_curl_transport(Endpoint endpoint, TransportOptions options);
+
 
 }  // namespace provisioner::redfish

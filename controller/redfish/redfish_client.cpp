@@ -90,8 +90,12 @@ struct BmcClient::Impl {
     if (!parse_endpoint(ep.address, net, err)) {
       endpoint_error = err;
     } else {
-      transport = make_socket_transport(net, TlsSettings{ep.verify_tls, ep.ca_file},
-                                        std::chrono::milliseconds(opt.connect_timeout_ms));
+      TransportOptions to;
+      to.tls = TlsSettings{ep.verify_tls, ep.ca_file, effective_tls(ep.tls, ep.profile) == "legacy"};
+      to.connect_timeout = std::chrono::milliseconds(opt.connect_timeout_ms);
+      auto forced = profile_by_name(ep.profile);
+      to.keep_alive = !forced || forced->keep_alive;
+      transport = make_curl_transport(net, to);
     }
   }
 
@@ -171,12 +175,13 @@ struct BmcClient::Impl {
       tr = transport->send(req, std::chrono::milliseconds(opt.request_timeout_ms));
     }
     if (!tr.ok) {
-      bmc.breaker.record_failure();
+      if (tr.failure.kind != TransportFailure::Kind::aborted) bmc.breaker.record_failure();
       log(0, "redfish request failed", {{"method", method}, {"path", path}, {"error", tr.failure.detail}});
       Error e = fail(FailureCode::transport, where(method, path) + " failed: " + tr.failure.detail);
       // Remember whether the BMC may have seen the request (callers verify state then).
       e.fields.push_back({"/redfish/sent", tr.failure.sent ? "true" : "false"});
       if (tr.failure.kind == TransportFailure::Kind::tls) e.fields.push_back({"/redfish/tls", "true"});
+      if (tr.failure.kind == TransportFailure::Kind::aborted) e.fields.push_back({"/redfish/aborted", "true"});
       return e;
     }
     if (tr.response.status >= 500) bmc.breaker.record_failure();
@@ -231,6 +236,7 @@ struct BmcClient::Impl {
         last_cause = r.error().message.substr(r.error().message.rfind(": ") + 2);
         // A refused certificate stays refused: retrying only hammers the BMC.
         bool may_retry = code == FailureCode::transport && !has_field(r.error(), "/redfish/tls", "true") &&
+                         !has_field(r.error(), "/redfish/aborted", "true") &&
                          (is_idempotent(method) || !sent_of(r.error()));
         if (may_retry && ++transient < opt.get_attempts) {
           ctx.sleeper().sleep_ms(backoff_delay_ms(transient - 1, opt.retry_base_ms, opt.retry_cap_ms));
@@ -518,6 +524,7 @@ struct BmcClient::Impl {
     }
     f.profile = profile.name;
     f.max_media = profile.max_media;
+    transport->set_keep_alive(profile.keep_alive);
     find_oem_import(managers, f);
     find_vm_collections(*sys, managers);
     if (auto s = refresh_slots(f); !s) return s.error();

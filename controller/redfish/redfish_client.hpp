@@ -26,6 +26,8 @@ struct BmcEndpoint {
   bool verify_tls = true;
   std::string ca_file;            // PEM; empty = system trust store
   std::string profile = "auto";   // auto | generic | dell-idrac | hpe-ilo | supermicro | lenovo-xcc | openbmc
+                                  // | dell-idrac-legacy | hpe-ilo-legacy (never chosen by auto)
+  std::string tls;                // "" (the profile decides: modern unless *-legacy) | modern | legacy
   std::string system_id, serial;  // pick the System when the BMC has several
 };
 

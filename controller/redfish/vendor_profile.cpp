@@ -58,6 +58,15 @@ std::vector<VendorProfile> build_table() {
     p.eject_with_empty_object = true;
     t.push_back(p);
   }
+  // Old firmware (iDRAC 7/8, iLO 4 before TLS 1.2 updates): the vendor's quirks, plus TLS
+  // 1.0/1.1 and one connection per request, exactly how such BMCs were always talked to.
+  for (const char* base : {"dell-idrac", "hpe-ilo"}) {
+    VendorProfile p = *std::find_if(t.begin(), t.end(), [&](const VendorProfile& x) { return x.name == base; });
+    p.name = std::string(base) + "-legacy";
+    p.legacy_tls = true;
+    p.keep_alive = false;
+    t.push_back(p);
+  }
   return t;
 }
 
@@ -102,6 +111,12 @@ VendorProfile select_profile(const BmcIdentity& id) {
     }
   }
   return *profile_by_name("generic");
+}
+
+std::string effective_tls(std::string_view record_tls, std::string_view profile) {
+  if (record_tls == "legacy" || record_tls == "modern") return std::string(record_tls);
+  auto p = profile_by_name(profile);
+  return p && p->legacy_tls ? "legacy" : "modern";
 }
 
 }  // namespace provisioner::redfish

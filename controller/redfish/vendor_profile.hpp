@@ -9,7 +9,8 @@
 namespace provisioner::redfish {
 
 struct VendorProfile {
-  std::string name;  // generic | dell-idrac | hpe-ilo | supermicro | lenovo-xcc | openbmc
+  std::string name;  // generic | dell-idrac | hpe-ilo | supermicro | lenovo-xcc | openbmc |
+                     // dell-idrac-legacy | hpe-ilo-legacy
   // Boot: preferred override target for virtual CD, tried in order against the allowable
   // values (Supermicro boots virtual media as UsbCd).
   std::vector<std::string> cd_boot_targets = {"Cd"};
@@ -28,6 +29,12 @@ struct VendorProfile {
   int insert_retries_on_5xx = 3;          // Dell may still be ejecting: 3 x 3 s
   // Power.
   bool prefer_graceful_restart = false;   // try GracefulRestart/Shutdown before forcing
+  // Transport. keep_alive false: `Connection: close` on every request (BMCs that wedge on
+  // long keep-alive connections). legacy_tls: TLS 1.0/1.1 and SECLEVEL=0 ciphers allowed
+  // (old firmware); such a profile is never chosen automatically (the identity is only
+  // readable once TLS is up): a server record names it in bmc.profile.
+  bool keep_alive = true;
+  bool legacy_tls = false;
 };
 
 // The table, in a fixed order; "generic" first.
@@ -41,5 +48,9 @@ struct BmcIdentity {
   std::string vendor, product, manufacturer, model, manager_model, firmware;
 };
 VendorProfile select_profile(const BmcIdentity& id);
+
+// The TLS policy for a server: its record's bmc.tls ("modern" | "legacy"; "" = unset) wins,
+// then a forced profile's legacy_tls; otherwise "modern" (TLS >= 1.2, default ciphers).
+std::string effective_tls(std::string_view record_tls, std::string_view profile);
 
 }  // namespace provisioner::redfish

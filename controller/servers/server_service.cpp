@@ -4,6 +4,7 @@
 #include "common/recipe.hpp"
 #include "common/redact.hpp"
 #include "controller/logging/logger.hpp"
+#include "controller/redfish/vendor_profile.hpp"
 
 namespace provisioner {
 
@@ -54,6 +55,9 @@ nlohmann::json ServerService::view(const nlohmann::json& record) {
     out["bmc"].erase(kSealedPassword);
     out["bmc"]["password"] = kRedacted;
   }
+  // The TLS policy the Redfish client will use, whether the record or its profile chose it.
+  if (out.contains("bmc") && out["bmc"].is_object())
+    out["bmc"]["tls"] = redfish::effective_tls(out["bmc"].value("tls", ""), out["bmc"].value("profile", "auto"));
   return redact(out);
 }
 

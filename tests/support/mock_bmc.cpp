@@ -3,6 +3,8 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -86,22 +88,52 @@ MockBmc::MockBmc(MockBmcOptions options) : opt_(std::move(options)) {
     if (!ctx || SSL_CTX_use_certificate_chain_file(ctx, opt_.tls_cert_file.c_str()) != 1 ||
         SSL_CTX_use_PrivateKey_file(ctx, opt_.tls_key_file.c_str(), SSL_FILETYPE_PEM) != 1)
       throw std::runtime_error("mock bmc: cannot load TLS certificate/key");
+    auto version = [](const std::string& v) -> int {
+      if (v.empty()) return 0;
+      if (v == "TLSv1") return TLS1_VERSION;
+      if (v == "TLSv1.1") return TLS1_1_VERSION;
+      if (v == "TLSv1.2") return TLS1_2_VERSION;
+      if (v == "TLSv1.3") return TLS1_3_VERSION;
+      throw std::runtime_error("mock bmc: unknown TLS version " + v);
+    };
+    int min = version(opt_.tls_min_version), max = version(opt_.tls_max_version);
+    if (min) SSL_CTX_set_min_proto_version(ctx, min);
+    if (max) SSL_CTX_set_max_proto_version(ctx, max);
+    // OpenSSL 3 refuses TLS 1.0/1.1 below security level 0, on the server side too.
+    if ((min && min < TLS1_2_VERSION) || (max && max < TLS1_2_VERSION)) SSL_CTX_set_cipher_list(ctx, "DEFAULT:@SECLEVEL=0");
+    // Session resumption (IDs and tickets) is on by default; give it an id context.
+    static const unsigned char kSid[] = "mock-bmc";
+    SSL_CTX_set_session_id_context(ctx, kSid, sizeof kSid - 1);
     tls_ = ctx;
   }
 
-  listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  bind_address_ = opt_.bind_address;
+  bool v6 = bind_address_.find(':') != std::string::npos;
+  if (v6 ? bind_address_ != "::1" : bind_address_.rfind("127.", 0) != 0)
+    throw std::runtime_error("mock bmc: bind address must be loopback: " + bind_address_);
+  listen_fd_ = ::socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (listen_fd_ < 0) throw std::runtime_error("mock bmc: socket failed");
   int one = 1;
   ::setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = 0;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(listen_fd_, 128) != 0)
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+  if (v6) {
+    auto* a6 = reinterpret_cast<sockaddr_in6*>(&ss);
+    a6->sin6_family = AF_INET6;
+    a6->sin6_addr = in6addr_loopback;
+    ::setsockopt(listen_fd_, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    len = sizeof *a6;
+  } else {
+    auto* a4 = reinterpret_cast<sockaddr_in*>(&ss);
+    a4->sin_family = AF_INET;
+    if (::inet_pton(AF_INET, bind_address_.c_str(), &a4->sin_addr) != 1)
+      throw std::runtime_error("mock bmc: bad bind address " + bind_address_);
+    len = sizeof *a4;
+  }
+  if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&ss), len) != 0 || ::listen(listen_fd_, 128) != 0)
     throw std::runtime_error("mock bmc: bind/listen failed");
-  socklen_t len = sizeof addr;
-  ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
-  port_ = ntohs(addr.sin_port);
+  ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&ss), &len);
+  port_ = ntohs(v6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
   acceptor_ = std::thread([this] { accept_loop(); });
 }
 
@@ -145,6 +177,7 @@ void MockBmc::accept_loop() {
       }
     }
     open_fds_.push_back(fd);
+    ++counters_.connections;
     auto done = std::make_shared<std::atomic<bool>>(false);
     workers_.push_back(Worker{std::thread([this, fd, done] {
                                 serve(fd);
@@ -160,6 +193,12 @@ bool MockBmc::sleep_unless_stopped(int ms) {
 }
 
 void MockBmc::serve(int fd) {
+  // OpenSSL writes with plain write(): a client that hung up must not kill the test process
+  // with SIGPIPE (blocked here, the write fails with EPIPE instead).
+  sigset_t pipe;
+  sigemptyset(&pipe);
+  sigaddset(&pipe, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
   timeval tv{10, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   SSL* ssl = nullptr;
@@ -169,10 +208,15 @@ void MockBmc::serve(int fd) {
     if (SSL_accept(ssl) != 1) {  // e.g. the client refused our certificate
       SSL_free(ssl);
       std::lock_guard lock(mu_);
+      ++counters_.failed_handshakes;
       open_fds_.erase(std::remove(open_fds_.begin(), open_fds_.end(), fd), open_fds_.end());
       ::close(fd);
       return;
     }
+    std::lock_guard lock(mu_);
+    ++counters_.handshakes;
+    if (SSL_session_reused(ssl)) ++counters_.resumed;
+    last_tls_version_ = SSL_get_version(ssl);
   }
   auto rd = [&](char* b, std::size_t n) -> long {
     return ssl ? SSL_read(ssl, b, static_cast<int>(n)) : static_cast<long>(::recv(fd, b, n, 0));
@@ -192,117 +236,137 @@ void MockBmc::serve(int fd) {
   };
   std::string buf;
   char tmp[8192];
-  std::size_t he;
-  while ((he = buf.find("\r\n\r\n")) == std::string::npos) {
-    long n = rd(tmp, sizeof tmp);
-    if (n <= 0) return finish(false);
-    buf.append(tmp, static_cast<std::size_t>(n));
-  }
-  std::string head = buf.substr(0, he);
-  std::string body = buf.substr(he + 4);
-  RecordedRequest rec;
-  std::map<std::string, std::string> headers;
-  {
-    auto le = head.find("\r\n");
-    std::string line = head.substr(0, le);
-    auto sp1 = line.find(' '), sp2 = line.rfind(' ');
-    rec.method = line.substr(0, sp1);
-    rec.path = line.substr(sp1 + 1, sp2 - sp1 - 1);
-    headers = vbmc::parse_header_lines(head, le == std::string::npos ? head.size() : le + 2);
-  }
-  std::size_t want = headers.count("content-length") ? std::stoul(headers["content-length"]) : 0;
-  while (body.size() < want) {
-    long n = rd(tmp, sizeof tmp);
-    if (n <= 0) return finish(false);
-    body.append(tmp, static_cast<std::size_t>(n));
-  }
-  body.resize(want);
-
-  rec.headers = headers;
-  for (const char* secret : {"authorization", "x-auth-token"})
-    if (rec.headers.count(secret)) rec.headers[secret] = "<redacted>";
-  rec.body = body;
-  {
-    json j = json::parse(body, nullptr, false);
-    if (j.is_object() && j.contains("Password")) {
-      j["Password"] = "<redacted>";
-      rec.body = j.dump();
+  // One request after the other on this connection (HTTP/1.1 keep-alive) until the client
+  // asks to close, the options say close, or the connection goes idle for 10 s.
+  for (;;) {
+    std::size_t he;
+    while ((he = buf.find("\r\n\r\n")) == std::string::npos) {
+      long n = rd(tmp, sizeof tmp);
+      if (n <= 0) return finish(false);
+      buf.append(tmp, static_cast<std::size_t>(n));
     }
-  }
-
-  int index;
-  Hook hook;
-  {
-    std::lock_guard lock(mu_);
-    index = static_cast<int>(log_.size());
-    log_.push_back(rec);
-    hook = hook_;
-  }
-  MockAction action = hook ? hook(rec, index) : MockAction::pass();
-  auto set_status = [&](int status) {
-    std::lock_guard lock(mu_);
-    log_[index].status = status;
-  };
-  if (action.delay_ms > 0 && !sleep_unless_stopped(action.delay_ms)) return finish(true);
-  if (action.kind == MockAction::Kind::reset_connection) {
-    set_status(-1);
-    return finish(true);
-  }
-
-  Answer answer;
-  if (action.kind == MockAction::Kind::respond) {
-    answer = {action.status, action.body, action.headers};
-  } else {
-    // Media fetch happens outside the lock: the URL may point anywhere (even back at us).
-    bool fetch = false;
-    std::string image;
+    std::string head = buf.substr(0, he);
+    std::string body = buf.substr(he + 4);
+    RecordedRequest rec;
+    std::map<std::string, std::string> headers;
+    {
+      auto le = head.find("\r\n");
+      std::string line = head.substr(0, le);
+      auto sp1 = line.find(' '), sp2 = line.rfind(' ');
+      rec.method = line.substr(0, sp1);
+      rec.path = line.substr(sp1 + 1, sp2 - sp1 - 1);
+      headers = vbmc::parse_header_lines(head, le == std::string::npos ? head.size() : le + 2);
+    }
+    std::size_t want = headers.count("content-length") ? std::stoul(headers["content-length"]) : 0;
+    while (body.size() < want) {
+      long n = rd(tmp, sizeof tmp);
+      if (n <= 0) return finish(false);
+      body.append(tmp, static_cast<std::size_t>(n));
+    }
+    std::string rest = body.substr(want);
+    body.resize(want);
+    bool keep_alive;
     {
       std::lock_guard lock(mu_);
-      fetch = opt_.fetch_media;
+      keep_alive = opt_.keep_alive;
     }
-    if (fetch && (rec.path.find("InsertMedia") != std::string::npos || rec.method == "PATCH")) {
+    if (headers.count("connection") && vbmc::lower(headers["connection"]).find("close") != std::string::npos)
+      keep_alive = false;
+
+    rec.headers = headers;
+    for (const char* secret : {"authorization", "x-auth-token"})
+      if (rec.headers.count(secret)) rec.headers[secret] = "<redacted>";
+    rec.body = body;
+    {
       json j = json::parse(body, nullptr, false);
-      if (j.is_object() && j.contains("Image") && j["Image"].is_string()) image = j["Image"].get<std::string>();
+      if (j.is_object() && j.contains("Password")) {
+        j["Password"] = "<redacted>";
+        rec.body = j.dump();
+      }
     }
-    if (!image.empty()) {
-      MockMediaFetch f{image, 0, 0};
-      std::string host, target;
-      std::uint16_t port = 0;
-      if (split_http_url(image, host, port, target)) {
-        try {
-          f.head_status = http_request(port, "HEAD", target, {}, "", host).status;
-          f.range_status = http_request(port, "GET", target, {{"Range", "bytes=0-2047"}}, "", host).status;
-        } catch (const std::exception&) {
+
+    int index;
+    Hook hook;
+    {
+      std::lock_guard lock(mu_);
+      index = static_cast<int>(log_.size());
+      log_.push_back(rec);
+      ++counters_.requests;
+      hook = hook_;
+    }
+    MockAction action = hook ? hook(rec, index) : MockAction::pass();
+    auto set_status = [&](int status) {
+      std::lock_guard lock(mu_);
+      log_[index].status = status;
+    };
+    if (action.delay_ms > 0 && !sleep_unless_stopped(action.delay_ms)) return finish(true);
+    if (action.kind == MockAction::Kind::reset_connection) {
+      set_status(-1);
+      return finish(true);
+    }
+
+    Answer answer;
+    if (action.kind == MockAction::Kind::respond) {
+      answer = {action.status, action.body, action.headers};
+    } else {
+      // Media fetch happens outside the lock: the URL may point anywhere (even back at us).
+      bool fetch = false;
+      std::string image;
+      {
+        std::lock_guard lock(mu_);
+        fetch = opt_.fetch_media;
+      }
+      if (fetch && (rec.path.find("InsertMedia") != std::string::npos || rec.method == "PATCH")) {
+        json j = json::parse(body, nullptr, false);
+        if (j.is_object() && j.contains("Image") && j["Image"].is_string()) image = j["Image"].get<std::string>();
+      }
+      if (!image.empty()) {
+        MockMediaFetch f{image, 0, 0};
+        std::string host, target;
+        std::uint16_t port = 0;
+        if (split_http_url(image, host, port, target)) {
+          try {
+            f.head_status = http_request(port, "HEAD", target, {}, "", host).status;
+            f.range_status = http_request(port, "GET", target, {{"Range", "bytes=0-2047"}}, "", host).status;
+          } catch (const std::exception&) {
+          }
         }
+        std::lock_guard lock(mu_);
+        fetches_.push_back(f);
       }
       std::lock_guard lock(mu_);
-      fetches_.push_back(f);
+      answer = handle(rec, body, headers);
     }
-    std::lock_guard lock(mu_);
-    answer = handle(rec, body, headers);
-  }
-  set_status(answer.status);
-  if (action.answer_delay_ms > 0 && !sleep_unless_stopped(action.answer_delay_ms)) return finish(true);
-  std::string out = "HTTP/1.1 " + std::to_string(answer.status) + " " + reason(answer.status) + "\r\n";
-  bool has_type = false;
-  for (const auto& [k, v] : answer.headers) {
-    out += k + ": " + v + "\r\n";
-    if (vbmc::lower(k) == "content-type") has_type = true;
-  }
-  if (!has_type && !answer.body.empty()) out += "Content-Type: application/json\r\n";
-  out += "OData-Version: 4.0\r\nConnection: close\r\nContent-Length: " + std::to_string(answer.body.size()) +
-         "\r\n\r\n";
-  if (rec.method != "HEAD") out += answer.body;
-  if (ssl) {
-    SSL_write(ssl, out.data(), static_cast<int>(out.size()));
+    set_status(answer.status);
+    if (action.answer_delay_ms > 0 && !sleep_unless_stopped(action.answer_delay_ms)) return finish(true);
+    std::string out = "HTTP/1.1 " + std::to_string(answer.status) + " " + reason(answer.status) + "\r\n";
+    bool has_type = false;
+    for (const auto& [k, v] : answer.headers) {
+      out += k + ": " + v + "\r\n";
+      if (vbmc::lower(k) == "content-type") has_type = true;
+    }
+    if (!has_type && !answer.body.empty()) out += "Content-Type: application/json\r\n";
+    out += std::string("OData-Version: 4.0\r\n") + (keep_alive ? "" : "Connection: close\r\n") +
+           "Content-Length: " + std::to_string(answer.body.size()) + "\r\n\r\n";
+    if (rec.method != "HEAD") out += answer.body;
+    if (keep_alive) {
+      bool written = ssl ? SSL_write(ssl, out.data(), static_cast<int>(out.size())) == static_cast<int>(out.size())
+                         : send_all(fd, out);
+      if (!written) return finish(false);
+      buf = std::move(rest);
+      continue;
+    }
+    if (ssl) {
+      SSL_write(ssl, out.data(), static_cast<int>(out.size()));
+      return finish(false);
+    }
+    send_all(fd, out);
+    ::shutdown(fd, SHUT_WR);
+    // Drain briefly so the client reads everything before we close (no RST on unread data).
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 200) > 0) (void)::recv(fd, tmp, sizeof tmp, 0);
     return finish(false);
   }
-  send_all(fd, out);
-  ::shutdown(fd, SHUT_WR);
-  // Drain briefly so the client reads everything before we close (no RST on unread data).
-  pollfd p{fd, POLLIN, 0};
-  if (::poll(&p, 1, 200) > 0) (void)::recv(fd, tmp, sizeof tmp, 0);
-  finish(false);
 }
 
 // ------------------------------------------------------------------ Redfish model
@@ -727,6 +791,26 @@ std::vector<std::string> MockBmc::sequence() const {
   std::vector<std::string> out;
   for (const auto& r : log_) out.push_back(r.method + " " + r.path + " " + std::to_string(r.status));
   return out;
+}
+
+MockBmc::Counters MockBmc::counters() const {
+  std::lock_guard lock(mu_);
+  return counters_;
+}
+
+void MockBmc::reset_counters() {
+  std::lock_guard lock(mu_);
+  counters_ = {};
+}
+
+void MockBmc::drop_connections() {
+  std::lock_guard lock(mu_);
+  for (int fd : open_fds_) ::shutdown(fd, SHUT_RDWR);
+}
+
+std::string MockBmc::last_tls_version() const {
+  std::lock_guard lock(mu_);
+  return last_tls_version_;
 }
 
 void MockBmc::clear_requests() {

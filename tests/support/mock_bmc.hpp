@@ -55,6 +55,11 @@ struct MockBmcOptions {
   int power_lag_reads = 0;                // PowerState shows the old value for N System reads
   bool fetch_media = false;               // HEAD + Range GET of http:// media URLs on insert
   std::string tls_cert_file, tls_key_file;  // both set: speak HTTPS (address() says https://)
+  // TLS versions offered, e.g. "TLSv1.1" for both: an old iLO/iDRAC that speaks TLS 1.1 only
+  // (the mock then also allows SECLEVEL=0 ciphers, as OpenSSL 3 refuses TLS < 1.2 otherwise).
+  std::string tls_min_version, tls_max_version;  // "" = OpenSSL's default
+  std::string bind_address = "127.0.0.1";   // or "::1" (IPv6 loopback); loopback only
+  bool keep_alive = true;                   // HTTP/1.1 persistent connections unless the client says close
   std::string power_state = "On";
   std::string boot_mode = "UEFI";
   std::vector<std::string> reset_types = {"On", "ForceOff", "ForceRestart", "GracefulRestart", "GracefulShutdown"};
@@ -138,8 +143,21 @@ class MockBmc {
 
   std::uint16_t port() const { return port_; }
   std::string address() const {
-    return std::string(tls_ ? "https" : "http") + "://127.0.0.1:" + std::to_string(port_);
+    std::string host = bind_address_.find(':') != std::string::npos ? "[" + bind_address_ + "]" : bind_address_;
+    return std::string(tls_ ? "https" : "http") + "://" + host + ":" + std::to_string(port_);
   }
+
+  // Transport counters since construction (or reset_counters): TCP connections accepted,
+  // TLS handshakes completed (full + resumed), resumed ones alone, requests read.
+  struct Counters {
+    int connections = 0, handshakes = 0, resumed = 0, failed_handshakes = 0, requests = 0;
+  };
+  Counters counters() const;
+  void reset_counters();
+  // Closes every open client connection (what a BMC does to idle keep-alive connections).
+  void drop_connections();
+  // The TLS version of the last completed handshake ("TLSv1.1", "TLSv1.3"; "" for none).
+  std::string last_tls_version() const;
 
   void set_hook(Hook hook);
   void update_options(const std::function<void(MockBmcOptions&)>& change);
@@ -242,6 +260,9 @@ class MockBmc {
   };
   std::vector<Worker> workers_;
   std::vector<int> open_fds_;
+  std::string bind_address_;
+  Counters counters_;
+  std::string last_tls_version_;
 };
 
 }  // namespace provisioner::test

@@ -89,3 +89,20 @@ TEST_F(ServersApi, JobsReferenceServersAndBlockTheirDeletion) {
   auto mixed = controller.post("/api/v1/jobs", R"({"server":{"id":")" + id + R"(","serial":"x"},"recipe_ref":"debian-12"})");
   EXPECT_EQ(mixed.status, 400);
 }
+
+TEST_F(ServersApi, TlsPolicyIsModernUnlessOptedIntoAndShownInTheView) {
+  auto id = create("SN-TLS");
+  auto r = send(controller, "GET", "/api/v1/servers/" + id);
+  EXPECT_EQ(r.json()["bmc"]["tls"], "modern") << "TLS >= 1.2 by default";
+  r = send(controller, "PATCH", "/api/v1/servers/" + id, R"({"bmc":{"profile":"hpe-ilo-legacy"}})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.json()["bmc"]["tls"], "legacy") << "a legacy profile opts in";
+  r = send(controller, "PATCH", "/api/v1/servers/" + id, R"({"bmc":{"tls":"modern"}})");
+  EXPECT_EQ(send(controller, "GET", "/api/v1/servers/" + id).json()["bmc"]["tls"], "modern") << "the record wins";
+  r = send(controller, "PATCH", "/api/v1/servers/" + id, R"({"bmc":{"profile":"generic","tls":"legacy"}})");
+  EXPECT_EQ(send(controller, "GET", "/api/v1/servers/" + id).json()["bmc"]["tls"], "legacy");
+  auto bad = send(controller, "PATCH", "/api/v1/servers/" + id, R"({"bmc":{"tls":"tls1.0"}})");
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_EQ(bad.json()["fields"][0]["path"], "/bmc/tls") << bad.body;
+  EXPECT_EQ(send(controller, "GET", "/api/v1/servers/" + id).json()["bmc"]["tls"], "legacy") << "nothing half-written";
+}

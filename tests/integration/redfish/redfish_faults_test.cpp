@@ -4,7 +4,13 @@
 // really sleeps 1/200 of it, so the real retry policy runs in milliseconds.
 #include <gtest/gtest.h>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdlib>
+#include <optional>
 #include <atomic>
 #include <chrono>
 #include <fstream>
@@ -20,6 +26,7 @@
 #include <openssl/x509v3.h>
 
 #include "controller/logging/logger.hpp"
+#include "controller/redfish/http_transport.hpp"
 #include "controller/redfish/redfish_client.hpp"
 #include "tests/support/controller_process.hpp"
 #include "tests/support/mock_bmc.hpp"
@@ -167,7 +174,7 @@ TEST(RedfishFlow, HappyPathDualCd) {
   for (const auto& r : rig.bmc.requests()) {
     EXPECT_EQ(r.header("odata-version"), "4.0") << r.path;
     EXPECT_EQ(r.header("accept-encoding"), "identity") << r.path;
-    EXPECT_EQ(r.header("connection"), "close") << r.path;
+    EXPECT_EQ(r.header("connection"), "") << "keep-alive (HTTP/1.1 default): " << r.path;
     EXPECT_EQ(r.header("authorization"), "") << "session auth, no basic: " << r.path;
     EXPECT_EQ(r.body.find("mock-bmc-password"), std::string::npos);
   }
@@ -976,6 +983,220 @@ TEST(RedfishErrors, UnknownSystemAndBadAddress) {
   // Ten refused connects trip the breaker (threshold 8) on the way: the error says both.
   EXPECT_EQ(failure_code(h.error()), FailureCode::circuit_open) << h.error().message;
   EXPECT_NE(h.error().message.find("Connection refused"), std::string::npos) << h.error().message;
+}
+
+
+// ------------------------------------------------------------------ transport: reuse, TLS policy, IPv6, proxies
+
+struct HttpsRig {
+  explicit HttpsRig(MockBmcOptions o = {}) : rig((configure(o), o)) {}
+  MockBmcOptions& configure(MockBmcOptions& o) {
+    make_certificate(dir.path());
+    o.tls_cert_file = (dir.path() / "cert.pem").string();
+    o.tls_key_file = (dir.path() / "key.pem").string();
+    return o;
+  }
+  test::TempDir dir;
+  Rig rig;
+};
+
+// One job's whole BMC sequence as the job driver runs it: one client for insert + boot +
+// reset, later another for cleanup, with the BMC closing the idle connection in between
+// (the maintenance OS boots for minutes). Prints the figures for the closing note.
+TEST(RedfishTransport, OneJobReusesItsConnectionAndResumesItsTlsSession) {
+  HttpsRig h;
+  Rig& rig = h.rig;
+  {
+    BmcClient c(rig.ctx, rig.endpoint());
+    ASSERT_TRUE(c.insert_media({{kMaint, MediaKind::cd}, {kTask, MediaKind::cd}}));
+    ASSERT_TRUE(c.set_boot_once_cd(BootMode::uefi));
+    ASSERT_TRUE(c.power_cycle_into_boot());
+  }
+  auto steps = rig.bmc.counters();
+  rig.bmc.drop_connections();
+  {
+    BmcClient c(rig.ctx, rig.endpoint());
+    ASSERT_TRUE(c.cleanup({kMaint, kTask}));
+  }
+  auto all = rig.bmc.counters();
+  std::printf("one job's BMC sequence over HTTPS: %d requests, %d TCP connections, %d TLS handshakes (%d resumed); "
+              "insert+boot+reset alone: %d requests, %d connections\n",
+              all.requests, all.connections, all.handshakes, all.resumed, steps.requests, steps.connections);
+  EXPECT_GE(all.requests, 15);
+  EXPECT_EQ(steps.connections, 1) << "insert, boot and reset share one connection";
+  EXPECT_EQ(all.connections, 2) << "the cleanup step reconnects once after the BMC dropped the idle connection";
+  EXPECT_EQ(all.handshakes, 2);
+  EXPECT_EQ(all.resumed, 1) << "the second handshake resumes the first TLS session";
+}
+
+TEST(RedfishTls, Tls11OnlyBmcIsRefusedByDefault) {
+  MockBmcOptions o;
+  o.tls_min_version = o.tls_max_version = "TLSv1.1";  // old iLO/iDRAC firmware
+  HttpsRig h(o);
+  Rig& rig = h.rig;
+  BmcClient c(rig.ctx, rig.endpoint());
+  auto f = c.discover();
+  ASSERT_FALSE(f) << "TLS 1.1 accepted without an explicit opt-in";
+  EXPECT_EQ(failure_code(f.error()), FailureCode::transport);
+  EXPECT_NE(f.error().message.find("legacy"), std::string::npos) << "says how to opt in: " << f.error().message;
+  EXPECT_TRUE(rig.bmc.requests().empty());
+  EXPECT_TRUE(rig.time.sleeps().empty()) << "a refused handshake is not retried";
+  EXPECT_EQ(rig.bmc.counters().handshakes, 0);
+}
+
+bool ipv6_loopback() {
+  int fd = ::socket(AF_INET6, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  sockaddr_in6 a{};
+  a.sin6_family = AF_INET6;
+  a.sin6_addr = in6addr_loopback;
+  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  ::close(fd);
+  return ok;
+}
+
+TEST(RedfishTransport, BmcOnIpv6Loopback) {
+  if (!ipv6_loopback()) GTEST_SKIP() << "no IPv6 loopback on this machine";
+  for (bool https : {false, true}) {
+    MockBmcOptions o;
+    o.bind_address = "::1";
+    std::optional<HttpsRig> tls;
+    std::optional<Rig> plain;
+    if (https) tls.emplace(o);
+    else plain.emplace(o);
+    Rig& rig = https ? tls->rig : *plain;
+    ASSERT_EQ(rig.bmc.address(), std::string(https ? "https" : "http") + "://[::1]:" + std::to_string(rig.bmc.port()));
+    BmcClient c(rig.ctx, rig.endpoint());
+    ASSERT_TRUE(c.insert_media({{kMaint, MediaKind::cd}})) << rig.bmc.address();
+    EXPECT_EQ(rig.bmc.slot_image("CD1"), kMaint);
+    EXPECT_EQ(rig.bmc.requests().front().header("host"), "[::1]:" + std::to_string(rig.bmc.port()));
+  }
+}
+
+// Sets environment variables for one scope and restores them after.
+class ScopedEnv {
+ public:
+  void set(const char* name, const char* value) {
+    const char* old = std::getenv(name);
+    saved_.emplace_back(name, old ? std::optional<std::string>(old) : std::nullopt);
+    if (value) ::setenv(name, value, 1);
+    else ::unsetenv(name);
+  }
+  ~ScopedEnv() {
+    for (auto it = saved_.rbegin(); it != saved_.rend(); ++it) {
+      if (it->second) ::setenv(it->first.c_str(), it->second->c_str(), 1);
+      else ::unsetenv(it->first.c_str());
+    }
+  }
+
+ private:
+  std::vector<std::pair<std::string, std::optional<std::string>>> saved_;
+};
+
+TEST(RedfishProxy, LoopbackBmcsNeverGoThroughAProxy) {
+  // A proxy nobody listens on: a request routed through it would fail.
+  std::string dead = "http://127.0.0.1:" + std::to_string(test::free_port());
+  ScopedEnv env;
+  for (const char* v : {"http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"}) env.set(v, dead.c_str());
+  for (const char* v : {"no_proxy", "NO_PROXY"}) env.set(v, nullptr);
+  Rig rig;
+  BmcClient c(rig.ctx, rig.endpoint());
+  auto f = c.discover();
+  ASSERT_TRUE(f) << f.error().message;
+  HttpsRig h;
+  BmcClient c2(h.rig.ctx, h.rig.endpoint());
+  auto f2 = c2.discover();
+  ASSERT_TRUE(f2) << f2.error().message;
+}
+
+
+TEST(RedfishTls, Tls11OnlyBmcIsAcceptedWhenLegacyIsOptedIn) {
+  MockBmcOptions o;
+  o.tls_min_version = o.tls_max_version = "TLSv1.1";
+  HttpsRig h(o);
+  Rig& rig = h.rig;
+  // The server record opts in.
+  BmcEndpoint record = rig.endpoint();
+  record.tls = "legacy";
+  {
+    BmcClient c(rig.ctx, record);
+    auto f = c.discover();
+    ASSERT_TRUE(f) << f.error().message;
+  }
+  EXPECT_EQ(rig.bmc.last_tls_version(), "TLSv1.1");
+  // A legacy vendor profile opts in, and talks to the BMC as before: one connection per request.
+  rig.bmc.clear_requests();
+  rig.bmc.reset_counters();
+  {
+    BmcClient c(rig.ctx, rig.endpoint("hpe-ilo-legacy"));
+    auto f = c.discover();
+    ASSERT_TRUE(f) << f.error().message;
+    EXPECT_EQ(f->profile, "hpe-ilo-legacy");
+  }
+  auto counters = rig.bmc.counters();
+  EXPECT_GT(counters.requests, 3);
+  EXPECT_EQ(counters.connections, counters.requests) << "keep-alive opted out by the profile";
+  for (const auto& r : rig.bmc.requests()) EXPECT_EQ(r.header("connection"), "close") << r.path;
+  // The record's "modern" beats the profile.
+  BmcEndpoint modern = rig.endpoint("hpe-ilo-legacy");
+  modern.tls = "modern";
+  BmcClient c(rig.ctx, modern);
+  EXPECT_FALSE(c.discover());
+}
+
+TEST(RedfishTransport, StopFlagAbortsARequestInFlightPromptly) {
+  Rig rig;
+  rig.bmc.set_hook([](const RecordedRequest&, int) { return MockAction::delay(5000); });
+  Endpoint ep;
+  std::string err;
+  ASSERT_TRUE(parse_endpoint(rig.bmc.address(), ep, err)) << err;
+  std::atomic<bool> stop{false};
+  TransportOptions o;
+  o.stop = &stop;
+  auto transport = make_curl_transport(ep, o);
+  std::atomic<std::int64_t> stopped_at{0};
+  auto now_us = [] {
+    return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  };
+  std::thread stopper([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    stopped_at = now_us();
+    stop = true;
+  });
+  auto r = transport->send(HttpRequest{"GET", "/redfish/v1/", {}, ""}, std::chrono::seconds(10));
+  auto ended = now_us();
+  stopper.join();
+  ASSERT_FALSE(r.ok);
+  EXPECT_EQ(r.failure.kind, TransportFailure::Kind::aborted) << r.failure.detail;
+  EXPECT_TRUE(r.failure.sent);
+  EXPECT_LT(ended - stopped_at.load(), 250'000) << "aborted within ~100 ms of the stop (50 ms poll)";
+  EXPECT_EQ(rig.bmc.requests().size(), 1u);
+  // Once stopped, nothing more goes out.
+  auto again = transport->send(HttpRequest{"GET", "/redfish/v1/", {}, ""}, std::chrono::seconds(10));
+  EXPECT_EQ(again.failure.kind, TransportFailure::Kind::aborted);
+  EXPECT_FALSE(again.failure.sent);
+  EXPECT_EQ(rig.bmc.requests().size(), 1u);
+}
+
+TEST(RedfishProxy, OtherAddressesGoThroughTheProxyFromTheEnvironment) {
+  MockBmc proxy;  // on 127.0.0.1: records the request a proxy receives, answers 404
+  ScopedEnv env;
+  env.set("http_proxy", proxy.address().c_str());
+  for (const char* v : {"no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"}) env.set(v, nullptr);
+  TestTime time;
+  RedfishContext ctx(time, time, fast_options());
+  BmcEndpoint e;
+  // TEST-NET-1 (RFC 5737): never contacted, the request goes to the proxy on loopback only.
+  e.address = "http://192.0.2.10:8000";
+  e.username = "admin";
+  e.password = "mock-bmc-password";
+  BmcClient c(ctx, e);
+  EXPECT_FALSE(c.discover());
+  auto seen = proxy.requests();
+  ASSERT_FALSE(seen.empty());
+  EXPECT_EQ(seen.front().path, "http://192.0.2.10:8000/redfish/v1/");
+  EXPECT_EQ(seen.front().header("host"), "192.0.2.10:8000");
 }
 
 }  // namespace

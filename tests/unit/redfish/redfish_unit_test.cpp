@@ -43,7 +43,24 @@ TEST(VendorProfile, TableHoldsTheQuirks) {
   EXPECT_TRUE(profile_by_name("lenovo-xcc")->patch_sends_inserted);
   EXPECT_FALSE(profile_by_name("nope"));
   EXPECT_EQ(vendor_profiles().front().name, "generic");
-  EXPECT_EQ(vendor_profiles().size(), 6u);
+  EXPECT_EQ(vendor_profiles().size(), 8u);
+}
+
+TEST(VendorProfile, LegacyTlsIsExplicitOnly) {
+  for (const auto& p : vendor_profiles()) {
+    bool legacy = p.name.ends_with("-legacy");
+    EXPECT_EQ(p.legacy_tls, legacy) << p.name;
+    EXPECT_EQ(p.keep_alive, !legacy) << p.name;
+  }
+  EXPECT_EQ(profile_by_name("dell-idrac-legacy")->max_media, 1) << "keeps the vendor's quirks";
+  EXPECT_TRUE(profile_by_name("hpe-ilo-legacy")->eject_before_insert_always);
+  // Never chosen from the identity: a legacy BMC is only reached once legacy TLS is allowed.
+  EXPECT_EQ(select_profile({"HPE", "", "HPE", "ProLiant DL380 Gen8", "iLO 4", "iLO 4 v1.20"}).name, "hpe-ilo");
+  EXPECT_EQ(effective_tls("", "auto"), "modern");
+  EXPECT_EQ(effective_tls("", "hpe-ilo"), "modern");
+  EXPECT_EQ(effective_tls("", "hpe-ilo-legacy"), "legacy");
+  EXPECT_EQ(effective_tls("modern", "hpe-ilo-legacy"), "modern") << "the record wins";
+  EXPECT_EQ(effective_tls("legacy", "generic"), "legacy");
 }
 
 TEST(RedfishParse, LinksMembersAndPaths) {
@@ -192,6 +209,35 @@ TEST(Transport, EndpointParsing) {
   EXPECT_FALSE(parse_endpoint("https://user:pw@h", e, err));
   EXPECT_EQ(err.find("pw"), std::string::npos);
   EXPECT_FALSE(parse_endpoint("h:99999", e, err));
+}
+
+TEST(Transport, Ipv6EndpointsAndUrls) {
+  Endpoint e;
+  std::string err;
+  ASSERT_TRUE(parse_endpoint("https://[fd00::10]", e, err)) << err;
+  EXPECT_EQ(e.host, "fd00::10");
+  EXPECT_EQ(e.port, 443);
+  EXPECT_EQ(e.host_header(), "[fd00::10]");
+  EXPECT_EQ(e.url("/redfish/v1/"), "https://[fd00::10]/redfish/v1/");
+  EXPECT_FALSE(e.loopback());
+  ASSERT_TRUE(parse_endpoint("[::1]:8443", e, err)) << err;
+  EXPECT_TRUE(e.https);
+  EXPECT_EQ(e.port, 8443);
+  EXPECT_EQ(e.url("/x"), "https://[::1]:8443/x");
+  EXPECT_TRUE(e.loopback());
+  ASSERT_TRUE(parse_endpoint("fd00::10", e, err)) << "bare IPv6 literal, default port";
+  EXPECT_EQ(e.host, "fd00::10");
+  EXPECT_EQ(e.host_header(), "[fd00::10]");
+  ASSERT_TRUE(parse_endpoint("http://[::1]:9000/", e, err));
+  EXPECT_EQ(e.host_header(), "[::1]:9000");
+  EXPECT_FALSE(parse_endpoint("https://[fd00::10", e, err));
+  EXPECT_FALSE(parse_endpoint("https://[fd00::10]8443", e, err));
+  EXPECT_FALSE(parse_endpoint("https://[fd00::10]:", e, err));
+  EXPECT_FALSE(parse_endpoint("https://[not-an-ip]:443", e, err));
+  ASSERT_TRUE(parse_endpoint("127.0.0.2:8000", e, err));
+  EXPECT_TRUE(e.loopback());
+  ASSERT_TRUE(parse_endpoint("10.0.0.5", e, err));
+  EXPECT_FALSE(e.loopback());
 }
 
 TEST(Failure, CodesRoundTripThroughErrors) {
