@@ -349,7 +349,9 @@ int main(int argc, char** argv) {
     }
   }
   ours.stop();
-  store.gc({sha}, std::chrono::seconds(0));  // drop this run's composite, keep the cached file
+  // Drop this run's composite, keep the cached file.
+  if (auto gc = store.gc({sha}, std::chrono::seconds(0)); !gc)
+    std::cerr << "artifacts_bench: gc: " << gc.error().message << "\n";
   std::printf("artifacts bench: %llu MiB file of random bytes, %d clients, %llu KiB random Range GETs, "
               "%d x %.1f s per server, %d server threads / nginx workers, %u cores\n",
               static_cast<unsigned long long>(o.file_bytes >> 20), o.clients,
