@@ -320,7 +320,9 @@ int main(int argc, char** argv) {
 
   ArtifactServerOptions so;
   so.threads = o.server_threads;
-  so.max_connections = 4096;
+  // The connection cap comes from the open-file limit, as in the controller; all clients are
+  // on 127.0.0.1, so the per-address cap must admit every one of them.
+  so.max_connections_per_client = static_cast<std::size_t>(o.clients);
   ArtifactServer ours(store, so);
   auto port = ours.start();
   if (!port) die("start: " + port.error().message);
