@@ -83,6 +83,10 @@ int run(const ControllerConfig& config) {
   artifact_options.host = artifact_host;
   artifact_options.port = artifact_port;
   artifact_options.threads = config.artifacts_threads;
+  artifact_options.max_connections = static_cast<std::size_t>(config.artifacts_max_connections);
+  artifact_options.max_connections_per_client = static_cast<std::size_t>(config.artifacts_max_connections_per_client);
+  artifact_options.head_timeout = std::chrono::milliseconds(config.artifacts_head_timeout_ms);
+  artifact_options.keepalive_timeout = std::chrono::milliseconds(config.artifacts_keepalive_timeout_ms);
   // ISOs for BMCs (some check the name), and the OS images recipes point at.
   artifact_options.name_suffixes = {".iso", ".img", ".raw", ".qcow2", ".tar", ".tar.gz", ".tgz", ".tar.xz", ".tar.zst"};
   if (config.artifacts_tls_cert)
@@ -134,6 +138,7 @@ int run(const ControllerConfig& config) {
   reconciler.start();
   log.info("controller listening", {{"url", server.base_url()},
                                     {"artifacts_url", config.artifacts_public_url},
+                                    {"artifacts_max_connections", std::to_string(artifact_server.max_connections())},
                                     {"data_dir", config.data_dir.string()},
                                     {"api_users", std::to_string(config.tokens.size())}});
   int sig = 0;

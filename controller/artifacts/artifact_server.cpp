@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -18,6 +19,7 @@
 #include <cerrno>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <unordered_map>
 
 #include "common/crypto.hpp"
@@ -103,7 +105,13 @@ struct Conn {
   std::uint64_t piece_done = 0;
   std::vector<int> files;  // fds the current response reads from
   bool close_after = false;
-  Clock::time_point last_activity = Clock::now();
+  std::string client;  // the peer's address bytes: the key of the per-address count
+  // Reading: the connection is dropped at `deadline`. With head_started it is the head
+  // deadline (accept or the request's first byte + head_timeout), else the keep-alive bound.
+  bool head_started = true;
+  Clock::time_point deadline;
+  // Writing: the last time bytes went out (stall_timeout counts from here).
+  Clock::time_point last_progress;
   // TLS: file bytes staged for SSL_write (sendfile cannot encrypt).
   std::vector<char> tls_buf;
   std::size_t tls_pos = 0, tls_len = 0;
@@ -234,7 +242,7 @@ struct Conn {
         piece_done += w;
         budget -= std::min<std::uint64_t>(budget, w);
       }
-      last_activity = Clock::now();
+      last_progress = Clock::now();
       if (piece_done == p.size()) {
         ++piece;
         piece_done = 0;
@@ -253,7 +261,14 @@ struct ArtifactServer::Impl {
   SSL_CTX* ssl_ctx = nullptr;
   std::string boundary;
   std::atomic<bool> stopping{false};
-  std::atomic<std::size_t> active{0};
+  std::size_t cap = 0;  // max connections in force
+  // Admission: connections open in total and per client address, shared by the loops.
+  std::mutex admission;
+  std::size_t active = 0;
+  std::unordered_map<std::string, std::size_t> per_client;
+  // Held open so that, when the process is out of descriptors, one can be freed to accept a
+  // pending connection and refuse it instead of leaving the listener spinning on EMFILE.
+  std::atomic<int> spare_fd{-1};
 
   struct Loop {
     int ep = -1;
@@ -268,6 +283,7 @@ struct ArtifactServer::Impl {
   Impl(const ArtifactStore& s, const ArtifactServerOptions& o) : store(s), opt(o) {}
   ~Impl() {
     if (listen_fd >= 0) ::close(listen_fd);
+    if (int spare = spare_fd.exchange(-1); spare >= 0) ::close(spare);
     for (auto& l : loops) {
       if (l->ep >= 0) ::close(l->ep);
       if (l->wake >= 0) ::close(l->wake);
@@ -286,8 +302,8 @@ struct ArtifactServer::Impl {
     sigaddset(&set, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
-    auto sweep_every = std::clamp(opt.idle_timeout / 4, std::chrono::milliseconds(10),
-                                  std::chrono::milliseconds(1000));
+    auto shortest = std::min({opt.head_timeout, opt.keepalive_timeout, opt.stall_timeout});
+    auto sweep_every = std::clamp(shortest / 4, std::chrono::milliseconds(10), std::chrono::milliseconds(250));
     auto next_sweep = Clock::now() + sweep_every;
     epoll_event events[128];
     while (!stopping.load(std::memory_order_relaxed)) {
@@ -317,10 +333,7 @@ struct ArtifactServer::Impl {
       auto now = Clock::now();
       if (now >= next_sweep) {
         next_sweep = now + sweep_every;
-        std::vector<Conn*> idle;
-        for (auto& [c, owned] : loop.conns)
-          if (now - c->last_activity > opt.idle_timeout) idle.push_back(c);
-        for (auto* c : idle) close_conn(loop, c);
+        sweep(loop, now);
       }
     }
     std::vector<Conn*> all;
@@ -328,21 +341,84 @@ struct ArtifactServer::Impl {
     for (auto* c : all) close_conn(loop, c);
   }
 
+  // The per-address key: the raw address bytes (IPv4-mapped IPv6 counts as the IPv4 address).
+  static std::string client_key(const sockaddr_storage& peer) {
+    if (peer.ss_family == AF_INET) {
+      const auto& a = reinterpret_cast<const sockaddr_in&>(peer).sin_addr;
+      return std::string(reinterpret_cast<const char*>(&a), sizeof a);
+    }
+    if (peer.ss_family == AF_INET6) {
+      const auto& a = reinterpret_cast<const sockaddr_in6&>(peer).sin6_addr;
+      if (IN6_IS_ADDR_V4MAPPED(&a)) return std::string(reinterpret_cast<const char*>(&a) + 12, 4);
+      return std::string(reinterpret_cast<const char*>(&a), sizeof a);
+    }
+    return {};
+  }
+
+  // Counts a new connection in, or says why it is refused.
+  const char* admit(const std::string& client) {
+    std::lock_guard lock(admission);
+    if (active >= cap) return "the artifact server is at its connection limit";
+    if (opt.max_connections_per_client > 0) {
+      auto& n = per_client[client];
+      if (n >= opt.max_connections_per_client) return "too many connections from this address";
+      ++n;
+    }
+    ++active;
+    return nullptr;
+  }
+
+  void release(const std::string& client) {
+    std::lock_guard lock(admission);
+    --active;
+    if (opt.max_connections_per_client > 0) {
+      auto it = per_client.find(client);
+      if (it != per_client.end() && --it->second == 0) per_client.erase(it);
+    }
+  }
+
+  // A clear answer for a connection over a cap, then close. Whatever the client already sent
+  // is read first so that closing does not turn into a reset that destroys the answer; over
+  // TLS there is no handshake to answer in, so the connection is only closed.
+  void refuse(int fd, std::string_view why) const {
+    if (!ssl_ctx) {
+      char sink[4096];
+      [[maybe_unused]] auto r = ::recv(fd, sink, sizeof sink, MSG_DONTWAIT);
+      std::string body = "503 Service Unavailable: " + std::string(why) + "\n";
+      std::string msg = "HTTP/1.1 503 Service Unavailable\r\nServer: provisioner\r\nRetry-After: 1\r\n"
+                        "Content-Type: text/plain; charset=utf-8\r\nContent-Length: " +
+                        std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+      [[maybe_unused]] auto w = ::send(fd, msg.data(), msg.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
+    ::close(fd);
+  }
+
   void accept_some(Loop& loop) {
     for (int i = 0; i < 64; ++i) {
-      int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-      if (fd < 0) return;  // EAGAIN (another loop took it) or a transient error
-      if (active.load() >= opt.max_connections) {
-        ::close(fd);
+      sockaddr_storage peer{};
+      socklen_t peer_len = sizeof peer;
+      int fd = ::accept4(listen_fd, reinterpret_cast<sockaddr*>(&peer), &peer_len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) {
+        if (errno == EMFILE || errno == ENFILE) shed_one();
+        return;  // EAGAIN (another loop took it) or a transient error
+      }
+      std::string client = client_key(peer);
+      if (const char* why = admit(client)) {
+        refuse(fd, why);
         continue;
       }
       int one = 1;
       ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       auto c = std::make_unique<Conn>();
       c->fd = fd;
+      c->client = std::move(client);
+      c->deadline = Clock::now() + opt.head_timeout;  // the first request's head, from accept
       if (ssl_ctx) {
         c->ssl = SSL_new(ssl_ctx);
-        if (!c->ssl) continue;  // ~Conn closes fd
+        if (!c->ssl) {  // ~Conn closes fd
+          release(c->client);
+          continue;
+        }
         SSL_set_fd(c->ssl, fd);
         SSL_set_accept_state(c->ssl);
       }
@@ -351,20 +427,63 @@ struct ArtifactServer::Impl {
       epoll_event ev{};
       ev.events = EPOLLIN | EPOLLOUT | EPOLLET;
       ev.data.ptr = c.get();
-      if (::epoll_ctl(loop.ep, EPOLL_CTL_ADD, fd, &ev) != 0) continue;
-      active.fetch_add(1);
+      if (::epoll_ctl(loop.ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        release(c->client);
+        continue;
+      }
       Conn* raw = c.get();
       loop.conns.emplace(raw, std::move(c));
     }
   }
 
+  // Out of descriptors: free the spare one, accept a pending connection, refuse it, take the
+  // spare back. Without this the level-triggered listener would wake every loop forever.
+  void shed_one() {
+    int spare = spare_fd.exchange(-1);
+    if (spare < 0) return;
+    ::close(spare);
+    int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) refuse(fd, "the artifact server is out of file descriptors");
+    spare_fd.store(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  }
+
   void close_conn(Loop& loop, Conn* c) {
     ::epoll_ctl(loop.ep, EPOLL_CTL_DEL, c->fd, nullptr);
-    if (loop.conns.erase(c)) active.fetch_sub(1);
+    auto it = loop.conns.find(c);
+    if (it == loop.conns.end()) return;
+    release(c->client);
+    loop.conns.erase(it);
+  }
+
+  // Drops the connections past their bound: a request head not complete by its deadline (408
+  // when part of one arrived), a keep-alive connection idle too long, a response that stalled.
+  void sweep(Loop& loop, Clock::time_point now) {
+    std::vector<Conn*> expired;
+    for (auto& [c, owned] : loop.conns) {
+      bool over = c->state == Conn::State::reading ? now >= c->deadline
+                                                   : now - c->last_progress > opt.stall_timeout;
+      if (over) expired.push_back(c);
+    }
+    for (auto* c : expired) {
+      if (c->state == Conn::State::reading && c->head_started && !c->in.empty() && !c->ssl) {
+        static constexpr std::string_view timeout =
+            "HTTP/1.1 408 Request Timeout\r\nServer: provisioner\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            "Content-Length: 20\r\nConnection: close\r\n\r\n408 Request Timeout\n";
+        [[maybe_unused]] auto w = ::send(c->fd, timeout.data(), timeout.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      }
+      close_conn(loop, c);
+    }
+  }
+
+  // After a response on a keep-alive connection: a pipelined request already begun is held to
+  // the head deadline from now; otherwise the connection may idle up to keepalive_timeout.
+  void await_next_request(Conn& c) const {
+    c.state = Conn::State::reading;
+    c.head_started = !c.in.empty();
+    c.deadline = Clock::now() + (c.head_started ? opt.head_timeout : opt.keepalive_timeout);
   }
 
   void drive(Loop& loop, Conn* c) {
-    c->last_activity = Clock::now();
     for (int guard = 0; guard < 64; ++guard) {
       if (c->state == Conn::State::writing) {
         Io io = c->write_some();
@@ -373,11 +492,18 @@ struct ArtifactServer::Impl {
         if (io != Io::progress) return close_conn(loop, c);
         c->finish_response();
         if (c->close_after) return close_conn(loop, c);
-        c->state = Conn::State::reading;
+        await_next_request(*c);
       }
       if (parse_and_respond(*c)) continue;
       Io io = c->read_some();
-      if (io == Io::progress) continue;
+      if (io == Io::progress) {
+        // The next request's first byte: its head deadline starts now and nothing extends it.
+        if (!c->head_started && !c->in.empty()) {
+          c->head_started = true;
+          c->deadline = Clock::now() + opt.head_timeout;
+        }
+        continue;
+      }
       if (io == Io::want_read || io == Io::want_write) return;
       return close_conn(loop, c);  // eof (a partial request at eof is dropped) or error
     }
@@ -444,6 +570,7 @@ struct ArtifactServer::Impl {
     c.piece = 0;
     c.piece_done = 0;
     c.state = Conn::State::writing;
+    c.last_progress = Clock::now();
   }
 
   void error_response(Conn& c, int status, std::string_view reason, bool close,
@@ -648,7 +775,9 @@ struct ArtifactServer::Impl {
     if (::bind(listen_fd, reinterpret_cast<sockaddr*>(&addr), len) != 0)
       return make_error(ErrorKind::unavailable, "bind " + opt.host + ":" + std::to_string(opt.port) +
                                                     ": " + std::strerror(errno));
-    if (::listen(listen_fd, 1024) != 0)
+    // The kernel's maximum backlog: a burst of connections must wait in the queue, not be
+    // dropped into SYN retries that cost their clients a second each.
+    if (::listen(listen_fd, SOMAXCONN) != 0)
       return make_error(ErrorKind::internal, std::string("listen: ") + std::strerror(errno));
     sockaddr_storage bound{};
     socklen_t blen = sizeof bound;
@@ -663,15 +792,31 @@ ArtifactServer::ArtifactServer(const ArtifactStore& store, ArtifactServerOptions
 
 ArtifactServer::~ArtifactServer() { stop(); }
 
+std::size_t connection_cap(std::uint64_t nofile) {
+  const std::uint64_t headroom = std::clamp<std::uint64_t>(nofile / 4, 256, 4096);
+  const std::uint64_t left = nofile > headroom ? nofile - headroom : 0;
+  return static_cast<std::size_t>(std::clamp<std::uint64_t>(left / 2, 8, 32768));
+}
+
 std::string ArtifactServer::url_path(std::string_view sha256, std::string_view name) {
   return "/artifacts/" + std::string(sha256) + "/" + std::string(name);
 }
 
 Result<std::uint16_t> ArtifactServer::start() {
   if (impl_) return make_error(ErrorKind::conflict, "artifact server already started");
-  if (options_.threads < 1 || options_.max_header_bytes < 256 || options_.name_suffixes.empty())
+  if (options_.threads < 1 || options_.max_header_bytes < 256 || options_.name_suffixes.empty() ||
+      options_.head_timeout.count() <= 0 || options_.keepalive_timeout.count() <= 0 ||
+      options_.stall_timeout.count() <= 0)
     return make_error(ErrorKind::invalid_input, "artifact server options out of range");
   auto impl = std::make_unique<Impl>(store_, options_);
+  // The controller raises its soft open-file limit at start-up (main.cpp); read it now.
+  rlimit files{};
+  std::uint64_t nofile = ::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur != RLIM_INFINITY
+                             ? files.rlim_cur
+                             : 1u << 20;
+  impl->cap = connection_cap(nofile);
+  if (options_.max_connections > 0) impl->cap = std::min(impl->cap, options_.max_connections);
+  impl->spare_fd.store(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   impl->boundary = "provisioner-" + crypto::random_token(12);
   if (options_.tls) {
     if (auto s = impl->setup_tls(*options_.tls); !s) return s.error();
@@ -700,6 +845,7 @@ Result<std::uint16_t> ArtifactServer::start() {
     Impl* im = impl.get();
     l->thread = std::thread([im, l] { im->run(*l); });
   }
+  max_connections_ = impl->cap;
   impl_ = std::move(impl);
   port_ = *port;
   return port_;

@@ -61,10 +61,31 @@ Status apply_config_file(const std::filesystem::path& file, ControllerConfig& c)
   }
   if (auto* a = t["artifacts"].as_table()) {
     if (auto s = unknown_keys(*a, {"listen", "public_url", "threads", "maintenance_iso", "retention_seconds",
-                                   "max_upload_bytes", "tls_cert", "tls_key", "tls_min_version"},
+                                   "max_upload_bytes", "tls_cert", "tls_key", "tls_min_version",
+                                   "max_connections", "max_connections_per_client", "head_timeout_ms",
+                                   "keepalive_timeout_ms"},
                               where + " [artifacts]");
         !s)
       return s;
+    // The artifact server's limits against hostile clients: integers in range, or an error
+    // naming the key (a limit silently ignored or turned off is what they exploit).
+    const struct {
+      const char* key;
+      std::int64_t min, max;
+      std::int64_t* into;
+    } limits[] = {{"max_connections", 0, 1 << 20, &c.artifacts_max_connections},
+                  {"max_connections_per_client", 0, 1 << 20, &c.artifacts_max_connections_per_client},
+                  {"head_timeout_ms", 100, 600'000, &c.artifacts_head_timeout_ms},
+                  {"keepalive_timeout_ms", 100, 3'600'000, &c.artifacts_keepalive_timeout_ms}};
+    for (const auto& l : limits) {
+      const toml::node* n = a->get(l.key);
+      if (!n) continue;
+      auto v = n->value_exact<std::int64_t>();
+      if (!v || *v < l.min || *v > l.max)
+        return make_error(ErrorKind::invalid_input, where + " [artifacts] " + l.key + ": must be an integer from " +
+                                                        std::to_string(l.min) + " to " + std::to_string(l.max));
+      *l.into = *v;
+    }
     if (auto v = (*a)["listen"].value<std::string>()) c.artifacts_listen = *v;
     if (auto v = (*a)["public_url"].value<std::string>()) c.artifacts_public_url = *v;
     if (auto v = (*a)["threads"].value<std::int64_t>()) c.artifacts_threads = static_cast<int>(*v);

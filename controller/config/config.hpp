@@ -42,6 +42,12 @@ struct ControllerConfig {
   // HTTPS for BMCs that want it; old BMCs may speak only TLS 1.0/1.1 ("TLSv1").
   std::optional<std::filesystem::path> artifacts_tls_cert, artifacts_tls_key;
   std::string artifacts_tls_min_version = "TLSv1.2";
+  // Limits against hostile clients, as in artifacts::ArtifactServerOptions (same defaults):
+  // max_connections 0 = from the open-file limit; per_client 0 = no per-address cap.
+  std::int64_t artifacts_max_connections = 0;
+  std::int64_t artifacts_max_connections_per_client = 64;
+  std::int64_t artifacts_head_timeout_ms = 5'000;
+  std::int64_t artifacts_keepalive_timeout_ms = 30'000;
   std::int64_t artifact_retention_seconds = 24 * 3600;
   std::uint64_t max_upload_bytes = 16ull << 30;
 

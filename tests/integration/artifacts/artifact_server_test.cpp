@@ -10,15 +10,20 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <random>
 #include <sstream>
+#include <thread>
 
 #include "common/crypto.hpp"
 #include "controller/artifacts/http_range.hpp"
@@ -450,7 +455,7 @@ TEST_F(ArtifactServerTest, CompositeIsServedByteExactly) {
 
 TEST_F(ArtifactServerTest, IdleConnectionsAreClosedAndStopIsClean) {
   ArtifactServerOptions o;
-  o.idle_timeout = std::chrono::milliseconds(200);
+  o.head_timeout = std::chrono::milliseconds(200);  // a connection that never sends a byte
   start(o);
   Client c(port_);
   EXPECT_TRUE(c.closed_by_peer());  // within the 10 s receive timeout
@@ -471,7 +476,12 @@ TEST_F(ArtifactServerTest, MaxConnectionsIsEnforced) {
   b.send("HEAD " + path() + " HTTP/1.1\r\n\r\n");
   EXPECT_EQ(a.read_response(true).status, 200);
   EXPECT_EQ(b.read_response(true).status, 200);
-  Client extra(port_);
+  EXPECT_EQ(server_->max_connections(), 2u);
+  Client extra(port_);  // a clear answer, then close
+  auto r = extra.read_response();
+  EXPECT_EQ(r.status, 503);
+  EXPECT_EQ(r.header("retry-after"), "1");
+  EXPECT_EQ(r.header("connection"), "close");
   EXPECT_TRUE(extra.closed_by_peer());
 }
 
@@ -528,6 +538,261 @@ TEST_F(ArtifactServerTest, Https) {
   broken.tls = TlsOptions{(dir_ / "missing.pem").string(), key.string(), "TLSv1.2"};
   ArtifactServer s(*store_, broken);
   EXPECT_FALSE(s.start());
+}
+
+
+// ---- defect 9: hostile clients must not lock the BMCs out of their media ---------------------
+
+// A TCP connection to 127.0.0.1:<port> from `source` (any 127.0.0.0/8 address), or -1.
+int connect_from(const char* source, std::uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  sockaddr_in src{};
+  src.sin_family = AF_INET;
+  ::inet_pton(AF_INET, source, &src.sin_addr);
+  sockaddr_in dst{};
+  dst.sin_family = AF_INET;
+  dst.sin_port = htons(port);
+  dst.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&src), sizeof src) != 0 ||
+      ::connect(fd, reinterpret_cast<sockaddr*>(&dst), sizeof dst) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Lets this process hold thousands of sockets (both ends of every test connection).
+void raise_fd_limit(rlim_t want) {
+  rlimit r{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &r), 0);
+  if (r.rlim_cur < want) {
+    r.rlim_cur = std::min(want, r.rlim_max);
+    ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &r), 0);
+  }
+  ASSERT_GE(r.rlim_cur, want) << "the hard RLIMIT_NOFILE is too low for this test";
+}
+
+struct Fds {
+  std::vector<int> fds;
+  ~Fds() {
+    for (int fd : fds) ::close(fd);
+  }
+};
+
+// Opens `n` connections from `source` that each send a request line and then never finish
+// their headers (what the outsider did). The server may refuse some; those are kept too.
+void open_half_open(Fds& held, const char* source, std::uint16_t port, int n, const std::string& target) {
+  const std::string line = "GET " + target + " HTTP/1.1\r\nHost: t\r\n";
+  for (int i = 0; i < n; ++i) {
+    int fd = connect_from(source, port);
+    ASSERT_GE(fd, 0) << "connect #" << i << ": " << std::strerror(errno);
+    held.fds.push_back(fd);
+    [[maybe_unused]] auto r = ::send(fd, line.data(), line.size(), MSG_NOSIGNAL);
+  }
+}
+
+// One complete request from `source`; the status (0: no answer) and how long it took, connect
+// included.
+std::pair<int, std::chrono::milliseconds> timed_request(const char* source, std::uint16_t port,
+                                                         const std::string& request) {
+  auto t0 = std::chrono::steady_clock::now();
+  int fd = connect_from(source, port);
+  int status = 0;
+  if (fd >= 0) {
+    timeval tv{3, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(request.size())) {
+      std::string got;
+      char buf[4096];
+      while (got.find("\r\n") == std::string::npos) {
+        ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+        if (n <= 0) break;
+        got.append(buf, static_cast<std::size_t>(n));
+      }
+      if (got.rfind("HTTP/1.1 ", 0) == 0 && got.size() >= 12) status = std::stoi(got.substr(9, 3));
+    }
+    ::close(fd);
+  }
+  return {status, std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)};
+}
+
+TEST_F(ArtifactServerTest, HalfOpenFloodFromOneAddressDoesNotLockOutAnother) {
+  raise_fd_limit(8192);
+  Fds flood;
+  open_half_open(flood, "127.0.0.1", port_, 2000, path());
+  // A BMC elsewhere in the rack fetches its media: answered at once, the flood still open.
+  for (const char* range : {"0-1023", "1048576-1060920"}) {
+    auto [status, took] = timed_request(
+        "127.0.0.2", port_, "GET " + path() + " HTTP/1.1\r\nHost: t\r\nRange: bytes=" + range + "\r\n\r\n");
+    EXPECT_EQ(status, 206) << "range " << range;
+    EXPECT_LT(took, std::chrono::milliseconds(1000)) << "range " << range;
+  }
+}
+
+TEST_F(ArtifactServerTest, TricklingHeadIsDroppedAfterTheHeadDeadline) {
+  // Defaults: the head deadline is a few seconds, counted from accept; a byte now and then
+  // must not extend it.
+  int fd = connect_from("127.0.0.1", port_);
+  ASSERT_GE(fd, 0);
+  Fds owned{{fd}};
+  const std::string line = "GET " + path() + " HTTP/1.1\r\nX-Slow: ";
+  ASSERT_EQ(::send(fd, line.data(), line.size(), MSG_NOSIGNAL), static_cast<ssize_t>(line.size()));
+  auto t0 = std::chrono::steady_clock::now();
+  bool closed = false;
+  std::string answer;
+  for (int i = 0; i < 24 && !closed; ++i) {  // at most ~12 s
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 500) == 1) {
+      char buf[1024];
+      ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) closed = true;
+      else answer.append(buf, static_cast<std::size_t>(n));
+      continue;
+    }
+    if (::send(fd, "a", 1, MSG_NOSIGNAL) != 1) closed = true;  // one byte every ~500 ms
+  }
+  auto took = std::chrono::steady_clock::now() - t0;
+  ASSERT_TRUE(closed) << "a trickling client still holds its connection after 12 s";
+  EXPECT_LT(took, std::chrono::seconds(8));
+  if (!answer.empty()) {
+    EXPECT_EQ(answer.rfind("HTTP/1.1 408 ", 0), 0u) << answer;
+  }
+}
+
+
+TEST_F(ArtifactServerTest, ConnectionCapFollowsTheFdLimit) {
+  // No per-address cap and a long head deadline: only the fd-derived connection cap stands
+  // between the flood and the next client, and it must be far above 2,000 here.
+  raise_fd_limit(8192);
+  ArtifactServerOptions o;
+  o.max_connections_per_client = 0;
+  o.head_timeout = std::chrono::seconds(30);
+  start(o);
+  rlimit r{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &r), 0);
+  EXPECT_EQ(server_->max_connections(), connection_cap(r.rlim_cur));
+  EXPECT_GT(server_->max_connections(), 2001u);
+  Fds flood;
+  open_half_open(flood, "127.0.0.1", port_, 2000, path());
+  auto [status, took] = timed_request("127.0.0.2", port_, "HEAD " + path() + " HTTP/1.1\r\nHost: t\r\n\r\n");
+  EXPECT_EQ(status, 200);
+  EXPECT_LT(took, std::chrono::milliseconds(1000));
+  // Every flood connection is still held (none was refused or reset): nothing to read.
+  int answered = 0;
+  for (int fd : flood.fds) {
+    char b;
+    if (::recv(fd, &b, 1, MSG_DONTWAIT) >= 0 || errno != EAGAIN) ++answered;
+  }
+  EXPECT_EQ(answered, 0);
+}
+
+TEST_F(ArtifactServerTest, PerClientCapAnswers503AndSparesOtherAddresses) {
+  ArtifactServerOptions o;
+  o.max_connections_per_client = 3;
+  start(o);
+  std::vector<std::unique_ptr<Client>> held;
+  for (int i = 0; i < 3; ++i) {  // admitted for sure: each has had an answer
+    held.push_back(std::make_unique<Client>(port_));
+    held.back()->send("HEAD " + path() + " HTTP/1.1\r\n\r\n");
+    EXPECT_EQ(held.back()->read_response(true).status, 200);
+  }
+  Client fourth(port_);
+  auto r = fourth.read_response();
+  EXPECT_EQ(r.status, 503);
+  EXPECT_NE(r.body.find("too many connections from this address"), std::string::npos) << r.body;
+  EXPECT_TRUE(fourth.closed_by_peer());
+
+  auto [status, took] = timed_request("127.0.0.2", port_, "HEAD " + path() + " HTTP/1.1\r\n\r\n");
+  EXPECT_EQ(status, 200);
+
+  // A slot freed is a slot given back (the server sees the close asynchronously: retry a bit).
+  held.pop_back();
+  int got = 0;
+  for (int i = 0; i < 50 && got != 200; ++i) {
+    if (i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    got = timed_request("127.0.0.1", port_, "HEAD " + path() + " HTTP/1.1\r\n\r\n").first;
+  }
+  EXPECT_EQ(got, 200);
+}
+
+TEST_F(ArtifactServerTest, KeepAliveIdleIsBoundedAndTheHeadDeadlineStartsAtTheFirstByte) {
+  ArtifactServerOptions o;
+  o.head_timeout = std::chrono::milliseconds(400);
+  o.keepalive_timeout = std::chrono::milliseconds(3000);
+  start(o);
+  Client c(port_);
+  c.send("HEAD " + path() + " HTTP/1.1\r\n\r\n");
+  EXPECT_EQ(c.read_response(true).status, 200);
+  // Idle between requests longer than the head deadline but within the keep-alive bound: the
+  // next request is still served.
+  std::this_thread::sleep_for(std::chrono::milliseconds(900));
+  c.send("HEAD " + path() + " HTTP/1.1\r\n\r\n");
+  EXPECT_EQ(c.read_response(true).status, 200);
+  // Half a head, then nothing: dropped with 408 once the head deadline (from that first byte)
+  // has passed, well before the keep-alive bound.
+  auto t0 = std::chrono::steady_clock::now();
+  c.send("HEAD " + path() + " HTTP/1.1\r\n");
+  auto r = c.read_response();
+  EXPECT_EQ(r.status, 408);
+  EXPECT_TRUE(c.closed_by_peer());
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(2500));
+
+  // With nothing more sent after a response, the keep-alive bound closes the connection.
+  ArtifactServerOptions k;
+  k.keepalive_timeout = std::chrono::milliseconds(300);
+  start(k);
+  Client idle(port_);
+  idle.send("HEAD " + path() + " HTTP/1.1\r\n\r\n");
+  EXPECT_EQ(idle.read_response(true).status, 200);
+  EXPECT_TRUE(idle.closed_by_peer());  // within the client's 10 s receive timeout
+}
+
+TEST_F(ArtifactServerTest, SlowRangedDownloadOutlivesTheHeadDeadline) {
+  // A slow BMC: small receive window, reads in small bites with pauses; the transfer lasts
+  // many head deadlines and keep-alive bounds and must complete byte-exact.
+  auto big = random_bytes(24 << 20, 7);
+  auto info = store_->put(big);
+  ASSERT_TRUE(info);
+  ArtifactServerOptions o;
+  o.head_timeout = std::chrono::milliseconds(300);
+  o.keepalive_timeout = std::chrono::milliseconds(300);
+  start(o);
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  Fds owned{{fd}};
+  int rcvbuf = 64 << 10;
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+  timeval tv{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port_);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  const std::uint64_t first = 4096, length = 12 << 20;
+  std::string req = "GET " + ArtifactServer::url_path(info->sha256, "big.iso") + " HTTP/1.1\r\nRange: bytes=" +
+                    std::to_string(first) + "-" + std::to_string(first + length - 1) + "\r\n\r\n";
+  ASSERT_EQ(::send(fd, req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
+  auto t0 = std::chrono::steady_clock::now();
+  std::string got;
+  char buf[32 << 10];
+  for (int bite = 0; bite < 4000; ++bite) {  // bounded: 12 MiB needs ~400 bites of 32 KiB
+    if (bite == 8) std::this_thread::sleep_for(std::chrono::milliseconds(1000));  // a stall
+    else std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    got.append(buf, static_cast<std::size_t>(n));
+    auto end = got.find("\r\n\r\n");
+    if (end != std::string::npos && got.size() - (end + 4) >= length) break;
+  }
+  auto took = std::chrono::steady_clock::now() - t0;
+  auto end = got.find("\r\n\r\n");
+  ASSERT_NE(end, std::string::npos);
+  EXPECT_EQ(got.rfind("HTTP/1.1 206 ", 0), 0u);
+  ASSERT_EQ(got.size() - (end + 4), length) << "transfer cut after " << got.size() << " bytes";
+  EXPECT_TRUE(got.compare(end + 4, length, big, first, length) == 0);
+  EXPECT_GT(took, 4 * o.head_timeout);  // the test is only meaningful if it outlived the deadline
 }
 
 }  // namespace
