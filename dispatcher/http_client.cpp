@@ -2,6 +2,8 @@
 
 #include <curl/curl.h>
 
+#include "common/curl_handles.hpp"
+
 #include <algorithm>
 #include <cctype>
 #include <charconv>
@@ -78,20 +80,6 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
-// libcurl's global state, set up once before the first handle (thread-safe since 7.84, but
-// once is all it needs).
-void curl_init_once() {
-  static std::once_flag once;
-  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-}
-
-struct EasyDeleter {
-  void operator()(CURL* c) const { curl_easy_cleanup(c); }
-};
-struct SlistDeleter {
-  void operator()(curl_slist* l) const { curl_slist_free_all(l); }
-};
-
 // What the callbacks fill in while the transfer runs.
 struct Transfer {
   HttpResponse response;
@@ -131,15 +119,15 @@ Result<HttpResponse> http_request(const HttpRequest& request) {
   auto url = parse_url(request.url);  // the same rules as ever: http(s) only, no credentials
   if (!url) return url.error();
   if (request.timeout_ms <= 0) return make_error(ErrorKind::invalid_input, "timeout_ms must be positive");
-  curl_init_once();
-  std::unique_ptr<CURL, EasyDeleter> easy(curl_easy_init());
+  curl::global_init_once();
+  curl::EasyPtr easy(curl_easy_init());
   if (!easy) return make_error(ErrorKind::internal, "curl_easy_init failed");
   CURL* c = easy.get();
   Transfer t;
   t.max_body = request.max_response_bytes;
   char errbuf[CURL_ERROR_SIZE] = {0};
 
-  std::unique_ptr<curl_slist, SlistDeleter> headers;
+  curl::SlistPtr headers;
   auto add_header = [&](const std::string& line) {
     curl_slist* l = curl_slist_append(headers.get(), line.c_str());
     if (l) {

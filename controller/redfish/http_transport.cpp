@@ -5,6 +5,8 @@
 
 #include <curl/curl.h>
 
+#include "common/curl_handles.hpp"
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -26,11 +28,6 @@ std::string trim(std::string s) {
   auto b = s.find_first_not_of(" \t\r\n");
   auto e = s.find_last_not_of(" \t\r\n");
   return b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
-}
-
-void global_init() {
-  static std::once_flag once;
-  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
 }
 
 constexpr std::size_t kMaxBody = 64u << 20;
@@ -209,15 +206,11 @@ struct Exchange {
   }
 };
 
-struct SlistDeleter {
-  void operator()(curl_slist* l) const { curl_slist_free_all(l); }
-};
-
 class CurlTransport final : public HttpTransport {
  public:
   CurlTransport(Endpoint endpoint, TransportOptions options)
       : endpoint_(std::move(endpoint)), options_(std::move(options)), keep_alive_(options_.keep_alive) {
-    global_init();
+    curl::global_init_once();
     std::string key = endpoint_.url("") + "|verify=" + (options_.tls.verify ? "1" : "0") +
                       "|ca=" + options_.tls.ca_file + "|tls=" + (options_.tls.legacy ? "legacy" : "modern");
     pool_ = registry().get(key);
@@ -286,7 +279,7 @@ class CurlTransport final : public HttpTransport {
     // Method and body. Only what the request says goes out: no form Content-Type of
     // libcurl's, no Expect: 100-continue, an explicit Content-Length on every POST/PATCH/PUT.
     bool has_type = false;
-    std::unique_ptr<curl_slist, SlistDeleter> headers;
+    curl::SlistPtr headers;
     auto add = [&](const std::string& line) {
       curl_slist* next = curl_slist_append(headers.get(), line.c_str());
       if (next) {

@@ -1,6 +1,8 @@
 #include "tools/vbmc/media_fetcher.hpp"
 
 #include <curl/curl.h>
+
+#include "common/curl_handles.hpp"
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -30,18 +32,6 @@ std::string without_query(const std::string& url) { return url.substr(0, url.fin
 Error fetch_error(const std::string& url, const std::string& what) {
   return make_error(ErrorKind::unavailable, "fetching " + without_query(url) + ": " + what);
 }
-
-void curl_init_once() {
-  static std::once_flag once;
-  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-}
-
-struct EasyDeleter {
-  void operator()(CURL* c) const { curl_easy_cleanup(c); }
-};
-struct SlistDeleter {
-  void operator()(curl_slist* l) const { curl_slist_free_all(l); }
-};
 
 // One answer's head: the last one of a redirect chain (each hop starts a new status line).
 struct Head {
@@ -98,7 +88,7 @@ std::size_t on_body(char* data, std::size_t size, std::size_t n, void* user) {
 class Client {
  public:
   Client() {
-    curl_init_once();
+    curl::global_init_once();
     easy_.reset(curl_easy_init());
   }
   bool ok() const { return easy_ != nullptr; }
@@ -122,7 +112,7 @@ class Client {
   // GET of bytes [first, last] into `sink` (extra request headers in `headers`).
   Result<long> range_get(const std::string& url, const std::string& range, const std::string& if_range, Head& head,
                          BodySink& sink) {
-    std::unique_ptr<curl_slist, SlistDeleter> extra;
+    curl::SlistPtr extra;
     if (!if_range.empty()) extra.reset(curl_slist_append(nullptr, ("If-Range: " + if_range).c_str()));
     setup(url, extra.get());
     curl_easy_setopt(c(), CURLOPT_NOBODY, 0L);
@@ -170,8 +160,8 @@ class Client {
     return status;
   }
 
-  std::unique_ptr<CURL, EasyDeleter> easy_;
-  std::unique_ptr<curl_slist, SlistDeleter> base_headers_;
+  curl::EasyPtr easy_;
+  curl::SlistPtr base_headers_;
   char errbuf_[CURL_ERROR_SIZE] = {0};
 };
 

@@ -16,16 +16,13 @@
 #include "controller/servers/server_service.hpp"
 #include "tests/integration/controller/test_jobs.hpp"
 #include "tests/support/controller_process.hpp"
-#include "tests/support/in_memory_store.hpp"
-#include "tests/support/manual_clock.hpp"
+#include "tests/support/job_service_harness.hpp"
 #include "tests/support/mock_bmc.hpp"
 
 using namespace provisioner;
 using namespace provisioner::test;
 
 namespace {
-
-const std::string kSecretKey(32, '\x17');
 
 // Every Redfish pause moves the manual clock instead of sleeping.
 class ClockSleeper final : public redfish::Sleeper {
@@ -58,14 +55,10 @@ int count(const std::vector<RecordedRequest>& requests, const std::string& metho
 
 }  // namespace
 
-class BmcDriverTest : public testing::Test {
+class BmcDriverTest : public testing::Test, protected JobServiceHarness {
  protected:
   BmcDriverTest()
-      : log(Logger::Format::text, "error"),
-        servers(store, clock, log, kSecretKey),
-        jobs(store, servers, clock, log, metrics, kSecretKey,
-             JobServiceOptions{"/nonexistent-recipes", "http://127.0.0.1:1", 300, 500}),
-        artifacts(tmp.path() / "artifacts"),
+      : artifacts(tmp.path() / "artifacts"),
         maintenance(store, artifacts),
         media(artifacts, maintenance, JobMediaOptions{"http://127.0.0.1:1"}),
         sleeper(clock),
@@ -94,23 +87,7 @@ class BmcDriverTest : public testing::Test {
     return id;
   }
 
-  JobRecord record(const std::string& id) { return **store.get_job(id); }
-
-  std::vector<std::string> phases(const std::string& id) {
-    std::vector<std::string> out;
-    auto events = store.job_events(id);
-    for (const auto& e : *events)
-      if (e.kind == "phase") out.push_back(e.name);
-    return out;
-  }
-
   TempDir tmp;
-  InMemoryStore store;
-  ManualClock clock;
-  Logger log;
-  Metrics metrics;
-  ServerService servers;
-  JobService jobs;
   artifacts::ArtifactStore artifacts;
   MaintenanceIso maintenance;
   JobMediaBuilder media;

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 
@@ -192,93 +194,77 @@ TEST_F(BmcFlow, AnUnavailableBmcIsRetriedUntilItAnswers) {
   wait_for_phase(id, "reset_issued", 90);
 }
 
-// A cancel racing the reset, made deterministic by canceling from inside the mock BMC while
-// it handles the request just before the reset (the boot override PATCH). The cancel wins:
-// reset_issued is conditional on the job still provisioning, so no reset is ever sent.
-TEST_F(BmcFlow, ACancelThatWinsTheRaceSendsNoReset) {
-  start();
-  std::atomic<bool> canceled{false};
+// Races staged deterministically: the job is canceled from inside the mock BMC, while it
+// handles the first request that `when` picks, before that request is answered.
+struct StagedCancel {
   std::string id;
-  std::mutex id_mutex;
-  bmc->set_hook([&](const RecordedRequest& r, int) {
-    std::lock_guard lock(id_mutex);
-    if (r.method == "PATCH" && r.path.starts_with("/redfish/v1/Systems/") && !canceled.exchange(true)) {
-      auto c = controller->post("/api/v1/jobs/" + id + "/cancel", "");
-      EXPECT_EQ(c.status, 200) << c.body;
+  bool happened = false;
+};
+
+class BmcCancelRace : public BmcFlow {
+ protected:
+  StagedCancel submit_and_cancel_when(std::function<bool(const RecordedRequest&)> when) {
+    auto canceled = std::make_shared<std::atomic<bool>>(false);
+    auto id = std::make_shared<std::string>();
+    auto id_mutex = std::make_shared<std::mutex>();
+    bmc->set_hook([this, when, canceled, id, id_mutex](const RecordedRequest& r, int) {
+      std::lock_guard lock(*id_mutex);
+      if (when(r) && !canceled->exchange(true)) {
+        auto c = controller->post("/api/v1/jobs/" + *id + "/cancel", "");
+        EXPECT_EQ(c.status, 200) << c.body;
+      }
+      return MockAction::pass();
+    });
+    {
+      std::lock_guard lock(*id_mutex);
+      *id = submit();
     }
-    return MockAction::pass();
-  });
-  {
-    std::lock_guard lock(id_mutex);
-    id = submit();
+    auto job = wait_for_phase(*id, "cleanup_done");
+    EXPECT_EQ(job["status"], "canceled");
+    EXPECT_EQ(bmc->slot_image("CD1"), "") << "an ISO was left inserted";
+    EXPECT_EQ(bmc->slot_image("CD2"), "") << "an ISO was left inserted";
+    return {*id, canceled->load()};
   }
-  auto job = wait_for_phase(id, "cleanup_done");
-  EXPECT_TRUE(canceled.load()) << "the hook never ran: the race was not staged";
-  EXPECT_EQ(job["status"], "canceled");
+};
+
+// The cancel lands while the BMC handles the boot override PATCH, just before the reset. It
+// wins: reset_issued is recorded only while the job still provisions, so no reset is sent.
+TEST_F(BmcCancelRace, ACancelThatWinsTheRaceSendsNoReset) {
+  start();
+  auto staged = submit_and_cancel_when(
+      [](const RecordedRequest& r) { return r.method == "PATCH" && r.path.starts_with("/redfish/v1/Systems/"); });
+  ASSERT_TRUE(staged.happened) << "the race was not staged";
+  auto job = controller->get("/api/v1/jobs/" + staged.id).json();
   EXPECT_FALSE(has(phase_names(job), "reset_issued")) << job.dump();
   EXPECT_TRUE(bmc->resets().empty()) << "a canceled job reset its server";
-  EXPECT_EQ(bmc->slot_image("CD1"), "");
-  EXPECT_EQ(bmc->slot_image("CD2"), "");
 }
 
-// The cancel loses: it lands while the reset is on the wire. The reset was recorded first,
-// so it is sent exactly once; then cleanup runs (media out, boot from disk, no second reset).
-TEST_F(BmcFlow, ACancelThatLosesTheRaceLetsTheOneResetThroughThenCleansUp) {
+// The cancel lands while the reset is on the wire. The reset was recorded first, so it is
+// sent exactly once; then cleanup runs (media out, boot from disk, no second reset).
+TEST_F(BmcCancelRace, ACancelThatLosesTheRaceLetsTheOneResetThroughThenCleansUp) {
   start();
-  std::atomic<bool> canceled{false};
-  std::string id;
-  std::mutex id_mutex;
-  bmc->set_hook([&](const RecordedRequest& r, int) {
-    std::lock_guard lock(id_mutex);
-    if (r.method == "POST" && r.path.ends_with("ComputerSystem.Reset") && !canceled.exchange(true)) {
-      auto c = controller->post("/api/v1/jobs/" + id + "/cancel", "");
-      EXPECT_EQ(c.status, 200) << c.body;
-    }
-    return MockAction::pass();
-  });
-  {
-    std::lock_guard lock(id_mutex);
-    id = submit();
-  }
-  auto job = wait_for_phase(id, "cleanup_done");
-  EXPECT_TRUE(canceled.load()) << "the hook never ran: the race was not staged";
-  EXPECT_EQ(job["status"], "canceled");
+  auto staged = submit_and_cancel_when(
+      [](const RecordedRequest& r) { return r.method == "POST" && r.path.ends_with("ComputerSystem.Reset"); });
+  ASSERT_TRUE(staged.happened) << "the race was not staged";
+  auto job = controller->get("/api/v1/jobs/" + staged.id).json();
   EXPECT_TRUE(has(phase_names(job), "reset_issued")) << job.dump();
   EXPECT_FALSE(has(phase_names(job), "disk_reset_issued")) << job.dump();
   EXPECT_EQ(bmc->boots().size(), 1u) << "the recorded reset is sent once, and nothing after the cancel";
-  EXPECT_EQ(bmc->slot_image("CD1"), "");
-  EXPECT_EQ(bmc->slot_image("CD2"), "");
   EXPECT_EQ(bmc->boot().target, "Hdd");
 }
 
 // The single-ISO fallback saves the new media before inserting them. A cancel that lands
 // while the BMC refuses the second medium makes that save fail: then nothing more is
-// inserted (cleanup would not know the new ISO) and no reset is sent.
-TEST_F(BmcFlow, ACancelDuringTheSingleIsoFallbackLeavesNoMediumBehind) {
+// inserted (cleanup would not know the new ISO), no reset is sent, and cleanup ejects the
+// first medium that did go in.
+TEST_F(BmcCancelRace, ACancelDuringTheSingleIsoFallbackLeavesNoMediumBehind) {
   MockBmcOptions options;
   options.refuse_second_medium = true;
   start(options);
-  std::atomic<int> inserts{0};
-  std::atomic<bool> canceled{false};
-  std::string id;
-  std::mutex id_mutex;
-  bmc->set_hook([&](const RecordedRequest& r, int) {
-    std::lock_guard lock(id_mutex);
-    // The second insert is the one the BMC refuses: cancel while it is being refused.
-    if (r.method == "POST" && r.path.ends_with("InsertMedia") && ++inserts == 2 && !canceled.exchange(true)) {
-      auto c = controller->post("/api/v1/jobs/" + id + "/cancel", "");
-      EXPECT_EQ(c.status, 200) << c.body;
-    }
-    return MockAction::pass();
+  auto inserts = std::make_shared<std::atomic<int>>(0);
+  auto staged = submit_and_cancel_when([inserts](const RecordedRequest& r) {
+    return r.method == "POST" && r.path.ends_with("InsertMedia") && ++*inserts == 2;
   });
-  {
-    std::lock_guard lock(id_mutex);
-    id = submit();
-  }
-  auto job = wait_for_phase(id, "cleanup_done");
-  EXPECT_TRUE(canceled.load()) << "the hook never ran: the race was not staged";
-  EXPECT_EQ(job["status"], "canceled");
-  EXPECT_TRUE(bmc->resets().empty()) << job.dump();
-  EXPECT_EQ(bmc->slot_image("CD1"), "") << "an ISO was left inserted";
-  EXPECT_EQ(bmc->slot_image("CD2"), "") << "an ISO was left inserted";
+  ASSERT_TRUE(staged.happened) << "the race was not staged";
+  EXPECT_TRUE(bmc->resets().empty());
 }

@@ -5,37 +5,21 @@
 #include <string>
 
 #include "common/webhook.hpp"
-#include "controller/jobs/job_service.hpp"
-#include "controller/logging/logger.hpp"
-#include "controller/metrics/metrics.hpp"
-#include "controller/servers/server_service.hpp"
 #include "tests/integration/controller/test_jobs.hpp"
-#include "tests/support/in_memory_store.hpp"
-#include "tests/support/manual_clock.hpp"
+#include "tests/support/job_service_harness.hpp"
 
 using namespace provisioner;
-using provisioner::test::InMemoryStore;
-using provisioner::test::ManualClock;
 
 namespace {
 
-const std::string kSecretKey(32, '\x42');
-
-class JobServiceTest : public testing::Test {
+class JobServiceTest : public testing::Test, protected test::JobServiceHarness {
  protected:
-  JobServiceTest()
-      : log(Logger::Format::text, "error"),
-        servers(store, clock, log, kSecretKey),
-        jobs(store, servers, clock, log, metrics, kSecretKey,
-             JobServiceOptions{"/nonexistent-recipes", "http://127.0.0.1:1", 300, 500}) {}
 
   std::string create(const std::string& serial = "SN-1") {
     auto made = jobs.create(test::job_body(serial));
     EXPECT_TRUE(made.ok()) << (made.ok() ? "" : made.error().message);
     return made.ok() ? (*made)["id"].get<std::string>() : "";
   }
-
-  JobRecord record(const std::string& id) { return **store.get_job(id); }
 
   // A report signed the way the dispatcher signs it, at the clock's "now" unless told.
   Result<nlohmann::json> report(const std::string& id, const std::string& body, const std::string& serial = "SN-1",
@@ -45,20 +29,6 @@ class JobServiceTest : public testing::Test {
     return jobs.accept_webhook(serial, std::to_string(ts), sign_webhook(key, ts, body), body);
   }
 
-  std::vector<std::string> phases(const std::string& id) {
-    std::vector<std::string> out;
-    auto events = store.job_events(id);  // named: a range-for over *temporary would dangle
-    for (const auto& e : *events)
-      if (e.kind == "phase") out.push_back(e.name);
-    return out;
-  }
-
-  InMemoryStore store;
-  ManualClock clock;
-  Logger log;
-  Metrics metrics;
-  ServerService servers;
-  JobService jobs;
 };
 
 std::string body(const std::string& id, const std::string& status, const std::string& extra = "") {

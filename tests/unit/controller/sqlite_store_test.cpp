@@ -7,6 +7,7 @@
 
 #include "controller/store/migrations.hpp"
 #include "controller/store/sqlite_store.hpp"
+#include "tests/support/job_records.hpp"
 #include "tests/support/controller_process.hpp"
 
 using namespace provisioner;
@@ -14,15 +15,7 @@ using namespace provisioner;
 namespace {
 
 JobRecord job(const std::string& id, const std::string& serial = "SN") {
-  JobRecord j;
-  j.id = id;
-  j.status = "queued";
-  j.server_serial = serial;
-  j.server_json = R"({"serial":")" + serial + "\"}";
-  j.recipe_json = "{}";
-  j.webhook_key_sealed = "00";
-  j.created_ms = j.updated_ms = 1000;
-  return j;
+  return test::queued_job_record(id, serial);
 }
 
 }  // namespace

@@ -27,6 +27,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/support/manual_clock.hpp"
 #include "common/clock.hpp"
 #include "common/crypto.hpp"
 #include "dispatcher/discovery.hpp"
@@ -62,15 +63,7 @@ struct TempDir {
   }
 };
 
-class ManualClock final : public Clock {
- public:
-  explicit ManualClock(std::int64_t start_ms = 1'800'000'000'000) : now_(start_ms) {}
-  std::int64_t now_ms() const override { return now_.load(); }
-  void advance(std::int64_t ms) { now_ += ms; }
-
- private:
-  std::atomic<std::int64_t> now_;
-};
+using provisioner::test::ManualClock;
 
 // ---- HTTP server ---------------------------------------------------------------------------
 
