@@ -68,7 +68,11 @@ void raise_fd_limit() {
 // so every job's step sleeps a minute before each of its retries. SIGTERM must end all of
 // those waits: the process exits within 5 s, and the next start drives every job on.
 TEST(Shutdown, SigtermIsPromptWithAThousandJobsWaitingOnSlowBmcs) {
+#ifdef PROVISIONER_SANITIZED_CONTROLLER
+  constexpr int kJobs = 200;  // an instrumented controller: same waits, fewer of them
+#else
   constexpr int kJobs = 1000;
+#endif
   raise_fd_limit();  // a thousand mock BMCs and their connections
   TempDir tmp;
   auto base = make_maintenance_iso(tmp.path());
@@ -96,13 +100,17 @@ TEST(Shutdown, SigtermIsPromptWithAThousandJobsWaitingOnSlowBmcs) {
   for (int t = 0; t < 8; ++t)
     submitters.emplace_back([&, t] {
       for (int i = t; i < kJobs; i += 8) {
-        auto r = controller.post("/api/v1/jobs", job_for("SLOW" + std::to_string(100000 + i), *bmcs[i]).dump());
-        if (r.status == 201) ids[i] = r.json()["id"];
-        else ++refused;
+        try {
+          auto r = controller.post("/api/v1/jobs", job_for("SLOW" + std::to_string(100000 + i), *bmcs[i]).dump());
+          if (r.status == 201) ids[i] = r.json()["id"];
+          else ++refused;
+        } catch (const std::exception&) {
+          ++refused;  // no answer at all: the controller died (its log says why)
+        }
       }
     });
   for (auto& t : submitters) t.join();
-  ASSERT_EQ(refused.load(), 0);
+  ASSERT_EQ(refused.load(), 0) << controller.log_text().substr(0, 20000);
 
   // Every job is inside its BMC step, waiting out its BMC's Retry-After.
   auto waiting = [&] {
