@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <iostream>
+#include <stop_token>
 
 #include "common/atomic_file.hpp"
 #include "common/clock.hpp"
@@ -107,7 +108,12 @@ int run(const ControllerConfig& config) {
   reconcile.workers = config.reconcile_workers;
   reconcile.artifact_retention = std::chrono::seconds(config.artifact_retention_seconds);
   redfish::RealSleeper sleeper;
-  redfish::RedfishContext redfish(clock, sleeper, config.redfish, &log);
+  // Requested at SIGTERM/SIGINT: every BMC wait (Retry-After, task monitors, power polling)
+  // ends at once and no new Redfish request goes out, so the reconciler's workers return from
+  // their steps and the process exits promptly. Jobs keep their persisted phases; the next
+  // start resumes them.
+  std::stop_source shutdown;
+  redfish::RedfishContext redfish(clock, sleeper, config.redfish, &log, shutdown.get_token());
   BmcJobDriver bmc(**store, jobs, servers, media, redfish, clock, log);
   JobReconciler reconciler(**store, jobs, media, artifact_store, maintenance, &bmc, clock, log, reconcile);
   jobs.on_change([&reconciler](const std::string& id) { reconciler.wake(id); });
@@ -144,6 +150,7 @@ int run(const ControllerConfig& config) {
   int sig = 0;
   sigwait(&signals, &sig);
   log.info("controller stopping", {{"signal", std::to_string(sig)}});
+  shutdown.request_stop();
   server.stop();
   reconciler.stop();
   artifact_server.stop();

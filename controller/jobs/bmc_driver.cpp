@@ -86,8 +86,38 @@ void BmcJobDriver::fail(const JobRecord& job, const std::string& phase, const Er
   if (!failed) log_store_error(log_, job, "mark the job failed", failed.error());
 }
 
+std::stop_token BmcJobDriver::begin_step(const std::string& job_id) {
+  std::lock_guard lock(steps_mutex_);
+  return steps_[job_id].get_token();
+}
+
+void BmcJobDriver::end_step(const std::string& job_id) {
+  std::lock_guard lock(steps_mutex_);
+  steps_.erase(job_id);
+}
+
+void BmcJobDriver::job_changed(const std::string& job_id) {
+  {
+    std::lock_guard lock(steps_mutex_);
+    if (!steps_.contains(job_id)) return;
+  }
+  auto job = store_.get_job(job_id);
+  if (!job || !*job || (*job)->status == to_string(JobStatus::provisioning)) return;
+  std::lock_guard lock(steps_mutex_);
+  if (auto it = steps_.find(job_id); it != steps_.end()) it->second.request_stop();
+}
+
 void BmcJobDriver::advance(const JobRecord& job) {
   if (backing_off(job.id)) return;
+  // Registered before the status is read again: a cancel before this point is seen here, one
+  // after it stops the step's waits through job_changed().
+  auto stop = begin_step(job.id);
+  struct EndStep {
+    BmcJobDriver& d;
+    const std::string& id;
+    ~EndStep() { d.end_step(id); }
+  } end_step_guard{*this, job.id};
+  if (auto now = store_.get_job(job.id); !now || !*now || (*now)->status != to_string(JobStatus::provisioning)) return;
   auto events = store_.job_events(job.id);
   if (!events) return;
   if (has_phase(*events, "reset_issued")) return;  // nothing left for the BMC until the outcome
@@ -102,8 +132,10 @@ void BmcJobDriver::advance(const JobRecord& job) {
     return;
   }
 
-  redfish::BmcClient bmc(redfish_, *ep, {{"job_id", job.id}, {"serial", job.server_serial}});
+  redfish::BmcClient bmc(redfish_, *ep, {{"job_id", job.id}, {"serial", job.server_serial}}, stop);
   auto transient = [&](const std::string& phase, const Error& e) {
+    if (redfish::failure_code(e) == redfish::FailureCode::canceled)  // shutdown or cancel: the phases stand
+      return log_.info("BMC step stopped", fields({{"phase", phase}, {"reason", e.message}}));
     if (is_permanent(redfish::failure_code(e))) return fail(job, phase, e);
     log_.warn("BMC step will be retried", fields({{"phase", phase}, {"error", e.message}}));
     back_off(job.id);
@@ -158,7 +190,13 @@ void BmcJobDriver::advance(const JobRecord& job) {
   auto first = store_.record_phase_if_status(job.id, "reset_issued", "provisioning", "", clock_.now_ms());
   if (!first) return log_store_error(log_, job, "record reset_issued", first.error());
   if (!*first) return;
+  // Recorded: the cancel lost the race, the reset goes out once (only a shutdown stops it now).
+  bmc.set_stop({});
   auto reset = bmc.power_cycle_into_boot();
+  if (!reset && redfish::failure_code(reset.error()) == redfish::FailureCode::canceled) {
+    log_.warn("controller stopping during the reset step", fields({{"reason", reset.error().message}}));
+    return;
+  }
   if (!reset) {
     fail(job, "reset_issued", reset.error());
     return;

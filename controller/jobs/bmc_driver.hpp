@@ -7,6 +7,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <stop_token>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -41,7 +42,13 @@ class BmcJobDriver {
   // given up on a permanent error); false means "try again on a later pass".
   bool clean_up(const JobRecord& job, bool boot_disk_now);
 
+  // The job changed (a cancel, a report): when it is no longer provisioning, its BMC step in
+  // progress stops at once (its waits end, nothing more is sent, no reset goes out).
+  void job_changed(const std::string& job_id);
+
  private:
+  std::stop_token begin_step(const std::string& job_id);
+  void end_step(const std::string& job_id);
   std::optional<redfish::BmcEndpoint> endpoint(const JobRecord& job) const;
   bool backing_off(const std::string& job_id);
   void back_off(const std::string& job_id);
@@ -63,6 +70,10 @@ class BmcJobDriver {
   };
   std::mutex backoff_mutex_;
   std::map<std::string, Backoff> backoff_;
+
+  // The stop of each job's BMC step in progress (advance), requested by job_changed.
+  std::mutex steps_mutex_;
+  std::map<std::string, std::stop_source> steps_;
 };
 
 }  // namespace provisioner

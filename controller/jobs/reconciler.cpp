@@ -65,6 +65,7 @@ void JobReconciler::stop() {
 }
 
 void JobReconciler::wake(const std::string& job_id) {
+  if (bmc_) bmc_->job_changed(job_id);  // a canceled job's BMC step stops waiting now
   std::lock_guard lock(mutex_);
   resting_until_.erase(job_id);
   if (in_flight_.insert(job_id).second) queue_.push_back(job_id);

@@ -50,6 +50,7 @@ class JobReconciler {
   void start();
   void stop();
   // A job was created or changed (a report, a cancel): drive it now, not at the next tick.
+  // A job that left provisioning has its BMC step in progress stopped first.
   void wake(const std::string& job_id);
 
   // Hands every unfinished job not already being driven (and not resting) to the workers.

@@ -1,7 +1,9 @@
 #include "controller/redfish/redfish_client.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <mutex>
+#include <atomic>
 #include <optional>
 
 #include <nlohmann/json.hpp>
@@ -43,6 +45,7 @@ struct CallOptions {
   std::string if_match;
   bool follow_task = true;  // 202 + Location: poll the task monitor to the end
   bool with_auth = true;
+  bool stoppable = true;    // false: only the controller's shutdown keeps it from being sent
 };
 
 bool is_idempotent(const std::string& method) { return method == "GET" || method == "HEAD"; }
@@ -60,6 +63,7 @@ const char* failure_code_name(FailureCode code) {
     case FailureCode::not_found: return "not_found";
     case FailureCode::timeout: return "timeout";
     case FailureCode::invalid_input: return "invalid_input";
+    case FailureCode::canceled: return "canceled";
   }
   return "none";
 }
@@ -69,23 +73,26 @@ FailureCode failure_code(const Error& error) {
     if (f.path != kFailurePath) continue;
     for (auto c : {FailureCode::second_medium_refused, FailureCode::circuit_open, FailureCode::auth_failed,
                    FailureCode::transport, FailureCode::bmc_error, FailureCode::not_found, FailureCode::timeout,
-                   FailureCode::invalid_input})
+                   FailureCode::invalid_input, FailureCode::canceled})
       if (f.message == failure_code_name(c)) return c;
   }
   return FailureCode::none;
 }
 
-RedfishContext::RedfishContext(const Clock& clock, Sleeper& sleeper, RedfishOptions options, const Logger* logger)
+RedfishContext::RedfishContext(const Clock& clock, Sleeper& sleeper, RedfishOptions options, const Logger* logger,
+                               std::stop_token shutdown)
     : clock_(clock),
       sleeper_(sleeper),
       options_(options),
       logger_(logger),
       limiter_(options.max_concurrent_requests),
-      registry_(clock, options.breaker_threshold, options.breaker_open_ms) {}
+      registry_(clock, options.breaker_threshold, options.breaker_open_ms),
+      shutdown_(std::move(shutdown)) {}
 
 struct BmcClient::Impl {
-  Impl(RedfishContext& c, BmcEndpoint e, std::vector<std::pair<std::string, std::string>> lc)
+  Impl(RedfishContext& c, BmcEndpoint e, std::vector<std::pair<std::string, std::string>> lc, std::stop_token st)
       : ctx(c), opt(c.options()), ep(std::move(e)), bmc(c.registry().get(ep.address)), log_context(std::move(lc)) {
+    set_stop(std::move(st));
     std::string err;
     if (!parse_endpoint(ep.address, net, err)) {
       endpoint_error = err;
@@ -95,6 +102,11 @@ struct BmcClient::Impl {
       to.connect_timeout = std::chrono::milliseconds(opt.connect_timeout_ms);
       auto forced = profile_by_name(ep.profile);
       to.keep_alive = !forced || forced->keep_alive;
+      // A shutdown also ends a request on the wire (a slow BMC must not hold the controller
+      // up to its request deadline). A job's cancel only stops what comes after: the request
+      // in flight is bounded by its own deadline.
+      on_shutdown.emplace(ctx.shutdown(), RaiseFlag{&shutdown_flag});
+      to.stop = &shutdown_flag;
       transport = make_curl_transport(net, to);
     }
   }
@@ -106,6 +118,12 @@ struct BmcClient::Impl {
   std::vector<std::pair<std::string, std::string>> log_context;  // job_id, serial
   Endpoint net;
   std::string endpoint_error;
+  struct RaiseFlag {
+    std::atomic<bool>* flag;
+    void operator()() const noexcept { flag->store(true); }
+  };
+  std::atomic<bool> shutdown_flag{false};  // declared before the transport: it outlives it
+  std::optional<std::stop_callback<RaiseFlag>> on_shutdown;
   std::unique_ptr<HttpTransport> transport;
 
   // Session state. `basic` after sessions failed once: HTTP basic for the rest of our life.
@@ -118,6 +136,27 @@ struct BmcClient::Impl {
   std::optional<BmcFacts> facts;
   VendorProfile profile;
   std::string op = "redfish";  // the operation in progress, for errors and logs
+
+  // ---------------------------------------------------------------- stopping
+  // Stopped when the controller shuts down or the client's own token (the job's) is requested.
+  std::optional<StopEither> stop;
+  std::stop_token own_stop;
+
+  void set_stop(std::stop_token st) {
+    stop.reset();  // waits for a callback running on another thread before the source goes
+    own_stop = std::move(st);
+    stop.emplace(ctx.shutdown(), own_stop);
+  }
+  bool stopped() const { return stop->stop_requested(); }
+
+  Error stopped_error(const std::string& what) const {
+    const char* why = ctx.shutdown().stop_requested() ? "the controller is stopping" : "the job was canceled or changed";
+    log(1, "BMC operation stopped", {{"at", what}, {"reason", why}});
+    return fail(FailureCode::canceled, what + ": stopped, " + why);
+  }
+
+  // Every wait of an operation: false (and the operation gives up) once stopped.
+  bool pause(std::int64_t ms) { return ctx.sleeper().wait_ms(ms, stop->token()); }
 
   // ---------------------------------------------------------------- logging
   void log(int level, std::string_view msg, LogFields fields = {}) const {
@@ -146,6 +185,8 @@ struct BmcClient::Impl {
   Result<Reply> exchange(const std::string& method, const std::string& path, const std::optional<json>& body,
                          const CallOptions& co) {
     if (!transport) return fail(FailureCode::invalid_input, "BMC address invalid: " + endpoint_error);
+    if (co.stoppable ? stopped() : ctx.shutdown().stop_requested())
+      return stopped_error(where(method, path) + " not sent");
     if (!bmc.breaker.allow())
       return fail(FailureCode::circuit_open, where(method, path) + " not sent: BMC failed repeatedly, next try in " +
                                                  std::to_string(bmc.breaker.retry_in_ms() / 1000) + " s");
@@ -175,6 +216,8 @@ struct BmcClient::Impl {
       tr = transport->send(req, std::chrono::milliseconds(opt.request_timeout_ms));
     }
     if (!tr.ok) {
+      if (tr.failure.kind == TransportFailure::Kind::aborted && ctx.shutdown().stop_requested())
+        return stopped_error(where(method, path) + (tr.failure.sent ? " cut off on the wire" : " not sent"));
       if (tr.failure.kind != TransportFailure::Kind::aborted) bmc.breaker.record_failure();
       log(0, "redfish request failed", {{"method", method}, {"path", path}, {"error", tr.failure.detail}});
       Error e = fail(FailureCode::transport, where(method, path) + " failed: " + tr.failure.detail);
@@ -239,7 +282,8 @@ struct BmcClient::Impl {
                          !has_field(r.error(), "/redfish/aborted", "true") &&
                          (is_idempotent(method) || !sent_of(r.error()));
         if (may_retry && ++transient < opt.get_attempts) {
-          ctx.sleeper().sleep_ms(backoff_delay_ms(transient - 1, opt.retry_base_ms, opt.retry_cap_ms));
+          if (!pause(backoff_delay_ms(transient - 1, opt.retry_base_ms, opt.retry_cap_ms)))
+            return stopped_error(where(method, path) + " retry");
           continue;
         }
         return r.error();
@@ -261,16 +305,18 @@ struct BmcClient::Impl {
         return answer_error(method, path, rep, FailureCode::auth_failed);
       }
       if (rep.status == 429 && ++limited < opt.rate_limit_attempts) {
-        ctx.sleeper().sleep_ms(retry_after(rep, backoff_delay_ms(limited - 1, opt.retry_base_ms, opt.retry_cap_ms)));
+        if (!pause(retry_after(rep, backoff_delay_ms(limited - 1, opt.retry_base_ms, opt.retry_cap_ms))))
+          return stopped_error(where(method, path) + " Retry-After wait");
         continue;
       }
       if (is_not_ready_answer(rep.status, rep.http.body) && ++not_ready < opt.not_ready_attempts) {
         log(1, "BMC not ready; retrying", {{"path", path}, {"status", std::to_string(rep.status)}});
-        ctx.sleeper().sleep_ms(retry_after(rep, opt.not_ready_delay_ms));
+        if (!pause(retry_after(rep, opt.not_ready_delay_ms))) return stopped_error(where(method, path) + " not-ready wait");
         continue;
       }
       if (rep.status >= 500 && is_idempotent(method) && ++transient < opt.get_attempts) {
-        ctx.sleeper().sleep_ms(retry_after(rep, backoff_delay_ms(transient - 1, opt.retry_base_ms, opt.retry_cap_ms)));
+        if (!pause(retry_after(rep, backoff_delay_ms(transient - 1, opt.retry_base_ms, opt.retry_cap_ms))))
+          return stopped_error(where(method, path) + " retry wait");
         continue;
       }
       if (rep.status == 202 && co.follow_task) return follow_task(method, path, std::move(rep));
@@ -287,7 +333,7 @@ struct BmcClient::Impl {
     for (;;) {
       if (ctx.clock().now_ms() >= deadline)
         return fail(FailureCode::timeout, where(method, path) + ": task " + monitor + " did not finish in time");
-      ctx.sleeper().sleep_ms(delay);
+      if (!pause(delay)) return stopped_error(where(method, path) + ": waiting for task " + monitor);
       auto p = call("GET", monitor, std::nullopt, CallOptions{{}, false, true});
       if (!p) return p.error();
       if (p->status == 202) {
@@ -358,7 +404,8 @@ struct BmcClient::Impl {
       if (session_uri.empty() && r->body.is_object()) session_uri = path_of(r->body.value("@odata.id", ""));
       return Ok{};
     }
-    if (!r && (failure_code(r.error()) == FailureCode::circuit_open || failure_code(r.error()) == FailureCode::transport)) {
+    if (!r && (failure_code(r.error()) == FailureCode::circuit_open || failure_code(r.error()) == FailureCode::transport ||
+               failure_code(r.error()) == FailureCode::canceled)) {
       login_tried = false;  // the BMC was not reachable: says nothing about sessions, try again next time
       return r.error();
     }
@@ -374,8 +421,12 @@ struct BmcClient::Impl {
       token.clear();
       return;
     }
-    auto r = exchange("DELETE", session_uri, std::nullopt, CallOptions{});
-    if (!r || !r->ok()) log(2, "session delete failed", {{"path", session_uri}});
+    // A canceled job still gives its session back (BMCs have few); a stopping controller does
+    // not wait for a slow BMC: the session expires there.
+    if (!ctx.shutdown().stop_requested()) {
+      auto r = exchange("DELETE", session_uri, std::nullopt, CallOptions{{}, true, true, false});
+      if (!r || !r->ok()) log(2, "session delete failed", {{"path", session_uri}});
+    }
     token.clear();
     session_uri.clear();
     login_tried = false;
@@ -592,7 +643,7 @@ struct BmcClient::Impl {
           continue;
         }
         if (r && r->status >= 500 && attempt + 1 < profile.insert_retries_on_5xx) {
-          ctx.sleeper().sleep_ms(opt.insert_retry_delay_ms);
+          if (!pause(opt.insert_retry_delay_ms)) return stopped_error("BMC " + ep.address + ": " + op + ": eject retry");
           continue;
         }
         break;
@@ -641,7 +692,8 @@ struct BmcClient::Impl {
           auto now = read_slot(slot);
           if (now && now->holds(url)) return Ok{};
           if (now && !now->holds_media() && ++server_errors < profile.insert_retries_on_5xx) {
-            ctx.sleeper().sleep_ms(opt.insert_retry_delay_ms);
+            if (!pause(opt.insert_retry_delay_ms))
+              return stopped_error("BMC " + ep.address + ": " + op + ": insert retry");
             continue;
           }
         }
@@ -661,7 +713,7 @@ struct BmcClient::Impl {
       }
       if (r->status >= 500 && ++server_errors < profile.insert_retries_on_5xx) {
         // Dell may still be ejecting the previous image.
-        ctx.sleeper().sleep_ms(opt.insert_retry_delay_ms);
+        if (!pause(opt.insert_retry_delay_ms)) return stopped_error("BMC " + ep.address + ": " + op + ": insert retry");
         continue;
       }
       if (action && (r->status == 405 || r->status == 404 || r->status == 501)) {
@@ -791,19 +843,52 @@ struct BmcClient::Impl {
     return v;
   }
 
-  Result<BootResult> set_boot(const std::vector<std::string>& wanted_targets, std::string enabled, BootMode mode) {
+  // The slot holding the boot medium (a CD-kind one) is attached to the host over USB: its
+  // MediaTypes list USBStick. Before anything is inserted: any slot a CD would go into.
+  bool boot_medium_usb_attached() const {
+    auto usb = [](const VirtualMediaSlot& slot) {
+      return std::any_of(slot.media_types.begin(), slot.media_types.end(), [](std::string t) {
+        std::transform(t.begin(), t.end(), t.begin(), [](unsigned char c) { return std::tolower(c); });
+        return t == "usbstick";
+      });
+    };
+    bool held = false, held_usb = false, any_usb = false;
+    for (const auto& slot : facts->slots) {
+      if (!slot.accepts(MediaKind::cd)) continue;
+      any_usb |= usb(slot);
+      if (slot.holds_media()) {
+        held = true;
+        held_usb |= usb(slot);
+      }
+    }
+    return held ? held_usb : any_usb;
+  }
+
+  // `usb_attached`: the virtual CD sits in a USB-attached slot, so when the BMC offers none of
+  // `wanted_targets` but Usb, Usb boots it (some blade enclosures).
+  Result<BootResult> set_boot(const std::vector<std::string>& wanted_targets, std::string enabled, BootMode mode,
+                              bool usb_attached = false) {
     auto v = read_boot();
     if (!v) return v.error();
     auto allowed = string_array(v->boot, "BootSourceOverrideTarget@Redfish.AllowableValues");
-    std::string target = wanted_targets.back();
-    for (const auto& t : wanted_targets)
-      if (allowed.empty() ? t == wanted_targets.back() : contains(allowed, t)) {
-        target = t;
-        break;
+    std::string target = wanted_targets.back();  // nothing advertised: the profile's last resort
+    if (!allowed.empty()) {
+      auto it = std::find_if(wanted_targets.begin(), wanted_targets.end(),
+                             [&](const std::string& t) { return contains(allowed, t); });
+      if (it != wanted_targets.end()) {
+        target = *it;
+      } else if (usb_attached && contains(allowed, "Usb")) {
+        target = "Usb";
+        log(1, "no CD boot target; the virtual media slot is USB-attached: booting Usb");
+      } else {
+        std::string wanted, offered;
+        for (const auto& t : wanted_targets) wanted += (wanted.empty() ? "" : ", ") + t;
+        for (const auto& t : allowed) offered += (offered.empty() ? "" : ", ") + t;
+        return fail(FailureCode::not_found, "BMC " + ep.address + ": " + op + ": boot target " + wanted +
+                                                (usb_attached ? " (or Usb)" : "") +
+                                                " not in BootSourceOverrideTarget allowable values (" + offered + ")");
       }
-    if (!allowed.empty() && !contains(allowed, target))
-      return fail(FailureCode::not_found, "BMC " + ep.address + ": " + op + ": boot target " + target +
-                                              " not in BootSourceOverrideTarget allowable values");
+    }
     std::string want_mode = mode == BootMode::uefi ? "UEFI" : mode == BootMode::legacy ? "Legacy" : "";
     BootResult res{target, enabled, "", 0};
     bool tried_continuous = enabled != "Once";
@@ -871,12 +956,13 @@ struct BmcClient::Impl {
   Result<BootResult> set_boot_once_cd(BootMode mode) {
     if (profile.virtual_cd_via_oem_import && !facts->oem_import_uri.empty()) {
       auto r = set_boot_via_oem_import();
-      if (r) return r;
+      if (r || failure_code(r.error()) == FailureCode::canceled) return r;
       // Older firmware, or an import the BMC refused: the standard override still works on
       // many of them.
       log(2, "OEM boot import failed; using the standard boot override", {{"error", r.error().message}});
     }
-    return set_boot(profile.cd_boot_targets, profile.once_unreliable ? "Continuous" : "Once", mode);
+    return set_boot(profile.cd_boot_targets, profile.once_unreliable ? "Continuous" : "Once", mode,
+                    boot_medium_usb_attached());
   }
 
   // ---------------------------------------------------------------- power
@@ -896,7 +982,8 @@ struct BmcClient::Impl {
       if (ctx.clock().now_ms() >= deadline)
         return fail(FailureCode::timeout,
                     "BMC " + ep.address + ": " + op + ": PowerState still " + *p + ", expected " + want);
-      ctx.sleeper().sleep_ms(opt.power_poll_ms);
+      if (!pause(opt.power_poll_ms))
+        return stopped_error("BMC " + ep.address + ": " + op + ": waiting for PowerState " + want);
     }
   }
 
@@ -935,7 +1022,8 @@ struct BmcClient::Impl {
     auto off_then_on = [&](bool graceful) -> Status {
       if (graceful) {
         if (auto s = issue("GracefulShutdown"); !s) return s;
-        if (wait_power("Off", opt.graceful_timeout_ms)) return Ok{};
+        auto off = wait_power("Off", opt.graceful_timeout_ms);
+        if (off || failure_code(off.error()) == FailureCode::canceled) return off;
         log(2, "graceful shutdown timed out; forcing off");
       }
       if (auto s = issue("ForceOff"); !s) return s;
@@ -1012,8 +1100,8 @@ struct BmcClient::Impl {
 };
 
 BmcClient::BmcClient(RedfishContext& context, BmcEndpoint endpoint,
-                     std::vector<std::pair<std::string, std::string>> log_context)
-    : impl_(std::make_unique<Impl>(context, std::move(endpoint), std::move(log_context))) {}
+                     std::vector<std::pair<std::string, std::string>> log_context, std::stop_token stop)
+    : impl_(std::make_unique<Impl>(context, std::move(endpoint), std::move(log_context), std::move(stop))) {}
 
 BmcClient::~BmcClient() { logout(); }
 
@@ -1053,6 +1141,8 @@ Result<std::string> BmcClient::power_state() {
   if (!f) return f.error();
   return impl_->read_power();
 }
+
+void BmcClient::set_stop(std::stop_token stop) { impl_->set_stop(std::move(stop)); }
 
 void BmcClient::logout() {
   if (!impl_) return;

@@ -5,6 +5,7 @@
 // "nothing to eject". Errors say which BMC call failed and why, never with a secret in it.
 #include <cstdint>
 #include <memory>
+#include <stop_token>
 #include <string>
 #include <utility>
 #include <vector>
@@ -104,6 +105,9 @@ enum class FailureCode {
   not_found,              // no System / slot / action where expected
   timeout,                // a task or power transition did not finish in time
   invalid_input,
+  // Stopped before it finished: the controller is shutting down or the job was canceled. A
+  // wait ended early and nothing more was sent; the BMC is where the last answer left it.
+  canceled,
 };
 FailureCode failure_code(const Error& error);
 const char* failure_code_name(FailureCode code);
@@ -131,12 +135,15 @@ struct RedfishOptions {
   int max_concurrent_requests = 512;     // requests in flight across all BMCs (bench/jobs/run.sh)
 };
 
-// One per controller: the global concurrency limit, per-BMC locks and breakers, time.
+// One per controller: the global concurrency limit, per-BMC locks and breakers, time, and
+// the shutdown token (requested: every client's waits end at once and it sends nothing new).
 // Must outlive every BmcClient made from it.
 class RedfishContext {
  public:
-  RedfishContext(const Clock& clock, Sleeper& sleeper, RedfishOptions options = {}, const Logger* logger = nullptr);
+  RedfishContext(const Clock& clock, Sleeper& sleeper, RedfishOptions options = {}, const Logger* logger = nullptr,
+                 std::stop_token shutdown = {});
   const Clock& clock() const { return clock_; }
+  const std::stop_token& shutdown() const { return shutdown_; }
   Sleeper& sleeper() { return sleeper_; }
   const RedfishOptions& options() const { return options_; }
   const Logger* logger() const { return logger_; }
@@ -150,15 +157,21 @@ class RedfishContext {
   const Logger* logger_;
   ConcurrencyLimiter limiter_;
   BmcRegistry registry_;
+  std::stop_token shutdown_;
 };
 
 // Owns the connection settings, session and discovery cache for one BMC. Operations on the
 // same BMC address are serialised across all clients of one context. Not copyable.
+//
+// Stopping: when the context's shutdown or this client's `stop` token is requested, a wait
+// in progress (Retry-After, a task monitor, power polling, an insert retry) ends at once, no
+// further request is sent, and the operation fails with FailureCode::canceled. A request
+// already on the wire is not aborted (it ends within request_timeout_ms).
 class BmcClient {
  public:
   // `log_context` goes on every log line (job_id, serial): the logger redacts by name anyway.
   BmcClient(RedfishContext& context, BmcEndpoint endpoint,
-            std::vector<std::pair<std::string, std::string>> log_context = {});
+            std::vector<std::pair<std::string, std::string>> log_context = {}, std::stop_token stop = {});
   ~BmcClient();  // deletes the session, if one was created
   BmcClient(const BmcClient&) = delete;
   BmcClient& operator=(const BmcClient&) = delete;
@@ -179,7 +192,12 @@ class BmcClient {
   // boot to disk, resets when asked. Repeating it is harmless.
   Status cleanup(const std::vector<std::string>& inserted_urls, CleanupOptions options = {});
   Result<std::string> power_state();
-  // Ends the session now (the destructor does it otherwise).
+  // Replaces the token given at construction, between operations (default: only the
+  // context's shutdown stops this client). E.g. a job's reset, once recorded, must be sent
+  // even when the job is canceled a moment later.
+  void set_stop(std::stop_token stop);
+  // Ends the session now (the destructor does it otherwise). Not stopped by the client's own
+  // token (a canceled job still gives its session back); skipped once the controller stops.
   void logout();
 
  private:

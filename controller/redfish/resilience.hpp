@@ -9,10 +9,12 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stop_token>
 #include <string>
 #include <thread>
 
 #include "common/clock.hpp"
+#include "common/stop.hpp"
 
 namespace provisioner::redfish {
 
@@ -20,12 +22,24 @@ class Sleeper {
  public:
   virtual ~Sleeper() = default;
   virtual void sleep_ms(std::int64_t ms) = 0;
+  // The client's waits (Retry-After, task monitors, power polling, insert retries) go
+  // through this: like sleep_ms, but false, and at once, when `stop` is requested (shutdown,
+  // the job canceled). This default suits virtual-time sleepers in tests, whose sleep_ms
+  // returns quickly anyway: it looks at the token before and after sleeping.
+  virtual bool wait_ms(std::int64_t ms, const std::stop_token& stop) {
+    if (stop.stop_requested()) return false;
+    sleep_ms(ms);
+    return !stop.stop_requested();
+  }
 };
 
 class RealSleeper final : public Sleeper {
  public:
   void sleep_ms(std::int64_t ms) override {
     if (ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  }
+  bool wait_ms(std::int64_t ms, const std::stop_token& stop) override {
+    return sleep_unless_stopped(std::chrono::milliseconds(ms), stop);
   }
 };
 

@@ -88,6 +88,24 @@ void ControllerProcess::kill(int signal) {
   pid_ = -1;
 }
 
+std::optional<std::chrono::milliseconds> ControllerProcess::stop(int signal, std::chrono::milliseconds patience,
+                                                                int* status) {
+  if (pid_ <= 0) return std::chrono::milliseconds(0);
+  auto sent = std::chrono::steady_clock::now();
+  ::kill(pid_, signal);
+  int st = 0;
+  while (std::chrono::steady_clock::now() - sent < patience) {
+    if (::waitpid(pid_, &st, WNOHANG) == pid_) {
+      pid_ = -1;
+      if (status) *status = st;
+      return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - sent);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  kill(SIGKILL);
+  return std::nullopt;
+}
+
 std::string ControllerProcess::log_text() const {
   auto text = read_file(log_file());
   return text ? *text : std::string();

@@ -3,8 +3,10 @@
 // tokens, so integration tests talk to it over real sockets and can kill and restart it.
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 
 #include "tests/support/http_client.hpp"
@@ -41,6 +43,10 @@ class ControllerProcess {
   void start();               // returns once /healthz answers (or the port accepts, with TLS)
   void use_tls() { tls_ = true; }
   void kill(int signal = 9);  // and reap
+  // Sends `signal` and waits up to `patience` for the process to exit. The time it took when
+  // it did (and its exit status in `status`); nullopt when it did not (it is SIGKILLed then).
+  std::optional<std::chrono::milliseconds> stop(int signal, std::chrono::milliseconds patience,
+                                                int* status = nullptr);
   void restart() { kill(); start(); }
   bool running() const { return pid_ > 0; }
   pid_t pid() const { return pid_; }

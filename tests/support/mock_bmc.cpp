@@ -754,8 +754,18 @@ std::pair<int, std::string> MockBmc::apply_reset(const std::string& type) {
       ev.boot_target = "VirtualCd";  // the OEM one-time boot wins over the standard override
       oem_virtual_cd_once_ = false;
     }
-    for (const auto& s : slots_)
-      if (s.inserted) ev.media.push_back(s.image);
+    auto listed = [](const Slot& s, const char* type) {
+      const auto& t = s.spec.media_types;
+      return std::find(t.begin(), t.end(), type) != t.end();
+    };
+    for (const auto& s : slots_) {
+      if (!s.inserted) continue;
+      ev.media.push_back(s.image);
+      if ((ev.boot_target == "Cd" || ev.boot_target == "UsbCd" || ev.boot_target == "VirtualCd") &&
+          (listed(s, "CD") || listed(s, "DVD")))
+        ev.from_virtual_media = true;
+      if (ev.boot_target == "Usb" && listed(s, "USBStick")) ev.from_virtual_media = true;
+    }
     boots_.push_back(ev);
     if (boot_.enabled == "Once") {
       boot_.enabled = "Disabled";  // a one-time override is consumed by the boot

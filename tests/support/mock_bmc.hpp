@@ -66,6 +66,17 @@ struct MockBmcOptions {
   std::vector<std::string> boot_targets = {"None", "Pxe", "Cd", "Hdd", "UsbCd", "BiosSetup"};
 };
 
+// Some blade enclosures: the one virtual-media slot is attached to the host over USB (its
+// MediaTypes include USBStick next to CD and DVD), and the boot override offers Usb but no
+// Cd: the virtual CD boots as Usb there.
+inline MockBmcOptions usb_attached_blade_options() {
+  MockBmcOptions o;
+  o.model = "Mock Blade 1";
+  o.slots = {{"RemovableMedia1", {"CD", "DVD", "USBStick"}}};
+  o.boot_targets = {"None", "Pxe", "Hdd", "Usb", "BiosSetup"};
+  return o;
+}
+
 struct RecordedRequest {
   std::string method;
   std::string path;
@@ -122,6 +133,9 @@ struct MockBootEvent {
   std::string reset_type;
   std::string boot_target;  // effective override target, "Hdd" when none, "VirtualCd" (Dell OEM)
   std::vector<std::string> media;
+  // The override reached an inserted virtual medium: Cd/UsbCd/VirtualCd and a CD/DVD slot
+  // holding one, or Usb and a USB-attached slot (MediaTypes with USBStick) holding one.
+  bool from_virtual_media = false;
 };
 
 struct MockMediaFetch {

@@ -781,6 +781,55 @@ TEST(RedfishBoot, SupermicroProfileUsesUsbCdAndAlwaysSendsEnabled) {
   EXPECT_EQ(body["Boot"]["BootSourceOverrideEnabled"], "Once") << "sent although unchanged";
 }
 
+// Blade enclosures whose one virtual-media slot is USB-attached offer Usb, not Cd: the virtual
+// CD boots as Usb there (the exact PATCH), and the machine boots the inserted medium.
+TEST(RedfishBoot, UsbAttachedVirtualMediaWithoutACdTargetBootsUsb) {
+  Rig rig(test::usb_attached_blade_options());
+  BmcClient client(rig.ctx, rig.endpoint());
+  auto ins = client.insert_media({{kMaint, MediaKind::cd}});
+  ASSERT_TRUE(ins) << ins.error().message;
+  EXPECT_EQ((*ins)[0].slot_uri, kVm + "/RemovableMedia1");
+  auto boot = client.set_boot_once_cd(BootMode::keep);
+  ASSERT_TRUE(boot) << boot.error().message;
+  EXPECT_EQ(boot->target, "Usb");
+  EXPECT_EQ(boot->enabled, "Once");
+  auto patches = matching(rig.bmc, "PATCH", kSys);
+  ASSERT_EQ(patches.size(), 1u) << dump(rig.bmc.sequence());
+  EXPECT_EQ(patches[0].body, R"({"Boot":{"BootSourceOverrideEnabled":"Once","BootSourceOverrideTarget":"Usb"}})");
+  ASSERT_TRUE(client.power_cycle_into_boot());
+  ASSERT_EQ(rig.bmc.boots().size(), 1u);
+  EXPECT_EQ(rig.bmc.boots()[0].boot_target, "Usb");
+  EXPECT_TRUE(rig.bmc.boots()[0].from_virtual_media);
+  EXPECT_EQ(rig.bmc.boots()[0].media, std::vector<std::string>{kMaint});
+}
+
+// Usb is only right when the slot holding the boot medium is USB-attached: a CD-only slot
+// without a Cd target is an error naming the targets, and Cd stays first wherever it is offered.
+TEST(RedfishBoot, UsbIsChosenOnlyForAUsbAttachedSlotAndOnlyWithoutCd) {
+  {
+    MockBmcOptions o = test::usb_attached_blade_options();
+    o.slots = {{"CD1", {"CD", "DVD"}}, {"USB1", {"USBStick"}}};
+    Rig rig(o);
+    BmcClient client(rig.ctx, rig.endpoint());
+    ASSERT_TRUE(client.insert_media({{kMaint, MediaKind::cd}, {kTask, MediaKind::usb}}));
+    auto boot = client.set_boot_once_cd(BootMode::keep);
+    ASSERT_FALSE(boot) << "booted " << boot->target << ": the USB stick holds the task ISO, not the boot medium";
+    EXPECT_EQ(failure_code(boot.error()), FailureCode::not_found);
+    EXPECT_NE(boot.error().message.find("Cd"), std::string::npos) << boot.error().message;
+    EXPECT_TRUE(matching(rig.bmc, "PATCH", kSys).empty());
+  }
+  {
+    MockBmcOptions o = test::usb_attached_blade_options();
+    o.boot_targets = {"None", "Pxe", "Cd", "Hdd", "Usb"};
+    Rig rig(o);
+    BmcClient client(rig.ctx, rig.endpoint());
+    ASSERT_TRUE(client.insert_media({{kMaint, MediaKind::cd}}));
+    auto boot = client.set_boot_once_cd(BootMode::keep);
+    ASSERT_TRUE(boot) << boot.error().message;
+    EXPECT_EQ(boot->target, "Cd");
+  }
+}
+
 MockBmcOptions idrac_with_oem_import() {
   MockBmcOptions o;
   o.vendor = "Dell";
@@ -831,6 +880,122 @@ TEST(RedfishBoot, DellOemImportRefusedFallsBackToTheStandardOverride) {
   EXPECT_EQ(matching(rig.bmc, "PATCH", kSys).size(), 1u);
   ASSERT_TRUE(client.power_cycle_into_boot());
   EXPECT_EQ(rig.bmc.boots().back().boot_target, "Cd");
+}
+
+// ------------------------------------------------------------------ stopping (shutdown, cancel)
+
+// Real time: every wait is as long as the BMC asks, so only a stop can end it early.
+struct RealTimeRig {
+  explicit RealTimeRig(MockBmcOptions o = {}, RedfishOptions ro = fast_options())
+      : bmc(std::move(o)), ctx(clock, sleeper, ro, nullptr, shutdown.get_token()) {}
+  BmcEndpoint endpoint() const {
+    BmcEndpoint e;
+    e.address = bmc.address();
+    e.username = "admin";
+    e.password = "mock-bmc-password";
+    return e;
+  }
+  MockBmc bmc;
+  SystemClock clock;
+  RealSleeper sleeper;
+  std::stop_source shutdown;
+  RedfishContext ctx;
+};
+
+// Requests a stop once the BMC has answered `line` ("METHOD path status"); records when.
+struct StopWhen {
+  StopWhen(const MockBmc& bmc, std::string line, std::stop_source source)
+      : thread([&bmc, line = std::move(line), source, this](std::stop_token quit) mutable {
+          while (!quit.stop_requested()) {
+            auto seq = bmc.sequence();
+            if (std::find(seq.begin(), seq.end(), line) != seq.end()) {
+              at = std::chrono::steady_clock::now();
+              source.request_stop();
+              return;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+          }
+        }) {}
+  std::chrono::milliseconds since() const {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - at);
+  }
+  std::chrono::steady_clock::time_point at;
+  std::jthread thread;  // last: started once `at` exists
+};
+
+TEST(RedfishStop, CancelEndsARetryAfterWaitAtOnceAndSendsNothingMore) {
+  RealTimeRig rig;
+  rig.bmc.set_hook([](const RecordedRequest& r, int) {
+    return r.method == "PATCH" && r.path == kSys ? MockAction::respond(429, "", {{"Retry-After", "60"}})
+                                                 : MockAction::pass();
+  });
+  std::stop_source job;
+  {
+    BmcClient client(rig.ctx, rig.endpoint(), {}, job.get_token());
+    StopWhen stop(rig.bmc, "PATCH " + kSys + " 429", job);
+    auto boot = client.set_boot_once_cd(BootMode::keep);
+    auto took = stop.since();
+    stop.thread.join();
+    ASSERT_FALSE(boot);
+    EXPECT_EQ(failure_code(boot.error()), FailureCode::canceled) << boot.error().message;
+    EXPECT_LE(took.count(), 5000) << "the 60 s Retry-After wait went on after the cancel";
+    EXPECT_EQ(mutations(rig.bmc), (std::vector<std::string>{kSessions, "PATCH " + kSys + " 429"}))
+        << dump(rig.bmc.sequence());
+    auto again = client.power_cycle_into_boot();
+    ASSERT_FALSE(again);
+    EXPECT_EQ(failure_code(again.error()), FailureCode::canceled);
+    EXPECT_TRUE(rig.bmc.resets().empty()) << "a canceled client sent a reset";
+  }
+  EXPECT_EQ(rig.bmc.live_sessions(), 0) << "a canceled job still gives its session back";
+}
+
+TEST(RedfishStop, ShutdownEndsATaskMonitorWait) {
+  MockBmcOptions o;
+  o.async_actions = true;
+  o.task_retry_after_s = 60;
+  RealTimeRig rig(o);
+  {
+    BmcClient client(rig.ctx, rig.endpoint());
+    StopWhen stop(rig.bmc, insert_of("CD1", 202), rig.shutdown);
+    auto ins = client.insert_media({{kMaint, MediaKind::cd}});
+    auto took = stop.since();
+    stop.thread.join();
+    ASSERT_FALSE(ins);
+    EXPECT_EQ(failure_code(ins.error()), FailureCode::canceled) << ins.error().message;
+    EXPECT_LE(took.count(), 5000) << "the task monitor's Retry-After: 60 went on after the shutdown";
+  }
+  EXPECT_TRUE(matching(rig.bmc, "GET", "/TaskService/").empty()) << "no poll after the stop";
+  EXPECT_EQ(mutations(rig.bmc), (std::vector<std::string>{kSessions, insert_of("CD1", 202)}))
+      << "a stopping controller does not wait for a session delete either";
+}
+
+TEST(RedfishStop, ShutdownEndsPowerPollingAfterExactlyOneReset) {
+  MockBmcOptions o;
+  o.power_state = "Off";
+  o.power_lag_reads = 1000;  // PowerState keeps showing Off
+  RedfishOptions ro = fast_options();
+  ro.power_poll_ms = 60'000;
+  RealTimeRig rig(o, ro);
+  BmcClient client(rig.ctx, rig.endpoint());
+  StopWhen stop(rig.bmc, "POST " + kSys + "/Actions/ComputerSystem.Reset 204", rig.shutdown);
+  auto r = client.power_cycle_into_boot();
+  auto took = stop.since();
+  stop.thread.join();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(failure_code(r.error()), FailureCode::canceled) << r.error().message;
+  EXPECT_LE(took.count(), 5000) << "power polling went on after the shutdown";
+  EXPECT_EQ(rig.bmc.resets(), std::vector<std::string>{"On"});
+}
+
+TEST(RedfishStop, NothingIsSentOnceStopped) {
+  RealTimeRig rig;
+  rig.shutdown.request_stop();
+  BmcClient client(rig.ctx, rig.endpoint());
+  auto f = client.discover();
+  ASSERT_FALSE(f);
+  EXPECT_EQ(failure_code(f.error()), FailureCode::canceled);
+  EXPECT_NE(f.error().message.find("not sent"), std::string::npos) << f.error().message;
+  EXPECT_TRUE(rig.bmc.requests().empty());
 }
 
 TEST(RedfishLimits, OneOperationAtATimePerBmcAndAGlobalCap) {
@@ -1197,6 +1362,36 @@ TEST(RedfishProxy, OtherAddressesGoThroughTheProxyFromTheEnvironment) {
   ASSERT_FALSE(seen.empty());
   EXPECT_EQ(seen.front().path, "http://192.0.2.10:8000/redfish/v1/");
   EXPECT_EQ(seen.front().header("host"), "192.0.2.10:8000");
+}
+
+// A shutdown also ends a request already on the wire: the transport's stop flag is raised by
+// the controller's shutdown token, so a BMC that takes its time cannot hold the controller up
+// to the request deadline.
+TEST(RedfishStop, ShutdownCutsOffARequestOnTheWire) {
+  RedfishOptions ro = fast_options();
+  ro.request_timeout_ms = 30'000;
+  RealTimeRig rig({}, ro);
+  rig.bmc.set_hook([](const RecordedRequest& r, int) {
+    return r.method == "PATCH" && r.path == kSys ? MockAction::delay(6000) : MockAction::pass();
+  });
+  BmcClient client(rig.ctx, rig.endpoint());
+  std::jthread stopper([&rig](std::stop_token quit) {
+    // Once the PATCH is on the wire (the mock records it before its delay), stop.
+    while (!quit.stop_requested()) {
+      for (const auto& r : rig.bmc.requests())
+        if (r.method == "PATCH") {
+          rig.shutdown.request_stop();
+          return;
+        }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  });
+  auto started = std::chrono::steady_clock::now();
+  auto boot = client.set_boot_once_cd(BootMode::keep);
+  auto took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
+  ASSERT_FALSE(boot);
+  EXPECT_EQ(failure_code(boot.error()), FailureCode::canceled) << boot.error().message;
+  EXPECT_LT(took.count(), 3000) << "the request ran on after the shutdown: " << boot.error().message;
 }
 
 }  // namespace
