@@ -6,6 +6,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <mutex>
+#include <random>
 #include <stdexcept>
 
 namespace provisioner::test {
@@ -114,16 +118,30 @@ bool accepts_connections(std::uint16_t port, const std::string& host) {
   }
 }
 
+// A port the test's server binds later, in another process. Not one the kernel hands out:
+// an ephemeral port stays free only until the next outgoing connection takes it, and tests
+// that open thousands of connections (floods, a thousand BMCs) made a controller's later bind
+// fail now and then. So: a random port below the kernel's ephemeral range, checked free.
 std::uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
+  int ephemeral_low = 32768;
+  if (std::ifstream range("/proc/sys/net/ipv4/ip_local_port_range"); range) range >> ephemeral_low;
+  static std::mutex mu;
+  static std::mt19937 rng(static_cast<std::uint32_t>(::getpid()) * 2654435761u ^
+                          static_cast<std::uint32_t>(std::chrono::steady_clock::now().time_since_epoch().count()));
+  std::lock_guard lock(mu);
+  std::uniform_int_distribution<int> pick(10000, std::max(10001, ephemeral_low - 1));
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    auto port = static_cast<std::uint16_t>(pick(rng));
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(port);
+    bool free = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+    ::close(fd);
+    if (free) return port;
+  }
+  throw std::runtime_error("no free port below the ephemeral range");
 }
 
 }  // namespace provisioner::test
