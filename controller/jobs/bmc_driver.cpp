@@ -1,6 +1,7 @@
 #include "controller/jobs/bmc_driver.hpp"
 
 #include "controller/iso/job_media.hpp"
+#include "controller/jobs/job_phase.hpp"
 #include "controller/jobs/job_service.hpp"
 #include "controller/logging/logger.hpp"
 #include "controller/redfish/redfish_client.hpp"
@@ -10,9 +11,9 @@ namespace provisioner {
 
 namespace {
 
-bool has_phase(const std::vector<JobEvent>& events, const std::string& phase) {
+bool has_phase(const std::vector<JobEvent>& events, JobPhase phase) {
   for (const auto& e : events)
-    if (e.kind == "phase" && e.name == phase) return true;
+    if (e.kind == "phase" && e.name == to_string(phase)) return true;
   return false;
 }
 
@@ -120,14 +121,14 @@ void BmcJobDriver::advance(const JobRecord& job) {
   if (auto now = store_.get_job(job.id); !now || !*now || (*now)->status != to_string(JobStatus::provisioning)) return;
   auto events = store_.job_events(job.id);
   if (!events) return;
-  if (has_phase(*events, "reset_issued")) return;  // nothing left for the BMC until the outcome
+  if (has_phase(*events, JobPhase::reset_issued)) return;  // nothing left for the BMC until the outcome
   auto ep = endpoint(job);
   if (!ep) return;
   auto media = JobMedia::from_json(nlohmann::json::parse(job.media_json));
   auto recipe = nlohmann::json::parse(job.recipe_json);
   auto fields = [&](LogFields extra = {}) { return Logger::job_fields(job.id, job.server_serial, std::move(extra)); };
   if (!media.boot_iso) {
-    fail(job, "media_inserted",
+    fail(job, phase_name(JobPhase::media_inserted),
          make_error(ErrorKind::unavailable, "no maintenance ISO to boot ([artifacts] maintenance_iso, or an upload)"));
     return;
   }
@@ -141,12 +142,12 @@ void BmcJobDriver::advance(const JobRecord& job) {
     back_off(job.id);
   };
 
-  if (!has_phase(*events, "media_inserted")) {
+  if (!has_phase(*events, JobPhase::media_inserted)) {
     // The intent, recorded only while the job still provisions: a cancel committed before it
     // means nothing is ever inserted, and once it is recorded cleanup ejects whatever part of
     // the media made it in (an insert can fail half-way, one slot done).
-    if (!has_phase(*events, "media_requested")) {
-      auto requested = store_.record_phase_if_status(job.id, "media_requested", "provisioning", "", clock_.now_ms());
+    if (!has_phase(*events, JobPhase::media_requested)) {
+      auto requested = store_.record_phase_if_status(job.id, phase_name(JobPhase::media_requested), std::string(to_string(JobStatus::provisioning)), "", clock_.now_ms());
       if (!requested) return log_store_error(log_, job, "record media_requested", requested.error());
       if (!*requested) return;  // canceled (or failed) meanwhile
     }
@@ -156,30 +157,30 @@ void BmcJobDriver::advance(const JobRecord& job) {
       // Many BMCs hold one medium only: rebuild this job as one ISO and insert that instead.
       auto inputs = jobs_.task_inputs(job);
       auto single = inputs ? media_.build(*inputs, "single-iso") : Result<JobMedia>(inputs.error());
-      if (!single) return fail(job, "media_inserted", single.error());
+      if (!single) return fail(job, phase_name(JobPhase::media_inserted), single.error());
       // Saved before it is inserted, so cleanup knows which ISO to eject. Not saved (the job
       // was canceled meanwhile, or the store failed): insert nothing.
       auto saved = store_.set_job_media(job.id, "provisioning", single->to_json().dump(), clock_.now_ms());
       if (!saved) return log_store_error(log_, job, "save the single-iso media", saved.error());
       if (!*saved) return;
-      if (auto r = store_.record_phase(job.id, "media_fallback:single-iso", inserted.error().message, clock_.now_ms()); !r)
+      if (auto r = store_.record_phase(job.id, phase_name(JobPhase::media_fallback_single_iso), inserted.error().message, clock_.now_ms()); !r)
         log_store_error(log_, job, "record media_fallback:single-iso", r.error());
       log_.warn("BMC refused a second medium: switched the job to single-iso", fields({{"reason", inserted.error().message}}));
       media = *single;
       inserted = bmc.insert_media(media_requests(media));
     }
-    if (!inserted) return transient("media_inserted", inserted.error());
+    if (!inserted) return transient(phase_name(JobPhase::media_inserted), inserted.error());
     std::string urls;
     for (const auto& r : *inserted) urls += (urls.empty() ? "" : " ") + r.url;
     // Unrecorded, the next pass inserts again: insert_media leaves an already inserted URL alone.
-    if (auto r = store_.record_phase(job.id, "media_inserted", urls, clock_.now_ms()); !r)
+    if (auto r = store_.record_phase(job.id, phase_name(JobPhase::media_inserted), urls, clock_.now_ms()); !r)
       return log_store_error(log_, job, "record media_inserted", r.error());
   }
-  if (!has_phase(*events, "boot_set")) {
+  if (!has_phase(*events, JobPhase::boot_set)) {
     auto boot = bmc.set_boot_once_cd(boot_mode_of(recipe));
-    if (!boot) return transient("boot_set", boot.error());
+    if (!boot) return transient(phase_name(JobPhase::boot_set), boot.error());
     auto detail = boot->target + "/" + boot->enabled + (boot->mode.empty() ? "" : "/" + boot->mode);
-    if (auto r = store_.record_phase(job.id, "boot_set", detail, clock_.now_ms()); !r)
+    if (auto r = store_.record_phase(job.id, phase_name(JobPhase::boot_set), detail, clock_.now_ms()); !r)
       return log_store_error(log_, job, "record boot_set", r.error());
   }
   // Recorded before it is sent: after a crash here the reset is never repeated (the boot
@@ -187,7 +188,7 @@ void BmcJobDriver::advance(const JobRecord& job) {
   // the job still provisions, in the same compare-and-swap: a cancel that committed first wins
   // and no reset is sent; a cancel that comes after finds the reset recorded, and cleanup
   // follows the one reset.
-  auto first = store_.record_phase_if_status(job.id, "reset_issued", "provisioning", "", clock_.now_ms());
+  auto first = store_.record_phase_if_status(job.id, phase_name(JobPhase::reset_issued), std::string(to_string(JobStatus::provisioning)), "", clock_.now_ms());
   if (!first) return log_store_error(log_, job, "record reset_issued", first.error());
   if (!*first) return;
   // Recorded: the cancel lost the race, the reset goes out once (only a shutdown stops it now).
@@ -198,7 +199,7 @@ void BmcJobDriver::advance(const JobRecord& job) {
     return;
   }
   if (!reset) {
-    fail(job, "reset_issued", reset.error());
+    fail(job, phase_name(JobPhase::reset_issued), reset.error());
     return;
   }
   std::string issued;
@@ -214,8 +215,8 @@ bool BmcJobDriver::clean_up(const JobRecord& job, bool boot_disk_now) {
   if (!ep) return true;
   auto events = store_.job_events(job.id);
   if (!events) return false;
-  if (!has_phase(*events, "media_requested") && !has_phase(*events, "media_inserted") &&
-      !has_phase(*events, "reset_issued"))
+  if (!has_phase(*events, JobPhase::media_requested) && !has_phase(*events, JobPhase::media_inserted) &&
+      !has_phase(*events, JobPhase::reset_issued))
     return true;  // the BMC was never asked for anything: nothing to undo
   auto media = JobMedia::from_json(nlohmann::json::parse(job.media_json));
   std::vector<std::string> urls;
@@ -228,14 +229,14 @@ bool BmcJobDriver::clean_up(const JobRecord& job, bool boot_disk_now) {
   if (done && boot_disk_now) {
     // Into the installed system. Recorded before it is sent, like the first reset: a crash
     // between the two must not power-cycle a machine that is already booting its disk.
-    auto first = store_.record_phase_if_status(job.id, "disk_reset_issued", "succeeded", "", clock_.now_ms());
+    auto first = store_.record_phase_if_status(job.id, phase_name(JobPhase::disk_reset_issued), std::string(to_string(JobStatus::succeeded)), "", clock_.now_ms());
     if (!first) return false;
     if (*first) {
       auto reset = bmc.power_cycle_into_boot();
       if (!reset) {
         log_.error("reset into the installed system failed", Logger::job_fields(job.id, job.server_serial,
                                                                                 {{"error", reset.error().message}}));
-        if (auto r = store_.record_phase(job.id, "cleanup_failed", reset.error().message, clock_.now_ms()); !r)
+        if (auto r = store_.record_phase(job.id, phase_name(JobPhase::cleanup_failed), reset.error().message, clock_.now_ms()); !r)
           log_store_error(log_, job, "record cleanup_failed", r.error());
       }
     }
@@ -248,7 +249,7 @@ bool BmcJobDriver::clean_up(const JobRecord& job, bool boot_disk_now) {
   auto fields = Logger::job_fields(job.id, job.server_serial, {{"error", done.error().message}});
   if (is_permanent(redfish::failure_code(done.error()))) {
     log_.error("cleanup failed for good: media may still be inserted", fields);
-    if (auto r = store_.record_phase(job.id, "cleanup_failed", done.error().message, clock_.now_ms()); !r)
+    if (auto r = store_.record_phase(job.id, phase_name(JobPhase::cleanup_failed), done.error().message, clock_.now_ms()); !r)
       log_store_error(log_, job, "record cleanup_failed", r.error());
     return true;
   }

@@ -6,6 +6,7 @@
 #include "common/crypto.hpp"
 #include "common/redact.hpp"
 #include "common/webhook.hpp"
+#include "controller/jobs/job_phase.hpp"
 #include "controller/logging/logger.hpp"
 #include "controller/metrics/metrics.hpp"
 #include "controller/servers/server_service.hpp"
@@ -282,7 +283,7 @@ Result<JobRecord> JobService::network_task_for_serial(const std::string& serial)
   auto events = store_.job_events(job.id);
   if (!events) return events.error();
   for (const auto& e : *events)
-    if (e.kind == "phase" && e.name == "maint_booted")
+    if (e.kind == "phase" && e.name == to_string(JobPhase::maint_booted))
       return make_error(ErrorKind::not_found, "no task for " + serial + " yet");
   log_.info("task handed out by serial", Logger::job_fields(job.id, serial));
   return job;
@@ -363,11 +364,11 @@ Result<nlohmann::json> JobService::apply_report(JobRecord job, const WebhookRepo
       moved = transition(job, JobStatus::queued, JobStatus::provisioning, {}, "maintenance OS reported");
     } else if (status == JobStatus::provisioning) {
       if (report.status == "running") {
-        auto p = store_.record_phase(job.id, "maint_booted", "", clock_.now_ms());
+        auto p = store_.record_phase(job.id, phase_name(JobPhase::maint_booted), "", clock_.now_ms());
         if (!p) return p.error();
         applied |= *p;
         if (!report.step.empty()) {
-          auto s = store_.record_phase(job.id, "step:" + report.step, "", clock_.now_ms());
+          auto s = store_.record_phase(job.id, step_phase(report.step), "", clock_.now_ms());
           if (!s) return s.error();
           applied |= *s;
         }

@@ -10,6 +10,7 @@
 #include "controller/iso/maintenance_iso.hpp"
 #include "controller/jobs/bmc_driver.hpp"
 #include "controller/jobs/job_service.hpp"
+#include "controller/jobs/job_phase.hpp"
 #include "controller/logging/logger.hpp"
 
 namespace provisioner {
@@ -165,7 +166,7 @@ void JobReconciler::build_media(const JobRecord& job) {
   if (!recorded || !*recorded) return;  // canceled meanwhile: the next pass cleans up
   std::string detail = media->boot_iso ? media->boot_iso->sha256 : "";
   if (media->task_iso) detail = media->task_iso->sha256;
-  if (auto p = store_.record_phase(job.id, "iso_built", detail, clock_.now_ms()); !p)
+  if (auto p = store_.record_phase(job.id, phase_name(JobPhase::iso_built), detail, clock_.now_ms()); !p)
     return log_store_error(log_, job, "record iso_built", p.error());  // the next pass builds the same bytes again
   log_.info("task media built", Logger::job_fields(job.id, job.server_serial,
                                                    {{"mode", media->mode}, {"sha256", detail}}));
@@ -179,8 +180,8 @@ bool JobReconciler::check_timeouts(const JobRecord& job) {
   std::int64_t started = 0, booted = 0;
   for (const auto& e : *events) {
     if (e.kind == "transition" && e.name == "provisioning") started = e.at_ms;
-    if (e.kind == "phase" && (e.name == "reset_issued")) started = e.at_ms;  // the clock restarts at the reset
-    if (e.kind == "phase" && e.name == "maint_booted") booted = e.at_ms;
+    if (e.kind == "phase" && (e.name == to_string(JobPhase::reset_issued))) started = e.at_ms;  // the clock restarts at the reset
+    if (e.kind == "phase" && e.name == to_string(JobPhase::maint_booted)) booted = e.at_ms;
   }
   auto recipe = nlohmann::json::parse(job.recipe_json);
   auto limit = [&](const char* key, std::chrono::seconds fallback) {
@@ -205,7 +206,7 @@ void JobReconciler::clean_up(const JobRecord& job) {
   // Eject, boot from disk, and on success reset into the installed system. A server without
   // a BMC has nothing to undo.
   if (bmc_ && BmcJobDriver::has_bmc(job) && !bmc_->clean_up(job, status == JobStatus::succeeded)) return;
-  auto first = store_.record_phase(job.id, "cleanup_done", "", clock_.now_ms());
+  auto first = store_.record_phase(job.id, phase_name(JobPhase::cleanup_done), "", clock_.now_ms());
   if (!first) return;
   if (status == JobStatus::succeeded || status == JobStatus::failed)
     if (auto t = jobs_.transition(job, status, JobStatus::complete, {}, "cleanup done"); !t)

@@ -1,5 +1,8 @@
 #include <gtest/gtest.h>
 
+#include <set>
+
+#include "controller/jobs/job_phase.hpp"
 #include "controller/jobs/job_status.hpp"
 
 using namespace provisioner;
@@ -26,4 +29,20 @@ TEST(JobStatus, TheTableAllowsTheDocumentedFlowOnly) {
     }
   }
   EXPECT_FALSE(parse_job_status("done"));
+}
+
+TEST(JobPhaseTable, NamesAreUniqueAndRoundTrip) {
+  std::set<std::string_view> names;
+  for (const auto& info : kJobPhases) {
+    EXPECT_TRUE(names.insert(info.name).second) << info.name;
+    EXPECT_EQ(parse_job_phase(info.name), info.phase);
+    EXPECT_EQ(to_string(info.phase), info.name);
+    EXPECT_FALSE(info.name.starts_with(kStepPhasePrefix)) << "step:<unit> is not a table phase";
+  }
+  EXPECT_EQ(step_phase("partition.service"), "step:partition.service");
+  EXPECT_FALSE(parse_job_phase("step:partition.service"));
+  // The intents: recorded before the action, only while the job allows it.
+  for (auto p : {JobPhase::media_requested, JobPhase::reset_issued, JobPhase::disk_reset_issued})
+    EXPECT_TRUE(kJobPhases[static_cast<std::size_t>(p)].intent) << to_string(p);
+  for (std::size_t i = 0; i < kJobPhases.size(); ++i) EXPECT_EQ(static_cast<std::size_t>(kJobPhases[i].phase), i);
 }
