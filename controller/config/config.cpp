@@ -30,7 +30,7 @@ const std::vector<IntRange>& int_ranges() {
       {"http_threads", 1, 256},
       {"webhook.max_skew_seconds", 1, kDay},
       {"artifacts.threads", 1, 256},
-      {"artifacts.retention_seconds", 1, 3650 * kDay},
+      {"artifacts.retention_seconds", 0, 3650 * kDay},  // 0: collect as soon as unused
       {"artifacts.max_upload_bytes", 1, std::int64_t{1} << 50},
       {"reconciler.tick_ms", 10, 60'000},
       {"reconciler.idle_recheck_ms", 10, kDayMs},

@@ -53,7 +53,7 @@ TEST(ConfigValidation, BadValuesNameTheirKey) {
       {"[artifacts]\nlisten = \"127.0.0.1:http\"\n", "artifacts.listen: must be IP:port"},
       {"[artifacts]\nthreads = -2\n", "artifacts.threads: must be"},
       {"[artifacts]\nmax_upload_bytes = -1\n", "artifacts.max_upload_bytes: must be a positive integer"},
-      {"[artifacts]\nretention_seconds = 0\n", "artifacts.retention_seconds: must be a positive integer"},
+      {"[artifacts]\nretention_seconds = -1\n", "artifacts.retention_seconds: must be a non-negative integer"},
       {"[log]\nlevel = \"verbose\"\n", "log.level: must be one of debug info warn error, got 'verbose'"},
       {"[log]\nformat = \"xml\"\n", "log.format: must be one of text json"},
       {"log = \"debug\"\n", "log: must be a table"},
