@@ -155,7 +155,14 @@ void ApiHandler::count(const std::string& method, const std::string& path, int s
 }
 
 std::optional<ApiResponse> ApiHandler::check_access(const RouteSpec& route, const ApiRequest& req) const {
-  if (route.permission == Permission::open || route.permission == Permission::webhook) return std::nullopt;
+  if (route.permission == Permission::open) return std::nullopt;
+  if (route.permission == Permission::webhook) {
+    // The HMAC needs the body; a request without its headers is refused before reading it.
+    if (req.header(std::string(kWebhookTimestampHeader)).empty() || req.header(std::string(kWebhookSignatureHeader)).empty())
+      return from_error(make_error(ErrorKind::unauthorized, "missing " + std::string(kWebhookTimestampHeader) + " or " +
+                                                                std::string(kWebhookSignatureHeader) + " header"));
+    return std::nullopt;
+  }
   auto token = auth_.authenticate(req.header("Authorization"));
   if (!token) return from_error(make_error(ErrorKind::unauthorized, "a valid bearer token is required"));
   if (!role_allows(token->role, route.permission))

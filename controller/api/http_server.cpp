@@ -158,11 +158,16 @@ struct HttpServer::Impl {
     });
   }
 
-  // Answers without reading (the rest of) the body: see stop_reading_body.
+  // Answers without reading (the rest of) the body: see stop_reading_body. A body of a
+  // declared length within max_body_bytes is still read (that much is bounded): shutting the
+  // connection on unread bytes makes the kernel reset it, and the client may lose the answer.
   void refuse(http_request& request, const ApiResponse& r) {
-    bool pending = body_pending(request);
-    if (pending) stop_reading_body(request);
-    reply(request, r, pending);
+    const auto& headers = request.headers();
+    bool bounded = !headers.has(web::http::header_names::transfer_encoding) &&
+                   headers.content_length() <= options.max_body_bytes;
+    bool stop = body_pending(request) && !bounded;
+    if (stop) stop_reading_body(request);
+    reply(request, r, stop);
   }
 
   void refuse_too_large(http_request& request, const std::string& path, std::uint64_t limit,

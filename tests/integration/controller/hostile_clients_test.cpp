@@ -62,9 +62,9 @@ struct FloodResult {
 // Sends a chunked POST /api/v1/jobs whose body never ends: 64 KiB chunks until the server
 // answers or closes, `max_bytes` are sent, or `max_time` has passed (the probe is bounded).
 FloodResult flood_chunked(const ControllerProcess& controller, const char* token, std::uint64_t max_bytes,
-                          std::chrono::seconds max_time) {
+                          std::chrono::seconds max_time, const std::string& target = "/api/v1/jobs") {
   int fd = connect_from("127.0.0.1", controller.port());
-  std::string head = "POST /api/v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+  std::string head = "POST " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      "Transfer-Encoding: chunked\r\n";
   if (token) head += std::string("Authorization: Bearer ") + token + "\r\n";
   head += "\r\n";
@@ -112,13 +112,13 @@ constexpr std::uint64_t kMaxGrowth = 32ull << 20;
 // What the kernel's socket buffers may hold between the answer and our noticing it.
 constexpr std::uint64_t kPromptBytes = 64ull << 20;
 
-void expect_refused_promptly(const char* token, int status) {
+void expect_refused_promptly(const char* token, int status, const std::string& target = "/api/v1/jobs") {
   ControllerProcess controller;
   controller.start();
   auto before = resident_bytes(controller.pid());
   // Another client is served while the flood runs.
   auto other = std::async(std::launch::async, [&controller] { return controller.get("/api/v1/jobs").status; });
-  auto r = flood_chunked(controller, token, kFloodBytes, std::chrono::seconds(60));
+  auto r = flood_chunked(controller, token, kFloodBytes, std::chrono::seconds(60), target);
   EXPECT_EQ(other.get(), 200);
   ASSERT_FALSE(r.response.empty()) << "no answer after " << (r.sent >> 20) << " MiB of body; RSS went from "
                                    << (before >> 20) << " MiB to " << (r.peak_resident >> 20) << " MiB";
@@ -144,6 +144,11 @@ TEST(HostileClients, ChunkedFloodWithWrongTokenIs401BeforeAnyBody) {
 
 TEST(HostileClients, ChunkedFloodWithTokenIs413OncePastTheLimit) {
   expect_refused_promptly(ControllerProcess::kAdminToken, 413);
+}
+
+TEST(HostileClients, ChunkedFloodOnTheWebhookWithoutSignatureIs401) {
+  // The webhook carries no token but an HMAC over its body: without the headers, no body.
+  expect_refused_promptly(nullptr, 401, "/api/v1/status-webhook/SN-1");
 }
 
 TEST(HostileClients, ChunkedFloodOnUploadsWithoutTokenIs401) {
