@@ -115,14 +115,29 @@ std::optional<std::string> query_value(const ApiRequest& req, const char* name) 
 ApiHandler::ApiHandler(JobService& jobs, ServerService& servers, artifacts::UploadService& uploads,
                        const artifacts::ArtifactStore& artifacts, Store& store, Metrics& metrics,
                        const TokenAuthenticator& auth, const Logger& log)
-    : jobs_(jobs), servers_(servers), uploads_(uploads), artifacts_(artifacts), store_(store), metrics_(metrics), auth_(auth), log_(log) {}
+    : jobs_(jobs), servers_(servers), uploads_(uploads), artifacts_(artifacts), store_(store), metrics_(metrics), auth_(auth), log_(log) {
+  std::vector<std::string> patterns;
+  for (const auto& r : api_routes()) patterns.push_back(r.pattern);
+  metrics_.declare_routes(patterns);
+}
+
+const RouteSpec* ApiHandler::find_route(const std::string& method, const std::string& path,
+                                        std::vector<std::string>& params, bool& path_known) const {
+  auto parts = split_path(path);
+  path_known = false;
+  for (const auto& r : api_routes()) {
+    if (!match(r.pattern, parts, params)) continue;
+    path_known = true;
+    if (r.method == method) return &r;
+  }
+  return nullptr;
+}
 
 bool ApiHandler::streams_body(const std::string& method, const std::string& path) const {
-  auto parts = split_path(path);
   std::vector<std::string> params;
-  for (const auto& r : api_routes())
-    if (r.method == method && match(r.pattern, parts, params)) return r.streams_body;
-  return false;
+  bool path_known = false;
+  const auto* route = find_route(method, path, params, path_known);
+  return route && route->streams_body;
 }
 
 std::uint64_t ApiHandler::max_streamed_body() const { return uploads_.max_bytes(); }
@@ -131,45 +146,65 @@ ApiResponse ApiHandler::error_response(int status, const std::string& message) {
   return json_response(status, {{"error", message}});
 }
 
-void ApiHandler::count(const std::string& method, const std::string& route, int status,
+void ApiHandler::count(const std::string& method, const std::string& path, int status,
                        std::chrono::steady_clock::duration took) {
-  metrics_.count_request(method, route, status, std::chrono::duration<double>(took).count());
+  std::vector<std::string> params;
+  bool path_known = false;
+  const auto* route = find_route(method, path, params, path_known);
+  metrics_.count_request(method, route ? route->pattern : "other", status, std::chrono::duration<double>(took).count());
+}
+
+std::optional<ApiResponse> ApiHandler::check_access(const RouteSpec& route, const ApiRequest& req) const {
+  if (route.permission == Permission::open) return std::nullopt;
+  if (route.permission == Permission::webhook) {
+    // The HMAC needs the body; a request without its headers is refused before reading it.
+    if (req.header(std::string(kWebhookTimestampHeader)).empty() || req.header(std::string(kWebhookSignatureHeader)).empty())
+      return from_error(make_error(ErrorKind::unauthorized, "missing " + std::string(kWebhookTimestampHeader) + " or " +
+                                                                std::string(kWebhookSignatureHeader) + " header"));
+    return std::nullopt;
+  }
+  auto token = auth_.authenticate(req.header("Authorization"));
+  if (!token) return from_error(make_error(ErrorKind::unauthorized, "a valid bearer token is required"));
+  if (!role_allows(token->role, route.permission))
+    return from_error(make_error(ErrorKind::forbidden, "role " + std::string(to_string(token->role)) + " may not " +
+                                                           route.method + " " + route.pattern));
+  return std::nullopt;
+}
+
+std::optional<ApiResponse> ApiHandler::refuse_early(const ApiRequest& head) {
+  auto started = std::chrono::steady_clock::now();
+  std::vector<std::string> params;
+  bool path_known = false;
+  const auto* route = find_route(head.method, head.path, params, path_known);
+  std::optional<ApiResponse> refusal;
+  if (!route)
+    refusal = path_known ? error_response(405, "method not allowed") : error_response(404, "no such route");
+  else
+    refusal = check_access(*route, head);
+  if (refusal) count(head.method, head.path, refusal->status, std::chrono::steady_clock::now() - started);
+  return refusal;
 }
 
 ApiResponse ApiHandler::handle(const ApiRequest& request) {
   auto started = std::chrono::steady_clock::now();
-  auto path = split_path(request.path);
   std::vector<std::string> params;
-  const RouteSpec* route = nullptr;
   bool path_known = false;
-  for (const auto& r : api_routes()) {
-    if (!match(r.pattern, path, params)) continue;
-    path_known = true;
-    if (r.method == request.method) {
-      route = &r;
-      break;
-    }
-  }
+  const auto* route = find_route(request.method, request.path, params, path_known);
   ApiResponse response;
   if (!route) {
     response = path_known ? error_response(405, "method not allowed") : error_response(404, "no such route");
+  } else if (auto refusal = check_access(*route, request)) {
+    response = std::move(*refusal);
   } else {
     response = dispatch(*route, params, request);
   }
-  count(request.method, route ? route->pattern : "unmatched", response.status,
-        std::chrono::steady_clock::now() - started);
+  metrics_.count_request(request.method, route ? route->pattern : "other", response.status,
+                         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
   return response;
 }
 
 ApiResponse ApiHandler::dispatch(const RouteSpec& route, const std::vector<std::string>& params,
                                  const ApiRequest& req) {
-  if (route.permission != Permission::open && route.permission != Permission::webhook) {
-    auto token = auth_.authenticate(req.header("Authorization"));
-    if (!token) return from_error(make_error(ErrorKind::unauthorized, "a valid bearer token is required"));
-    if (!role_allows(token->role, route.permission))
-      return from_error(make_error(ErrorKind::forbidden, "role " + std::string(to_string(token->role)) +
-                                                             " may not " + route.method + " " + route.pattern));
-  }
   try {
     const auto& p = route.pattern;
     if (p == "/healthz") return json_response(200, {{"status", "ok"}});

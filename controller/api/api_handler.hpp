@@ -4,6 +4,7 @@
 #include <chrono>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -58,15 +59,26 @@ class ApiHandler {
 
   ApiResponse handle(const ApiRequest& request);
 
+  // Judges a request from its line and headers alone, before any body is read: the answer
+  // (404, 405, 401, 403) when it must be refused, nullopt when its body may be read. A
+  // refusal is counted in the metrics here; `handle` checks the same again.
+  std::optional<ApiResponse> refuse_early(const ApiRequest& head);
+
   // Whether this request's route streams its body, and the largest body it accepts.
   bool streams_body(const std::string& method, const std::string& path) const;
   std::uint64_t max_streamed_body() const;
 
-  // For answers the edge gives itself (413 before reading a body).
+  // For answers the edge gives itself (413 while reading a body).
   static ApiResponse error_response(int status, const std::string& message);
-  void count(const std::string& method, const std::string& route, int status, std::chrono::steady_clock::duration took);
+  // `path` is the request's path: the metrics label it by its route template, or `other`.
+  void count(const std::string& method, const std::string& path, int status, std::chrono::steady_clock::duration took);
 
  private:
+  // The route `method path` names (nullptr: none), whether any route has that path, its {params}.
+  const RouteSpec* find_route(const std::string& method, const std::string& path, std::vector<std::string>& params,
+                              bool& path_known) const;
+  // 401/403 when the request's token does not allow the route; nullopt when it does.
+  std::optional<ApiResponse> check_access(const RouteSpec& route, const ApiRequest& request) const;
   ApiResponse dispatch(const RouteSpec& route, const std::vector<std::string>& params, const ApiRequest& request);
 
   JobService& jobs_;

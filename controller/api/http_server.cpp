@@ -1,12 +1,16 @@
 #include "controller/api/http_server.hpp"
 
 #include <atomic>
+#include <exception>
+#include <functional>
+#include <stdexcept>
 #include <mutex>
 #include <thread>
 #include <vector>
 
 #include <boost/asio/ssl.hpp>
 #include <cpprest/http_listener.h>
+#include <cpprest/streams.h>
 #include <cpprest/uri.h>
 #include <pplx/threadpool.h>
 
@@ -38,6 +42,79 @@ ApiRequest to_api_request(const http_request& request) {
 }
 
 constexpr std::size_t kMaxConcurrentUploads = 4;
+constexpr std::size_t kBodyReadPiece = 64 * 1024;
+
+// cpprest's asio listener calls us as soon as the request head is parsed and keeps reading
+// the body in the background into an unbounded buffer; it sends no answer before the whole
+// body has arrived. Completing the body with an error makes the answer go out at once, and
+// with `Connection: close` the connection is shut right after it, which ends the reading
+// (also in the middle of one large chunk, which cpprest buffers whole before handing it on).
+bool body_pending(const http_request& request) {
+  return !pplx::create_task(request._get_impl()->_get_data_available()).is_done();
+}
+
+void stop_reading_body(const http_request& request) {
+  request._get_impl()->_complete(0, std::make_exception_ptr(std::runtime_error("request refused before its body")));
+}
+
+// Reads a body piece by piece into a string, stopping as soon as it passes `limit`, so no
+// request makes the edge hold more than `limit` + one piece of it.
+class BoundedBodyReader : public std::enable_shared_from_this<BoundedBodyReader> {
+ public:
+  enum class Outcome { complete, too_large, broken };
+  using Done = std::function<void(Outcome, std::string)>;
+
+  BoundedBodyReader(http_request request, std::size_t limit, Done done)
+      : request_(std::move(request)), body_stream_(request_.body().streambuf()), limit_(limit), done_(std::move(done)) {}
+
+  void read_next() {
+    auto self = shared_from_this();
+    piece_.resize(std::min(kBodyReadPiece, limit_ + 1 - body_.size()));
+    body_stream_.getn(reinterpret_cast<std::uint8_t*>(piece_.data()), piece_.size())
+        .then([self](pplx::task<std::size_t> read) {
+          std::size_t n = 0;
+          try {
+            n = read.get();
+          } catch (const std::exception&) {
+            self->done_(Outcome::broken, {});
+            return;
+          }
+          if (n == 0) {
+            self->finish();
+            return;
+          }
+          self->body_.append(self->piece_.data(), n);
+          if (self->body_.size() > self->limit_) {
+            self->done_(Outcome::too_large, {});
+            return;
+          }
+          self->read_next();
+        });
+  }
+
+ private:
+  // The body stream reads as ended also when the client broke off: the request's completion
+  // tells which.
+  void finish() {
+    auto self = shared_from_this();
+    pplx::create_task(request_._get_impl()->_get_data_available()).then([self](pplx::task<utility::size64_t> t) {
+      try {
+        t.get();
+      } catch (const std::exception&) {
+        self->done_(Outcome::broken, {});
+        return;
+      }
+      self->done_(Outcome::complete, std::move(self->body_));
+    });
+  }
+
+  http_request request_;  // keeps the body stream's owner alive while reading
+  concurrency::streams::streambuf<std::uint8_t> body_stream_;
+  std::size_t limit_;
+  Done done_;
+  std::string body_;
+  std::string piece_;
+};
 
 }  // namespace
 
@@ -81,21 +158,30 @@ struct HttpServer::Impl {
     });
   }
 
+  // Answers without reading (the rest of) the body: see stop_reading_body. A body of a
+  // declared length within max_body_bytes is still read (that much is bounded): shutting the
+  // connection on unread bytes makes the kernel reset it, and the client may lose the answer.
+  void refuse(http_request& request, const ApiResponse& r) {
+    const auto& headers = request.headers();
+    bool bounded = !headers.has(web::http::header_names::transfer_encoding) &&
+                   headers.content_length() <= options.max_body_bytes;
+    bool stop = body_pending(request) && !bounded;
+    if (stop) stop_reading_body(request);
+    reply(request, r, stop);
+  }
+
+  void refuse_too_large(http_request& request, const std::string& path, std::uint64_t limit,
+                        std::chrono::steady_clock::time_point started) {
+    handler.count(request.method(), path, 413, std::chrono::steady_clock::now() - started);
+    refuse(request, ApiHandler::error_response(413, "request body larger than " + std::to_string(limit) + " bytes"));
+  }
+
   void serve_upload(http_request request) {
-    auto method = request.method();
-    auto started = std::chrono::steady_clock::now();
-    if (request.headers().content_length() > handler.max_streamed_body()) {
-      handler.count(method, "oversize", 413, std::chrono::steady_clock::now() - started);
-      reply(request, ApiHandler::error_response(413, "upload larger than " +
-                                                         std::to_string(handler.max_streamed_body()) + " bytes"),
-            true);
-      return;
-    }
     if (active_uploads.fetch_add(1) >= kMaxConcurrentUploads) {
       --active_uploads;
       auto r = ApiHandler::error_response(503, "too many uploads at once; retry later");
       r.headers.push_back({"Retry-After", "5"});
-      reply(request, r, true);
+      refuse(request, r);
       return;
     }
     std::lock_guard lock(uploads_mutex);
@@ -104,54 +190,61 @@ struct HttpServer::Impl {
     uploads.push_back({std::thread([this, request, done]() mutable {
       ApiRequest api = to_api_request(request);
       auto body = request.body().streambuf();
-      api.read_body = [body](char* out, std::size_t cap) mutable -> Result<std::size_t> {
+      api.read_body = [body, request](char* out, std::size_t cap) mutable -> Result<std::size_t> {
         try {
-          return body.getn(reinterpret_cast<std::uint8_t*>(out), cap).get();
+          auto n = body.getn(reinterpret_cast<std::uint8_t*>(out), cap).get();
+          // The stream also ends when the client broke off: the request's completion tells which.
+          if (n == 0) pplx::create_task(request._get_impl()->_get_data_available()).get();
+          return n;
         } catch (const std::exception& e) {
           return make_error(ErrorKind::invalid_input, std::string("the upload was cut off: ") + e.what());
         }
       };
-      reply(request, handler.handle(api));
+      // An upload refused half-way (over its limit, a bad digest) must not wait for the rest.
+      refuse(request, handler.handle(api));
       --active_uploads;
       done->store(true);
     }), done});
   }
 
   void serve(http_request request) {
-    auto method = request.method();
     auto started = std::chrono::steady_clock::now();
-    if (handler.streams_body(method, web::uri::decode(request.request_uri().path()))) {
+    ApiRequest head = to_api_request(request);
+    // Authentication and routing are decided on the head alone: no body is read for a
+    // request that would be refused anyway.
+    if (auto refusal = handler.refuse_early(head)) {
+      refuse(request, *refusal);
+      return;
+    }
+    bool streams = handler.streams_body(head.method, head.path);
+    std::uint64_t limit = streams ? handler.max_streamed_body() : options.max_body_bytes;
+    if (request.headers().content_length() > limit) {  // refuse an oversize body before reading it
+      refuse_too_large(request, head.path, limit, started);
+      return;
+    }
+    if (streams) {
       serve_upload(std::move(request));
       return;
     }
-    // Refuse an oversize body before reading it.
-    auto declared = request.headers().content_length();
-    if (declared > options.max_body_bytes) {
-      auto r = ApiHandler::error_response(413, "request body larger than " + std::to_string(options.max_body_bytes) +
-                                                   " bytes");
-      handler.count(method, "oversize", 413, std::chrono::steady_clock::now() - started);
-      reply(request, r, true);
-      return;
-    }
-    request.extract_vector().then([this, request, method, started](pplx::task<std::vector<unsigned char>> body_task) mutable {
-      std::vector<unsigned char> body;
-      try {
-        body = body_task.get();
-      } catch (const std::exception& e) {
-        reply(request, ApiHandler::error_response(400, "could not read the request body"), true);
-        return;
-      }
-      if (body.size() > options.max_body_bytes) {  // chunked bodies carry no length up front
-        handler.count(method, "oversize", 413, std::chrono::steady_clock::now() - started);
-        reply(request, ApiHandler::error_response(413, "request body larger than " +
-                                                           std::to_string(options.max_body_bytes) + " bytes"),
-              true);
-        return;
-      }
-      ApiRequest api = to_api_request(request);
-      api.body.assign(body.begin(), body.end());
-      reply(request, handler.handle(api));
-    });
+    // Chunked bodies carry no length up front: the limit holds while reading.
+    auto reader = std::make_shared<BoundedBodyReader>(
+        request, options.max_body_bytes,
+        [this, request, head = std::move(head), started](BoundedBodyReader::Outcome outcome,
+                                                          std::string body) mutable {
+          switch (outcome) {
+            case BoundedBodyReader::Outcome::too_large:
+              refuse_too_large(request, head.path, options.max_body_bytes, started);
+              return;
+            case BoundedBodyReader::Outcome::broken:
+              refuse(request, ApiHandler::error_response(400, "could not read the request body"));
+              return;
+            case BoundedBodyReader::Outcome::complete:
+              head.body = std::move(body);
+              reply(request, handler.handle(head));
+              return;
+          }
+        });
+    reader->read_next();
   }
 };
 

@@ -1,5 +1,7 @@
 #include "controller/config/config.hpp"
 
+#include <arpa/inet.h>
+
 #include <cstdlib>
 #include <iostream>
 #include <set>
@@ -14,10 +16,340 @@ namespace provisioner {
 
 namespace {
 
+// Every numeric key with its range: the one place a size, count or duration is checked,
+// whether it came from the config file, the environment or a flag.
+struct IntRange {
+  const char* key;  // as written in the config file
+  std::int64_t min, max;
+};
+constexpr std::int64_t kDay = 24 * 3600;
+constexpr std::int64_t kDayMs = kDay * 1000;
+const std::vector<IntRange>& int_ranges() {
+  static const std::vector<IntRange> ranges = {
+      {"max_body_bytes", 1024, std::int64_t{1} << 30},
+      {"http_threads", 1, 256},
+      {"webhook.max_skew_seconds", 1, kDay},
+      {"artifacts.threads", 1, 256},
+      {"artifacts.retention_seconds", 0, 3650 * kDay},  // 0: collect as soon as unused
+      {"artifacts.max_upload_bytes", 1, std::int64_t{1} << 50},
+      // The artifact server's limits against hostile clients (0: derived from the fd limit / off).
+      {"artifacts.max_connections", 0, 1 << 20},
+      {"artifacts.max_connections_per_client", 0, 1 << 20},
+      {"artifacts.head_timeout_ms", 100, 600'000},
+      {"artifacts.keepalive_timeout_ms", 100, 3'600'000},
+      {"reconciler.tick_ms", 10, 60'000},
+      {"reconciler.idle_recheck_ms", 10, kDayMs},
+      {"reconciler.boot_timeout_seconds", 1, 30 * kDay},
+      {"reconciler.install_timeout_seconds", 1, 30 * kDay},
+      {"reconciler.gc_interval_seconds", 1, 30 * kDay},
+      {"reconciler.workers", 1, 4096},
+      {"redfish.connect_timeout_ms", 1, kDayMs},
+      {"redfish.request_timeout_ms", 1, kDayMs},
+      {"redfish.retry_base_ms", 1, kDayMs},
+      {"redfish.retry_cap_ms", 1, kDayMs},
+      {"redfish.not_ready_delay_ms", 1, kDayMs},
+      {"redfish.max_retry_after_ms", 1, kDayMs},
+      {"redfish.insert_retry_delay_ms", 1, kDayMs},
+      {"redfish.task_poll_ms", 1, kDayMs},
+      {"redfish.task_timeout_ms", 1, kDayMs},
+      {"redfish.power_poll_ms", 1, kDayMs},
+      {"redfish.power_timeout_ms", 1, kDayMs},
+      {"redfish.graceful_timeout_ms", 1, kDayMs},
+      {"redfish.breaker_open_ms", 1, kDayMs},
+      {"redfish.get_attempts", 1, 1000},
+      {"redfish.not_ready_attempts", 1, 1000},
+      {"redfish.rate_limit_attempts", 1, 1000},
+      {"redfish.boot_reapply_attempts", 0, 1000},
+      {"redfish.breaker_threshold", 1, 1000},
+      {"redfish.max_concurrent_requests", 1, 65536},
+  };
+  return ranges;
+}
+
+Error bad_value(const std::string& key, const std::string& must, const std::string& got) {
+  return make_error(ErrorKind::invalid_input, key + ": must be " + must + ", got " + got);
+}
+
+Status check_int(const std::string& key, std::int64_t value) {
+  for (const auto& r : int_ranges()) {
+    if (key != r.key) continue;
+    if (value < r.min || value > r.max) {
+      std::string must = r.min == 1   ? "a positive integer"
+                         : r.min == 0 ? "a non-negative integer"
+                                      : "an integer from " + std::to_string(r.min);
+      must += " up to " + std::to_string(r.max);
+      return bad_value(key, must, std::to_string(value));
+    }
+    return Ok{};
+  }
+  return make_error(ErrorKind::internal, "no range declared for " + key);
+}
+
+// "host:port" with a port 1..65535; `ip_only`: the host must be an IPv4 or [IPv6] literal.
+Status check_listen(const std::string& key, const std::string& value, bool ip_only) {
+  auto must = std::string(ip_only ? "IP" : "host") + ":port with a port from 1 to 65535";
+  auto colon = value.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == value.size())
+    return bad_value(key, must, "'" + value + "'");
+  std::string host = value.substr(0, colon), port = value.substr(colon + 1);
+  if (port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos || std::stoi(port) < 1 ||
+      std::stoi(port) > 65535)
+    return bad_value(key, must, "'" + value + "'");
+  if (host.find_first_of(" /\t") != std::string::npos) return bad_value(key, must, "'" + value + "'");
+  if (ip_only) {
+    in6_addr any{};
+    bool v6 = host.size() > 2 && host.front() == '[' && host.back() == ']' &&
+              ::inet_pton(AF_INET6, host.substr(1, host.size() - 2).c_str(), &any) == 1;
+    if (!v6 && ::inet_pton(AF_INET, host.c_str(), &any) != 1) return bad_value(key, must, "'" + value + "'");
+  }
+  return Ok{};
+}
+
+Status check_choice(const std::string& key, const std::string& value, const std::vector<std::string>& choices) {
+  for (const auto& c : choices)
+    if (value == c) return Ok{};
+  std::string must = "one of";
+  for (const auto& c : choices) must += " " + c;
+  return bad_value(key, must, "'" + value + "'");
+}
+
+std::string describe(const toml::node& node) {
+  switch (node.type()) {
+    case toml::node_type::table: return "a table";
+    case toml::node_type::array: return "an array";
+    case toml::node_type::string: return "the string \"" + *node.value<std::string>() + "\"";
+    case toml::node_type::floating_point: return "the number " + std::to_string(*node.value<double>());
+    case toml::node_type::integer: return std::to_string(*node.value<std::int64_t>());
+    case toml::node_type::boolean: return *node.value<bool>() ? "true" : "false";
+    default: return "a date or time";
+  }
+}
+
+// Reads the keys of one TOML table, each with its type checked; a wrong type or range is an
+// error naming the key ("artifacts.listen"), never a silently kept default.
+class TableReader {
+ public:
+  TableReader(const toml::table& table, std::string prefix) : table_(table), prefix_(std::move(prefix)) {}
+
+  std::string name(const char* key) const { return prefix_.empty() ? key : prefix_ + "." + key; }
+
+  Status string(const char* key, std::string& out) {
+    const auto* node = table_.get(key);
+    if (!node) return Ok{};
+    auto v = node->value<std::string>();
+    if (!node->is_string() || !v) return bad_value(name(key), "a string", describe(*node));
+    out = *v;
+    return Ok{};
+  }
+  Status path(const char* key, std::filesystem::path& out) {
+    std::string text;
+    if (auto s = string(key, text); !s) return s;
+    if (table_.get(key)) {
+      if (text.empty()) return bad_value(name(key), "a non-empty path", "''");
+      out = text;
+    }
+    return Ok{};
+  }
+  Status path(const char* key, std::optional<std::filesystem::path>& out) {
+    std::filesystem::path p;
+    if (auto s = path(key, p); !s) return s;
+    if (table_.get(key)) out = p;
+    return Ok{};
+  }
+  Status listen(const char* key, std::string& out, bool ip_only) {
+    std::string text = out;
+    if (auto s = string(key, text); !s) return s;
+    if (!table_.get(key)) return Ok{};
+    if (auto s = check_listen(name(key), text, ip_only); !s) return s;
+    out = text;
+    return Ok{};
+  }
+  Status choice(const char* key, std::string& out, const std::vector<std::string>& choices) {
+    std::string text = out;
+    if (auto s = string(key, text); !s) return s;
+    if (!table_.get(key)) return Ok{};
+    if (auto s = check_choice(name(key), text, choices); !s) return s;
+    out = text;
+    return Ok{};
+  }
+  template <typename T>
+  Status integer(const char* key, T& out) {
+    const auto* node = table_.get(key);
+    if (!node) return Ok{};
+    if (!node->is_integer()) return bad_value(name(key), "an integer", describe(*node));
+    auto v = *node->value<std::int64_t>();
+    if (auto s = check_int(name(key), v); !s) return s;
+    out = static_cast<T>(v);
+    return Ok{};
+  }
+  Status boolean(const char* key, bool& out) {
+    const auto* node = table_.get(key);
+    if (!node) return Ok{};
+    if (!node->is_boolean()) return bad_value(name(key), "true or false", describe(*node));
+    out = *node->value<bool>();
+    return Ok{};
+  }
+  const toml::table* table(const char* key, Status& status) {
+    const auto* node = table_.get(key);
+    if (!node) return nullptr;
+    if (!node->is_table()) status = bad_value(name(key), "a table", describe(*node));
+    return node->as_table();
+  }
+
+ private:
+  const toml::table& table_;
+  std::string prefix_;
+};
+
 Status unknown_keys(const toml::table& table, const std::set<std::string>& known, const std::string& where) {
   for (const auto& [key, value] : table)
     if (!known.count(std::string(key.str())))
       return make_error(ErrorKind::invalid_input, "unknown key '" + std::string(key.str()) + "' in " + where);
+  return Ok{};
+}
+
+// Runs each read in turn and stops at the first error.
+#define PROVISIONER_TRY(expr)      \
+  do {                             \
+    if (auto s_ = (expr); !s_) return s_; \
+  } while (0)
+
+Status read_top(const toml::table& t, ControllerConfig& c) {
+  TableReader top(t, "");
+  PROVISIONER_TRY(top.listen("listen", c.listen, false));
+  PROVISIONER_TRY(top.path("data_dir", c.data_dir));
+  PROVISIONER_TRY(top.string("public_url", c.public_url));
+  PROVISIONER_TRY(top.path("recipes_dir", c.recipes_dir));
+  PROVISIONER_TRY(top.integer("max_body_bytes", c.max_body_bytes));
+  PROVISIONER_TRY(top.integer("http_threads", c.http_threads));
+  return Ok{};
+}
+
+Status read_log(const toml::table& log, const std::string& where, ControllerConfig& c) {
+  PROVISIONER_TRY(unknown_keys(log, {"format", "level", "file"}, where + " [log]"));
+  TableReader r(log, "log");
+  PROVISIONER_TRY(r.choice("format", c.log_format, {"text", "json"}));
+  PROVISIONER_TRY(r.choice("level", c.log_level, {"debug", "info", "warn", "error"}));
+  PROVISIONER_TRY(r.path("file", c.log_file));
+  return Ok{};
+}
+
+Status read_tls(const toml::table& tls, const std::string& where, ControllerConfig& c) {
+  PROVISIONER_TRY(unknown_keys(tls, {"cert", "key"}, where + " [tls]"));
+  TableReader r(tls, "tls");
+  PROVISIONER_TRY(r.path("cert", c.tls_cert));
+  PROVISIONER_TRY(r.path("key", c.tls_key));
+  return Ok{};
+}
+
+Status read_artifacts(const toml::table& a, const std::string& where, ControllerConfig& c) {
+  PROVISIONER_TRY(unknown_keys(a, {"listen", "public_url", "threads", "maintenance_iso", "retention_seconds",
+                                    "max_upload_bytes", "tls_cert", "tls_key", "tls_min_version", "max_connections",
+                                    "max_connections_per_client", "head_timeout_ms", "keepalive_timeout_ms"},
+                               where + " [artifacts]"));
+  TableReader r(a, "artifacts");
+  PROVISIONER_TRY(r.listen("listen", c.artifacts_listen, true));
+  PROVISIONER_TRY(r.string("public_url", c.artifacts_public_url));
+  PROVISIONER_TRY(r.integer("threads", c.artifacts_threads));
+  PROVISIONER_TRY(r.path("maintenance_iso", c.maintenance_iso));
+  PROVISIONER_TRY(r.integer("retention_seconds", c.artifact_retention_seconds));
+  PROVISIONER_TRY(r.integer("max_upload_bytes", c.max_upload_bytes));
+  PROVISIONER_TRY(r.path("tls_cert", c.artifacts_tls_cert));
+  PROVISIONER_TRY(r.path("tls_key", c.artifacts_tls_key));
+  PROVISIONER_TRY(r.string("tls_min_version", c.artifacts_tls_min_version));
+  PROVISIONER_TRY(r.integer("max_connections", c.artifacts_max_connections));
+  PROVISIONER_TRY(r.integer("max_connections_per_client", c.artifacts_max_connections_per_client));
+  PROVISIONER_TRY(r.integer("head_timeout_ms", c.artifacts_head_timeout_ms));
+  PROVISIONER_TRY(r.integer("keepalive_timeout_ms", c.artifacts_keepalive_timeout_ms));
+  return Ok{};
+}
+
+Status read_reconciler(const toml::table& t, const std::string& where, ControllerConfig& c) {
+  PROVISIONER_TRY(unknown_keys(t, {"tick_ms", "boot_timeout_seconds", "install_timeout_seconds", "gc_interval_seconds",
+                                    "workers", "idle_recheck_ms"},
+                               where + " [reconciler]"));
+  TableReader r(t, "reconciler");
+  PROVISIONER_TRY(r.integer("tick_ms", c.reconcile_tick_ms));
+  PROVISIONER_TRY(r.integer("boot_timeout_seconds", c.boot_timeout_seconds));
+  PROVISIONER_TRY(r.integer("install_timeout_seconds", c.install_timeout_seconds));
+  PROVISIONER_TRY(r.integer("gc_interval_seconds", c.gc_interval_seconds));
+  PROVISIONER_TRY(r.integer("workers", c.reconcile_workers));
+  PROVISIONER_TRY(r.integer("idle_recheck_ms", c.idle_recheck_ms));
+  return Ok{};
+}
+
+Status read_redfish(const toml::table& rf, const std::string& where, ControllerConfig& c) {
+  // Every knob in milliseconds or counts, named as in RedfishOptions.
+  auto& o = c.redfish;
+  const std::vector<std::pair<const char*, std::int64_t*>> ms = {
+      {"connect_timeout_ms", &o.connect_timeout_ms}, {"request_timeout_ms", &o.request_timeout_ms},
+      {"retry_base_ms", &o.retry_base_ms},           {"retry_cap_ms", &o.retry_cap_ms},
+      {"not_ready_delay_ms", &o.not_ready_delay_ms}, {"max_retry_after_ms", &o.max_retry_after_ms},
+      {"insert_retry_delay_ms", &o.insert_retry_delay_ms}, {"task_poll_ms", &o.task_poll_ms},
+      {"task_timeout_ms", &o.task_timeout_ms},       {"power_poll_ms", &o.power_poll_ms},
+      {"power_timeout_ms", &o.power_timeout_ms},     {"graceful_timeout_ms", &o.graceful_timeout_ms},
+      {"breaker_open_ms", &o.breaker_open_ms}};
+  const std::vector<std::pair<const char*, int*>> counts = {
+      {"get_attempts", &o.get_attempts},         {"not_ready_attempts", &o.not_ready_attempts},
+      {"rate_limit_attempts", &o.rate_limit_attempts}, {"boot_reapply_attempts", &o.boot_reapply_attempts},
+      {"breaker_threshold", &o.breaker_threshold}, {"max_concurrent_requests", &o.max_concurrent_requests}};
+  std::set<std::string> known{"prefer_graceful_restart"};
+  for (const auto& [k, p] : ms) known.insert(k);
+  for (const auto& [k, p] : counts) known.insert(k);
+  PROVISIONER_TRY(unknown_keys(rf, known, where + " [redfish]"));
+  TableReader r(rf, "redfish");
+  for (const auto& [k, p] : ms) PROVISIONER_TRY(r.integer(k, *p));
+  for (const auto& [k, p] : counts) PROVISIONER_TRY(r.integer(k, *p));
+  PROVISIONER_TRY(r.boolean("prefer_graceful_restart", o.prefer_graceful_restart));
+  return Ok{};
+}
+
+Status read_tokens(const toml::array& tokens, const std::string& where, ControllerConfig& c) {
+  for (std::size_t i = 0; i < tokens.size(); ++i) {
+    auto* entry = tokens[i].as_table();
+    std::string at = "tokens[" + std::to_string(i) + "]";
+    if (!entry) return make_error(ErrorKind::invalid_input, where + ": " + at + " is not a table");
+    PROVISIONER_TRY(unknown_keys(*entry, {"name", "role", "sha256"}, where + " " + at));
+    TableReader r(*entry, at);
+    ApiToken token;
+    token.name = "token-" + std::to_string(i);
+    std::string role;
+    PROVISIONER_TRY(r.string("name", token.name));
+    PROVISIONER_TRY(r.string("role", role));
+    PROVISIONER_TRY(r.string("sha256", token.sha256_hex));
+    auto parsed = parse_role(role);
+    if (!parsed) return bad_value(at + ".role", "admin, operator, auditor or ci", "'" + role + "'");
+    token.role = *parsed;
+    if (!crypto::is_sha256_hex(token.sha256_hex))
+      return make_error(ErrorKind::invalid_input,
+                        at + ".sha256: must be the 64-hex SHA-256 of the token (provisioner-controller hash-token)");
+    c.tokens.push_back(std::move(token));
+  }
+  return Ok{};
+}
+
+Status read_file_tables(const toml::table& t, const std::string& where, ControllerConfig& c) {
+  PROVISIONER_TRY(unknown_keys(t, {"listen", "data_dir", "public_url", "recipes_dir", "max_body_bytes",
+                                   "http_threads", "log", "tls", "webhook", "tokens", "artifacts", "reconciler",
+                                   "redfish"},
+                               where));
+  PROVISIONER_TRY(read_top(t, c));
+  TableReader top(t, "");
+  Status shape = Ok{};
+  if (const auto* log = top.table("log", shape)) PROVISIONER_TRY(read_log(*log, where, c));
+  if (const auto* tls = top.table("tls", shape)) PROVISIONER_TRY(read_tls(*tls, where, c));
+  if (const auto* hook = top.table("webhook", shape)) {
+    PROVISIONER_TRY(unknown_keys(*hook, {"max_skew_seconds"}, where + " [webhook]"));
+    PROVISIONER_TRY(TableReader(*hook, "webhook").integer("max_skew_seconds", c.webhook_max_skew_seconds));
+  }
+  if (const auto* a = top.table("artifacts", shape)) PROVISIONER_TRY(read_artifacts(*a, where, c));
+  if (const auto* r = top.table("reconciler", shape)) PROVISIONER_TRY(read_reconciler(*r, where, c));
+  if (const auto* rf = top.table("redfish", shape)) PROVISIONER_TRY(read_redfish(*rf, where, c));
+  if (!shape) return shape;
+  if (const auto* node = t.get("tokens")) {
+    if (!node->is_array()) return bad_value("tokens", "an array of tables ([[tokens]])", describe(*node));
+    PROVISIONER_TRY(read_tokens(*node->as_array(), where, c));
+  }
   return Ok{};
 }
 
@@ -33,126 +365,10 @@ Status apply_config_file(const std::filesystem::path& file, ControllerConfig& c)
     return make_error(ErrorKind::invalid_input, msg.str());
   }
   const std::string where = "config " + file.string();
-  if (auto s = unknown_keys(t, {"listen", "data_dir", "public_url", "recipes_dir", "max_body_bytes", "http_threads",
-                                "log", "tls", "webhook", "tokens", "artifacts", "reconciler", "redfish"},
-                            where);
-      !s)
-    return s;
-  if (auto v = t["listen"].value<std::string>()) c.listen = *v;
-  if (auto v = t["data_dir"].value<std::string>()) c.data_dir = *v;
-  if (auto v = t["public_url"].value<std::string>()) c.public_url = *v;
-  if (auto v = t["recipes_dir"].value<std::string>()) c.recipes_dir = *v;
-  if (auto v = t["max_body_bytes"].value<std::int64_t>()) c.max_body_bytes = static_cast<std::size_t>(*v);
-  if (auto v = t["http_threads"].value<std::int64_t>()) c.http_threads = static_cast<int>(*v);
-  if (auto* log = t["log"].as_table()) {
-    if (auto s = unknown_keys(*log, {"format", "level", "file"}, where + " [log]"); !s) return s;
-    if (auto v = (*log)["format"].value<std::string>()) c.log_format = *v;
-    if (auto v = (*log)["level"].value<std::string>()) c.log_level = *v;
-    if (auto v = (*log)["file"].value<std::string>()) c.log_file = *v;
-  }
-  if (auto* tls = t["tls"].as_table()) {
-    if (auto s = unknown_keys(*tls, {"cert", "key"}, where + " [tls]"); !s) return s;
-    if (auto v = (*tls)["cert"].value<std::string>()) c.tls_cert = *v;
-    if (auto v = (*tls)["key"].value<std::string>()) c.tls_key = *v;
-  }
-  if (auto* hook = t["webhook"].as_table()) {
-    if (auto s = unknown_keys(*hook, {"max_skew_seconds"}, where + " [webhook]"); !s) return s;
-    if (auto v = (*hook)["max_skew_seconds"].value<std::int64_t>()) c.webhook_max_skew_seconds = static_cast<int>(*v);
-  }
-  if (auto* a = t["artifacts"].as_table()) {
-    if (auto s = unknown_keys(*a, {"listen", "public_url", "threads", "maintenance_iso", "retention_seconds",
-                                   "max_upload_bytes", "tls_cert", "tls_key", "tls_min_version",
-                                   "max_connections", "max_connections_per_client", "head_timeout_ms",
-                                   "keepalive_timeout_ms"},
-                              where + " [artifacts]");
-        !s)
-      return s;
-    // The artifact server's limits against hostile clients: integers in range, or an error
-    // naming the key (a limit silently ignored or turned off is what they exploit).
-    const struct {
-      const char* key;
-      std::int64_t min, max;
-      std::int64_t* into;
-    } limits[] = {{"max_connections", 0, 1 << 20, &c.artifacts_max_connections},
-                  {"max_connections_per_client", 0, 1 << 20, &c.artifacts_max_connections_per_client},
-                  {"head_timeout_ms", 100, 600'000, &c.artifacts_head_timeout_ms},
-                  {"keepalive_timeout_ms", 100, 3'600'000, &c.artifacts_keepalive_timeout_ms}};
-    for (const auto& l : limits) {
-      const toml::node* n = a->get(l.key);
-      if (!n) continue;
-      auto v = n->value_exact<std::int64_t>();
-      if (!v || *v < l.min || *v > l.max)
-        return make_error(ErrorKind::invalid_input, where + " [artifacts] " + l.key + ": must be an integer from " +
-                                                        std::to_string(l.min) + " to " + std::to_string(l.max));
-      *l.into = *v;
-    }
-    if (auto v = (*a)["listen"].value<std::string>()) c.artifacts_listen = *v;
-    if (auto v = (*a)["public_url"].value<std::string>()) c.artifacts_public_url = *v;
-    if (auto v = (*a)["threads"].value<std::int64_t>()) c.artifacts_threads = static_cast<int>(*v);
-    if (auto v = (*a)["maintenance_iso"].value<std::string>()) c.maintenance_iso = *v;
-    if (auto v = (*a)["retention_seconds"].value<std::int64_t>()) c.artifact_retention_seconds = *v;
-    if (auto v = (*a)["max_upload_bytes"].value<std::int64_t>()) c.max_upload_bytes = static_cast<std::uint64_t>(*v);
-    if (auto v = (*a)["tls_cert"].value<std::string>()) c.artifacts_tls_cert = *v;
-    if (auto v = (*a)["tls_key"].value<std::string>()) c.artifacts_tls_key = *v;
-    if (auto v = (*a)["tls_min_version"].value<std::string>()) c.artifacts_tls_min_version = *v;
-  }
-  if (auto* r = t["reconciler"].as_table()) {
-    if (auto s = unknown_keys(*r, {"tick_ms", "boot_timeout_seconds", "install_timeout_seconds", "gc_interval_seconds",
-                                   "workers", "idle_recheck_ms"},
-                              where + " [reconciler]");
-        !s)
-      return s;
-    if (auto v = (*r)["tick_ms"].value<std::int64_t>()) c.reconcile_tick_ms = static_cast<int>(*v);
-    if (auto v = (*r)["boot_timeout_seconds"].value<std::int64_t>()) c.boot_timeout_seconds = static_cast<int>(*v);
-    if (auto v = (*r)["install_timeout_seconds"].value<std::int64_t>()) c.install_timeout_seconds = static_cast<int>(*v);
-    if (auto v = (*r)["gc_interval_seconds"].value<std::int64_t>()) c.gc_interval_seconds = static_cast<int>(*v);
-    if (auto v = (*r)["workers"].value<std::int64_t>()) c.reconcile_workers = static_cast<int>(*v);
-    if (auto v = (*r)["idle_recheck_ms"].value<std::int64_t>()) c.idle_recheck_ms = static_cast<int>(*v);
-  }
-  if (auto* rf = t["redfish"].as_table()) {
-    // Every knob in milliseconds or counts, named as in RedfishOptions.
-    auto& o = c.redfish;
-    const std::vector<std::pair<const char*, std::int64_t*>> ms = {
-        {"connect_timeout_ms", &o.connect_timeout_ms}, {"request_timeout_ms", &o.request_timeout_ms},
-        {"retry_base_ms", &o.retry_base_ms},           {"retry_cap_ms", &o.retry_cap_ms},
-        {"not_ready_delay_ms", &o.not_ready_delay_ms}, {"max_retry_after_ms", &o.max_retry_after_ms},
-        {"insert_retry_delay_ms", &o.insert_retry_delay_ms}, {"task_poll_ms", &o.task_poll_ms},
-        {"task_timeout_ms", &o.task_timeout_ms},       {"power_poll_ms", &o.power_poll_ms},
-        {"power_timeout_ms", &o.power_timeout_ms},     {"graceful_timeout_ms", &o.graceful_timeout_ms},
-        {"breaker_open_ms", &o.breaker_open_ms}};
-    const std::vector<std::pair<const char*, int*>> counts = {
-        {"get_attempts", &o.get_attempts},         {"not_ready_attempts", &o.not_ready_attempts},
-        {"rate_limit_attempts", &o.rate_limit_attempts}, {"boot_reapply_attempts", &o.boot_reapply_attempts},
-        {"breaker_threshold", &o.breaker_threshold}, {"max_concurrent_requests", &o.max_concurrent_requests}};
-    std::set<std::string> known{"prefer_graceful_restart"};
-    for (const auto& [k, p] : ms) known.insert(k);
-    for (const auto& [k, p] : counts) known.insert(k);
-    if (auto s = unknown_keys(*rf, known, where + " [redfish]"); !s) return s;
-    for (const auto& [k, p] : ms)
-      if (auto v = (*rf)[k].value<std::int64_t>()) *p = *v;
-    for (const auto& [k, p] : counts)
-      if (auto v = (*rf)[k].value<std::int64_t>()) *p = static_cast<int>(*v);
-    if (auto v = (*rf)["prefer_graceful_restart"].value<bool>()) o.prefer_graceful_restart = *v;
-  }
-  if (auto* tokens = t["tokens"].as_array()) {
-    for (std::size_t i = 0; i < tokens->size(); ++i) {
-      auto* entry = (*tokens)[i].as_table();
-      std::string at = where + " tokens[" + std::to_string(i) + "]";
-      if (!entry) return make_error(ErrorKind::invalid_input, at + " is not a table");
-      if (auto s = unknown_keys(*entry, {"name", "role", "sha256"}, at); !s) return s;
-      ApiToken token;
-      token.name = (*entry)["name"].value_or(std::string("token-") + std::to_string(i));
-      auto role = parse_role((*entry)["role"].value_or(std::string()));
-      if (!role) return make_error(ErrorKind::invalid_input, at + ": role must be admin, operator, auditor or ci");
-      token.role = *role;
-      token.sha256_hex = (*entry)["sha256"].value_or(std::string());
-      if (!crypto::is_sha256_hex(token.sha256_hex))
-        return make_error(ErrorKind::invalid_input,
-                          at + ": sha256 must be the 64-hex SHA-256 of the token (provisioner-controller hash-token)");
-      c.tokens.push_back(std::move(token));
-    }
-  }
-  return Ok{};
+  auto s = read_file_tables(t, where, c);
+  if (!s && s.error().message.rfind("unknown key", 0) != 0 && s.error().message.rfind(where, 0) != 0)
+    return make_error(ErrorKind::invalid_input, where + ": " + s.error().message);
+  return s;
 }
 
 std::variant<RunController, ExitWith> parse_command_line(int argc, char** argv) {
@@ -160,8 +376,7 @@ std::variant<RunController, ExitWith> parse_command_line(int argc, char** argv) 
   app.set_version_flag("--version", "provisioner-controller 0.1.0");
   std::string config_file, listen, data_dir, public_url, recipes_dir, tls_cert, tls_key, log_format, log_level,
       log_file, admin_hash, artifacts_listen, artifacts_public_url, maintenance_iso;
-  std::size_t max_body = 0;
-  int threads = 0;
+  std::int64_t max_body = 0, threads = 0;  // signed: a negative value is reported, not wrapped
   app.add_option("-c,--config", config_file, "TOML config file")->envname("PROVISIONER_CONFIG");
   auto* o_listen = app.add_option("--listen", listen, "host:port to listen on")->envname("PROVISIONER_LISTEN");
   auto* o_data = app.add_option("--data-dir", data_dir, "where the database and artifacts live")
@@ -174,11 +389,9 @@ std::variant<RunController, ExitWith> parse_command_line(int argc, char** argv) 
                      ->envname("PROVISIONER_TLS_CERT");
   auto* o_key = app.add_option("--tls-key", tls_key, "PEM private key")->envname("PROVISIONER_TLS_KEY");
   auto* o_format = app.add_option("--log-format", log_format, "text or json (JSON lines)")
-                       ->envname("PROVISIONER_LOG_FORMAT")
-                       ->check(CLI::IsMember({"text", "json"}));
+                       ->envname("PROVISIONER_LOG_FORMAT");
   auto* o_level = app.add_option("--log-level", log_level, "debug, info, warn or error")
-                      ->envname("PROVISIONER_LOG_LEVEL")
-                      ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
+                      ->envname("PROVISIONER_LOG_LEVEL");
   auto* o_logfile = app.add_option("--log-file", log_file, "log to this file instead of stderr")
                         ->envname("PROVISIONER_LOG_FILE");
   auto* o_body = app.add_option("--max-body-bytes", max_body, "largest request body accepted (413 above)")
@@ -214,18 +427,39 @@ std::variant<RunController, ExitWith> parse_command_line(int argc, char** argv) 
   ControllerConfig c;
   if (!config_file.empty())
     if (auto s = apply_config_file(config_file, c); !s) return ExitWith{2, s.error().message + "\n"};
-  if (*o_listen) c.listen = listen;
+  // Flags and environment variables go through the same checks as the file's keys.
+  auto failed = [](const Status& s) { return ExitWith{2, s.error().message + "\n"}; };
+  if (*o_listen) {
+    if (auto s = check_listen("listen (--listen)", listen, false); !s) return failed(s);
+    c.listen = listen;
+  }
   if (*o_data) c.data_dir = data_dir;
   if (*o_public) c.public_url = public_url;
   if (*o_recipes) c.recipes_dir = recipes_dir;
   if (*o_cert) c.tls_cert = tls_cert;
   if (*o_key) c.tls_key = tls_key;
-  if (*o_format) c.log_format = log_format;
-  if (*o_level) c.log_level = log_level;
+  if (*o_format) {
+    if (auto s = check_choice("log.format (--log-format)", log_format, {"text", "json"}); !s) return failed(s);
+    c.log_format = log_format;
+  }
+  if (*o_level) {
+    if (auto s = check_choice("log.level (--log-level)", log_level, {"debug", "info", "warn", "error"}); !s)
+      return failed(s);
+    c.log_level = log_level;
+  }
   if (*o_logfile) c.log_file = log_file;
-  if (*o_body) c.max_body_bytes = max_body;
-  if (*o_threads) c.http_threads = threads;
-  if (*o_alisten) c.artifacts_listen = artifacts_listen;
+  if (*o_body) {
+    if (auto s = check_int("max_body_bytes", max_body); !s) return failed(s);
+    c.max_body_bytes = static_cast<std::size_t>(max_body);
+  }
+  if (*o_threads) {
+    if (auto s = check_int("http_threads", threads); !s) return failed(s);
+    c.http_threads = static_cast<int>(threads);
+  }
+  if (*o_alisten) {
+    if (auto s = check_listen("artifacts.listen (--artifacts-listen)", artifacts_listen, true); !s) return failed(s);
+    c.artifacts_listen = artifacts_listen;
+  }
   if (*o_aurl) c.artifacts_public_url = artifacts_public_url;
   if (*o_maint) c.maintenance_iso = maintenance_iso;
   if (*o_admin) {
@@ -237,10 +471,7 @@ std::variant<RunController, ExitWith> parse_command_line(int argc, char** argv) 
   if (c.recipes_dir.empty()) c.recipes_dir = c.data_dir / "recipes";
   if (c.artifacts_public_url.empty())
     c.artifacts_public_url = std::string(c.artifacts_tls_cert ? "https://" : "http://") + c.artifacts_listen;
-  if (c.reconcile_tick_ms < 10) return ExitWith{2, "reconciler tick_ms must be at least 10\n"};
   if (c.tls_key && !c.tls_cert) return ExitWith{2, "--tls-key needs --tls-cert\n"};
-  if (c.max_body_bytes < 1024) return ExitWith{2, "max_body_bytes must be at least 1024\n"};
-  if (c.http_threads < 1 || c.http_threads > 256) return ExitWith{2, "http_threads must be 1..256\n"};
   if (c.tokens.empty())
     return ExitWith{2, "no API tokens configured: add [[tokens]] to the config or pass --admin-token-sha256 "
                        "(see README.md)\n"};

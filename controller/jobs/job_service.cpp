@@ -24,15 +24,18 @@ std::string encode_cursor(std::int64_t seq) {
   return out.str();
 }
 
+// A seq is positive: a cursor past INT64_MAX (it used to overflow, which is undefined) or of
+// zero came from no page of this API.
 std::optional<std::int64_t> decode_cursor(const std::string& cursor) {
   if (cursor.size() < 2 || cursor.size() > 17 || cursor[0] != 'c') return std::nullopt;
   std::int64_t v = 0;
   for (std::size_t i = 1; i < cursor.size(); ++i) {
     char c = cursor[i];
     int d = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
-    if (d < 0) return std::nullopt;
+    if (d < 0 || v > (INT64_MAX - d) / 16) return std::nullopt;
     v = v * 16 + d;
   }
+  if (v < 1) return std::nullopt;
   return v;
 }
 

@@ -69,7 +69,9 @@ void ControllerProcess::start() {
     int status = 0;
     if (::waitpid(pid_, &status, WNOHANG) == pid_) {
       pid_ = -1;
-      throw std::runtime_error("controller exited at start-up; log:\n" + log_text());
+      std::string how = WIFSIGNALED(status) ? "killed by signal " + std::to_string(WTERMSIG(status))
+                                            : "exit status " + std::to_string(WEXITSTATUS(status));
+      throw std::runtime_error("controller exited at start-up (" + how + "); log:\n" + log_text());
     }
     try {
       if (tls_ ? accepts_connections(port_) : http_request(port_, "GET", "/healthz").status == 200) return;

@@ -47,7 +47,7 @@ TEST_F(ArtifactsConfig, BadLimitsNameTheKey) {
     auto s = load(bad, c);
     ASSERT_FALSE(s) << bad;
     std::string key(bad, std::string_view(bad).find(' '));
-    EXPECT_NE(s.error().message.find("[artifacts] " + key), std::string::npos) << s.error().message;
+    EXPECT_NE(s.error().message.find("artifacts." + key + ":"), std::string::npos) << s.error().message;
     EXPECT_EQ(c.artifacts_head_timeout_ms, 5000) << "nothing applied from " << bad;
   }
 }
