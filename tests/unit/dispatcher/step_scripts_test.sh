@@ -191,7 +191,7 @@ expect_refused "the name is an absolute path"
 # A symlink to the outside made by one layer (absolute: allowed, it means the installed
 # root's path), then a later layer writing, hard linking or whiting out through it.
 for how in f:evil/pwned h:stolen:evil/precious f:evil/.wh.precious f:evil/.wh..wh..opq; do
-  image_case "through-$(printf '%s' "$how" | tr -c 'a-z' _)"
+  image_case "through-$(printf '%s' "$how" | tr -c '[:lower:]' _)"
   mklayer "$case/l1.tar" "l:evil:$case/outside"
   mklayer "$case/l2.tar" d:ok "$how"
   mkoci "$case/oci" "$case/l1.tar" "$case/l2.tar"
