@@ -6,18 +6,13 @@
 
 #include "controller/config/config.hpp"
 #include "tests/support/controller_process.hpp"
+#include "tests/unit/controller/command_line.hpp"
 
 using namespace provisioner;
 
 namespace {
-const char* kHash = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
-
-std::variant<RunController, ExitWith> parse(std::vector<std::string> args) {
-  args.insert(args.begin(), "provisioner-controller");
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  return parse_command_line(static_cast<int>(argv.size()), argv.data());
-}
+const char* kHash = test::kTestTokenHash;
+using test::parse;
 }  // namespace
 
 TEST(Config, FileThenEnvironmentThenFlags) {
