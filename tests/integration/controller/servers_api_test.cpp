@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "common/atomic_file.hpp"
+#include "tests/integration/controller/iso_tools.hpp"
 #include "tests/integration/controller/test_jobs.hpp"
 #include "tests/support/controller_process.hpp"
 
@@ -19,6 +20,9 @@ HttpResponse send(const ControllerProcess& c, const std::string& method, const s
 
 class ServersApi : public testing::Test {
  protected:
+  // With a maintenance ISO a job stays provisioning while its (absent) BMC is retried, so a
+  // cancel finds it cancelable; without one it would fail at once and wait for cleanup.
+  ServersApi() : controller("", "text", "maintenance_iso = \"" + make_maintenance_iso(tmp.path()).string() + "\"\n") {}
   void SetUp() override { controller.start(); }
   std::string create(const std::string& serial = "SN-S1") {
     auto r = send(controller, "POST", "/api/v1/servers",
@@ -28,6 +32,7 @@ class ServersApi : public testing::Test {
     EXPECT_EQ(r.status, 201) << r.body;
     return r.json()["id"];
   }
+  TempDir tmp;
   ControllerProcess controller;
 };
 
@@ -79,7 +84,8 @@ TEST_F(ServersApi, JobsReferenceServersAndBlockTheirDeletion) {
   EXPECT_EQ(job.json()["server"]["bmc"]["password"], "<redacted>");
   EXPECT_EQ(job.body.find(kPassword), std::string::npos);
   EXPECT_EQ(send(controller, "DELETE", "/api/v1/servers/" + id).status, 409) << "unfinished job";
-  controller.post("/api/v1/jobs/" + job.json()["id"].get<std::string>() + "/cancel", "");
+  auto canceled = controller.post("/api/v1/jobs/" + job.json()["id"].get<std::string>() + "/cancel", "");
+  ASSERT_EQ(canceled.status, 200) << canceled.body;
   EXPECT_EQ(send(controller, "DELETE", "/api/v1/servers/" + id).status, 204);
   EXPECT_EQ(send(controller, "GET", "/api/v1/servers/" + id).status, 404);
 
