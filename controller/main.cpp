@@ -123,7 +123,11 @@ int run(const ControllerConfig& config) {
   ApiHandler handler(jobs, servers, uploads, artifact_store, **store, metrics, auth, log);
   HttpServer server(handler, log,
                     HttpServerOptions{config.listen, config.tls_cert, config.tls_key, config.max_body_bytes,
-                                      config.http_threads});
+                                      config.http_threads, static_cast<std::size_t>(config.api_max_head_bytes),
+                                      std::chrono::milliseconds(config.api_head_timeout_ms),
+                                      std::chrono::milliseconds(config.api_idle_timeout_ms),
+                                      static_cast<std::size_t>(config.api_max_connections),
+                                      static_cast<std::size_t>(config.api_max_connections_per_client)});
 
   // Block the signals before any thread starts so only sigwait below sees them.
   sigset_t signals;
@@ -144,6 +148,7 @@ int run(const ControllerConfig& config) {
   reconciler.start();
   log.info("controller listening", {{"url", server.base_url()},
                                     {"artifacts_url", config.artifacts_public_url},
+                                    {"max_connections", std::to_string(server.max_connections())},
                                     {"artifacts_max_connections", std::to_string(artifact_server.max_connections())},
                                     {"data_dir", config.data_dir.string()},
                                     {"api_users", std::to_string(config.tokens.size())}});

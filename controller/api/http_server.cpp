@@ -8,13 +8,13 @@
 #include <thread>
 #include <vector>
 
-#include <boost/asio/ssl.hpp>
 #include <cpprest/http_listener.h>
 #include <cpprest/streams.h>
 #include <cpprest/uri.h>
 #include <pplx/threadpool.h>
 
 #include "controller/api/api_handler.hpp"
+#include "controller/api/front_guard.hpp"
 #include "controller/logging/logger.hpp"
 
 namespace provisioner {
@@ -127,15 +127,16 @@ struct HttpServer::Impl {
   ApiHandler& handler;
   const Logger& log;
   HttpServerOptions options;
-  std::unique_ptr<http_listener> listener;
+  std::unique_ptr<http_listener> listener = nullptr;
+  std::unique_ptr<FrontGuard> guard = nullptr;
   // Uploads read their body on threads of their own: blocking a pool thread on a slow
   // client would starve the (one per core) pool that also receives the bytes.
   struct Upload {
     std::thread thread;
     std::shared_ptr<std::atomic<bool>> done;
   };
-  std::mutex uploads_mutex;
-  std::vector<Upload> uploads;
+  std::mutex uploads_mutex{};
+  std::vector<Upload> uploads{};
   std::atomic<std::size_t> active_uploads{0};
 
   // Joins finished upload threads so their stacks are returned (caller holds uploads_mutex).
@@ -254,7 +255,7 @@ struct HttpServer::Impl {
 };
 
 HttpServer::HttpServer(ApiHandler& handler, const Logger& log, HttpServerOptions options)
-    : impl_(new Impl{handler, log, std::move(options), nullptr}) {}
+    : impl_(new Impl{handler, log, std::move(options)}) {}
 
 HttpServer::~HttpServer() { stop(); }
 
@@ -267,30 +268,50 @@ Status HttpServer::start() {
     crossplat::threadpool::initialize_with_threads(static_cast<std::size_t>(impl_->options.threads));
   } catch (...) {  // already initialised by an earlier server in this process
   }
-  http_listener_config config;
-  if (impl_->options.tls_cert) {
-    auto cert = impl_->options.tls_cert->string();
-    auto key = impl_->options.tls_key.value_or(*impl_->options.tls_cert).string();
-    config.set_ssl_context_callback([cert, key](boost::asio::ssl::context& ctx) {
-      ctx.set_options(boost::asio::ssl::context::default_workarounds | boost::asio::ssl::context::no_sslv2 |
-                      boost::asio::ssl::context::no_sslv3 | boost::asio::ssl::context::no_tlsv1 |
-                      boost::asio::ssl::context::no_tlsv1_1);
-      ctx.use_certificate_chain_file(cert);
-      ctx.use_private_key_file(key, boost::asio::ssl::context::pem);
-    });
+  // The library listens on a loopback port only the guard talks to; the guard owns the
+  // public address (and its TLS).
+  std::string why;
+  for (int attempt = 0; attempt < 5 && !impl_->listener; ++attempt) {
+    auto port = free_loopback_port();
+    if (!port) return port.error();
+    try {
+      impl_->listener =
+          std::make_unique<http_listener>(web::uri("http://127.0.0.1:" + std::to_string(*port) + "/"), http_listener_config{});
+      impl_->listener->support([this](http_request request) { impl_->serve(std::move(request)); });
+      impl_->listener->open().wait();
+      FrontGuardOptions edge;
+      edge.listen = impl_->options.listen;
+      edge.tls_cert = impl_->options.tls_cert;
+      edge.tls_key = impl_->options.tls_key;
+      edge.max_head_bytes = impl_->options.max_head_bytes;
+      edge.head_timeout = impl_->options.head_timeout;
+      edge.idle_timeout = impl_->options.idle_timeout;
+      edge.max_connections = impl_->options.max_connections;
+      edge.max_connections_per_client = impl_->options.max_connections_per_client;
+      impl_->guard = std::make_unique<FrontGuard>(impl_->log, std::move(edge));
+      if (auto bound = impl_->guard->start(*port); !bound) {
+        impl_->guard.reset();
+        try {
+          impl_->listener->close().wait();
+        } catch (...) {
+        }
+        impl_->listener.reset();
+        return bound.error();
+      }
+    } catch (const std::exception& e) {  // the port was taken in between: another one
+      why = e.what();
+      impl_->listener.reset();
+    }
   }
-  try {
-    impl_->listener = std::make_unique<http_listener>(web::uri(base_url() + "/"), config);
-    impl_->listener->support([this](http_request request) { impl_->serve(std::move(request)); });
-    impl_->listener->open().wait();
-  } catch (const std::exception& e) {
-    impl_->listener.reset();
-    return make_error(ErrorKind::unavailable, "cannot listen on " + impl_->options.listen + ": " + e.what());
-  }
+  if (!impl_->listener)
+    return make_error(ErrorKind::unavailable, "cannot start the HTTP library on a loopback port: " + why);
   return Ok{};
 }
 
+std::size_t HttpServer::max_connections() const { return impl_->guard ? impl_->guard->max_connections() : 0; }
+
 void HttpServer::stop() {
+  if (impl_->guard) impl_->guard->stop();  // no new requests; open connections end
   if (!impl_->listener) return;
   try {
     impl_->listener->close().wait();
@@ -303,6 +324,7 @@ void HttpServer::stop() {
   }
   for (auto& u : uploads) u.thread.join();  // closing the listener ended their bodies
   impl_->listener.reset();
+  impl_->guard.reset();
 }
 
 }  // namespace provisioner

@@ -28,6 +28,12 @@ const std::vector<IntRange>& int_ranges() {
   static const std::vector<IntRange> ranges = {
       {"max_body_bytes", 1024, std::int64_t{1} << 30},
       {"http_threads", 1, 256},
+      // The API edge's limits against hostile clients (0: derived from the fd limit / off).
+      {"api.max_head_bytes", 1024, 1 << 20},
+      {"api.head_timeout_ms", 100, 600'000},
+      {"api.idle_timeout_ms", 100, 3'600'000},
+      {"api.max_connections", 0, 1 << 20},
+      {"api.max_connections_per_client", 0, 1 << 20},
       {"webhook.max_skew_seconds", 1, kDay},
       {"artifacts.threads", 1, 256},
       {"artifacts.retention_seconds", 0, 3650 * kDay},  // 0: collect as soon as unused
@@ -264,6 +270,19 @@ Status read_artifacts(const toml::table& a, const std::string& where, Controller
   return Ok{};
 }
 
+Status read_api(const toml::table& a, const std::string& where, ControllerConfig& c) {
+  PROVISIONER_TRY(unknown_keys(a, {"max_head_bytes", "head_timeout_ms", "idle_timeout_ms", "max_connections",
+                                    "max_connections_per_client"},
+                               where + " [api]"));
+  TableReader r(a, "api");
+  PROVISIONER_TRY(r.integer("max_head_bytes", c.api_max_head_bytes));
+  PROVISIONER_TRY(r.integer("head_timeout_ms", c.api_head_timeout_ms));
+  PROVISIONER_TRY(r.integer("idle_timeout_ms", c.api_idle_timeout_ms));
+  PROVISIONER_TRY(r.integer("max_connections", c.api_max_connections));
+  PROVISIONER_TRY(r.integer("max_connections_per_client", c.api_max_connections_per_client));
+  return Ok{};
+}
+
 Status read_reconciler(const toml::table& t, const std::string& where, ControllerConfig& c) {
   PROVISIONER_TRY(unknown_keys(t, {"tick_ms", "boot_timeout_seconds", "install_timeout_seconds", "gc_interval_seconds",
                                     "workers", "idle_recheck_ms"},
@@ -330,8 +349,8 @@ Status read_tokens(const toml::array& tokens, const std::string& where, Controll
 
 Status read_file_tables(const toml::table& t, const std::string& where, ControllerConfig& c) {
   PROVISIONER_TRY(unknown_keys(t, {"listen", "data_dir", "public_url", "recipes_dir", "max_body_bytes",
-                                   "http_threads", "log", "tls", "webhook", "tokens", "artifacts", "reconciler",
-                                   "redfish"},
+                                   "http_threads", "log", "tls", "api", "webhook", "tokens", "artifacts",
+                                   "reconciler", "redfish"},
                                where));
   PROVISIONER_TRY(read_top(t, c));
   TableReader top(t, "");
@@ -342,6 +361,7 @@ Status read_file_tables(const toml::table& t, const std::string& where, Controll
     PROVISIONER_TRY(unknown_keys(*hook, {"max_skew_seconds"}, where + " [webhook]"));
     PROVISIONER_TRY(TableReader(*hook, "webhook").integer("max_skew_seconds", c.webhook_max_skew_seconds));
   }
+  if (const auto* a = top.table("api", shape)) PROVISIONER_TRY(read_api(*a, where, c));
   if (const auto* a = top.table("artifacts", shape)) PROVISIONER_TRY(read_artifacts(*a, where, c));
   if (const auto* r = top.table("reconciler", shape)) PROVISIONER_TRY(read_reconciler(*r, where, c));
   if (const auto* rf = top.table("redfish", shape)) PROVISIONER_TRY(read_redfish(*rf, where, c));

@@ -27,6 +27,13 @@ struct ControllerConfig {
   // The HTTP library's worker pool. One per core measured best: more threads only add
   // context switches and a long latency tail (bench/api/run.sh).
   int http_threads = std::max(2, static_cast<int>(std::thread::hardware_concurrency()));
+  // The API edge (controller/api/front_guard.hpp) against hostile clients ([api]):
+  // max_connections 0 = from the open-file limit; per_client 0 = no per-address cap.
+  std::int64_t api_max_head_bytes = 64 * 1024;
+  std::int64_t api_head_timeout_ms = 10'000;
+  std::int64_t api_idle_timeout_ms = 60'000;
+  std::int64_t api_max_connections = 0;
+  std::int64_t api_max_connections_per_client = 256;
   std::string log_format = "text";        // text | json
   std::string log_level = "info";
   std::optional<std::filesystem::path> log_file;
