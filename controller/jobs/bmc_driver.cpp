@@ -11,10 +11,15 @@ namespace provisioner {
 
 namespace {
 
+// Whether the job has the phase now: recorded, and not withdrawn since (Store::withdraw_phase).
 bool has_phase(const std::vector<JobEvent>& events, JobPhase phase) {
+  bool has = false;
   for (const auto& e : events)
-    if (e.kind == "phase" && e.name == to_string(phase)) return true;
-  return false;
+    if (e.name == to_string(phase)) {
+      if (e.kind == "phase") has = true;
+      if (e.kind == "phase_withdrawn") has = false;
+    }
+  return has;
 }
 
 // Failures that will not go away by asking again.
@@ -195,6 +200,17 @@ void BmcJobDriver::advance(const JobRecord& job) {
   bmc.set_stop({});
   auto reset = bmc.power_cycle_into_boot();
   if (!reset && redfish::failure_code(reset.error()) == redfish::FailureCode::canceled) {
+    // Stopping (only a shutdown stops this step now). When no reset request went out, the
+    // intent is withdrawn: the next start records it again and resets, instead of waiting
+    // for a boot that was never started and failing the job at the boot timeout.
+    if (redfish::reset_not_sent(reset.error())) {
+      auto withdrawn = store_.withdraw_phase(job.id, phase_name(JobPhase::reset_issued),
+                                             "the controller stopped before the reset was sent", clock_.now_ms());
+      if (!withdrawn) log_store_error(log_, job, "withdraw reset_issued", withdrawn.error());
+      log_.warn("controller stopping before the reset was sent: withdrawn, the next start resets",
+                fields({{"reason", reset.error().message}}));
+      return;
+    }
     log_.warn("controller stopping during the reset step", fields({{"reason", reset.error().message}}));
     return;
   }
@@ -233,6 +249,14 @@ bool BmcJobDriver::clean_up(const JobRecord& job, bool boot_disk_now) {
     if (!first) return false;
     if (*first) {
       auto reset = bmc.power_cycle_into_boot();
+      if (!reset && redfish::failure_code(reset.error()) == redfish::FailureCode::canceled &&
+          redfish::reset_not_sent(reset.error())) {
+        // Stopping before the reset went out: withdrawn, so the next start boots the disk.
+        auto withdrawn = store_.withdraw_phase(job.id, phase_name(JobPhase::disk_reset_issued),
+                                               "the controller stopped before the reset was sent", clock_.now_ms());
+        if (!withdrawn) log_store_error(log_, job, "withdraw disk_reset_issued", withdrawn.error());
+        return false;
+      }
       if (!reset) {
         log_.error("reset into the installed system failed", Logger::job_fields(job.id, job.server_serial,
                                                                                 {{"error", reset.error().message}}));

@@ -149,6 +149,18 @@ Result<nlohmann::json> JobService::view(const JobRecord& job) {
     if (!e.detail.empty()) entry["detail"] = e.detail;
     if (e.kind == "phase") {
       phases.push_back(std::move(entry));
+    } else if (e.kind == "phase_withdrawn") {
+      // The intent is gone from the phases (its last entry of that name); the history says why.
+      for (auto it = phases.end(); it != phases.begin();) {
+        --it;
+        if ((*it)["name"] == e.name) {
+          phases.erase(it);
+          break;
+        }
+      }
+      entry["name"] = "phase_withdrawn";
+      entry["detail"] = e.name + (e.detail.empty() ? "" : ": " + e.detail);
+      history.push_back(std::move(entry));
     } else {
       if (!e.from.empty()) entry["from"] = e.from;
       history.push_back(std::move(entry));

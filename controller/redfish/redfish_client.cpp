@@ -46,6 +46,7 @@ struct CallOptions {
   bool follow_task = true;  // 202 + Location: poll the task monitor to the end
   bool with_auth = true;
   bool stoppable = true;    // false: only the controller's shutdown keeps it from being sent
+  bool acts = false;        // it changes the machine (a reset): note whether it may have gone out
 };
 
 bool is_idempotent(const std::string& method) { return method == "GET" || method == "HEAD"; }
@@ -136,6 +137,9 @@ struct BmcClient::Impl {
   std::optional<BmcFacts> facts;
   VendorProfile profile;
   std::string op = "redfish";  // the operation in progress, for errors and logs
+  // During power_cycle: a reset request got an answer or left with its bytes on the wire, so
+  // the BMC may have acted on it.
+  bool action_maybe_sent = false;
 
   // ---------------------------------------------------------------- stopping
   // Stopped when the controller shuts down or the client's own token (the job's) is requested.
@@ -215,6 +219,7 @@ struct BmcClient::Impl {
       ConcurrencyLimiter::Guard g(ctx.limiter());
       tr = transport->send(req, std::chrono::milliseconds(opt.request_timeout_ms));
     }
+    if (co.acts && (tr.ok || tr.failure.sent)) action_maybe_sent = true;
     if (!tr.ok) {
       if (tr.failure.kind == TransportFailure::Kind::aborted && ctx.shutdown().stop_requested())
         return stopped_error(where(method, path) + (tr.failure.sent ? " cut off on the wire" : " not sent"));
@@ -996,7 +1001,9 @@ struct BmcClient::Impl {
       target = path_of((*sys)["Actions"]["#ComputerSystem.Reset"].value("target", ""));
     if (target.empty())
       return fail(FailureCode::not_found, "BMC " + ep.address + ": " + op + ": System has no Reset action");
-    auto r = call("POST", target, json{{"ResetType", type}});
+    CallOptions co;
+    co.acts = true;
+    auto r = call("POST", target, json{{"ResetType", type}}, co);
     if (!r) return r.error();
     if (!r->ok()) return answer_error("POST", target + " (" + type + ")", *r);
     log(1, "reset issued", {{"reset_type", type}});
@@ -1005,6 +1012,7 @@ struct BmcClient::Impl {
 
   Result<ResetResult> power_cycle() {
     op = "power_cycle";
+    action_maybe_sent = false;
     auto f = discover_locked();
     if (!f) return f.error();
     auto sys = get_json(facts->system_uri);
@@ -1126,7 +1134,17 @@ Result<BootResult> BmcClient::set_boot_once_cd(BootMode mode) {
 
 Result<ResetResult> BmcClient::power_cycle_into_boot() {
   std::lock_guard lock(impl_->bmc.operation);
-  return impl_->power_cycle();
+  auto r = impl_->power_cycle();
+  if (r || impl_->action_maybe_sent) return r;
+  Error e = r.error();
+  e.fields.push_back({"/redfish/reset_sent", "false"});
+  return e;
+}
+
+bool reset_not_sent(const Error& error) {
+  for (const auto& f : error.fields)
+    if (f.path == "/redfish/reset_sent") return f.message == "false";
+  return false;
 }
 
 Status BmcClient::cleanup(const std::vector<std::string>& inserted_urls, CleanupOptions options) {

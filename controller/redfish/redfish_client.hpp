@@ -110,6 +110,9 @@ enum class FailureCode {
   canceled,
 };
 FailureCode failure_code(const Error& error);
+// A failed power_cycle_into_boot that sent no reset request at all (it stopped before one
+// went out): the caller may withdraw its recorded intent and reset later.
+bool reset_not_sent(const Error& error);
 const char* failure_code_name(FailureCode code);
 
 struct RedfishOptions {

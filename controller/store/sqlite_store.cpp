@@ -324,6 +324,32 @@ Result<bool> SqliteStore::record_phase_if_status(const std::string& id, const st
   return record_phase_when(id, phase, expected_status, detail, now_ms);
 }
 
+Result<bool> SqliteStore::withdraw_phase(const std::string& id, const std::string& phase, const std::string& detail,
+                                         std::int64_t now_ms) {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->transaction([&]() -> Result<bool> {
+    auto st = impl_->prepare("DELETE FROM job_phases WHERE job_id = ? AND phase = ?");
+    if (!st) return st.error();
+    {
+      Stmt s(*st);
+      s.bind(1, id).bind(2, phase);
+      if (s.step() != SQLITE_DONE) return db_error(impl_->db, "withdraw phase");
+    }
+    if (sqlite3_changes(impl_->db) == 0) return false;
+    // The job's current phase is its latest remaining one.
+    auto up = impl_->prepare(
+        "UPDATE jobs SET updated_ms = ?, phase = COALESCE((SELECT phase FROM job_phases WHERE job_id = ? "
+        "ORDER BY at_ms DESC LIMIT 1), '') WHERE id = ?");
+    if (!up) return up.error();
+    {
+      Stmt u(*up);
+      u.bind(1, now_ms).bind(2, id).bind(3, id);
+      if (u.step() != SQLITE_DONE) return db_error(impl_->db, "update phase");
+    }
+    return impl_->insert_event(id, "phase_withdrawn", phase, "", detail, now_ms);
+  });
+}
+
 Result<bool> SqliteStore::record_phase_when(const std::string& id, const std::string& phase,
                                             const std::optional<std::string>& expected_status,
                                             const std::string& detail, std::int64_t now_ms) {

@@ -81,6 +81,13 @@ class Store {
                                               const std::string& expected_status, const std::string& detail,
                                               std::int64_t now_ms) = 0;
 
+  // Takes back an intent recorded with record_phase_if_status whose action was never taken
+  // (the controller stopped before the reset went out): the job no longer has the phase, so
+  // the next pass records it again and acts; a `phase_withdrawn` event (name: the phase)
+  // keeps the history. False when the job does not have the phase.
+  virtual Result<bool> withdraw_phase(const std::string& id, const std::string& phase, const std::string& detail,
+                                      std::int64_t now_ms) = 0;
+
   virtual Result<std::vector<JobEvent>> job_events(const std::string& id) = 0;
 
   // Records the job's media; only while the job is in `expected_status` (compare-and-swap).

@@ -98,6 +98,22 @@ Result<bool> InMemoryStore::record_phase_if_status(const std::string& id, const 
   return add_phase(id, phase, &expected_status, detail, now_ms);
 }
 
+Result<bool> InMemoryStore::withdraw_phase(const std::string& id, const std::string& phase, const std::string& detail,
+                                           std::int64_t now_ms) {
+  std::lock_guard lock(mutex_);
+  if (fail_writes_) return write_refused();
+  auto it = jobs_.find(id);
+  if (it == jobs_.end() || !phases_[id].erase(phase)) return false;
+  // The job's current phase is its latest remaining one.
+  std::string latest;
+  for (const auto& e : events_[id])
+    if (e.kind == "phase" && phases_[id].count(e.name)) latest = e.name;
+  it->second.phase = latest;
+  it->second.updated_ms = now_ms;
+  add_event(id, "phase_withdrawn", phase, "", detail, now_ms);
+  return true;
+}
+
 Result<std::vector<JobEvent>> InMemoryStore::job_events(const std::string& id) {
   std::lock_guard lock(mutex_);
   auto it = events_.find(id);

@@ -7,6 +7,7 @@
 #include <sys/resource.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <memory>
@@ -202,4 +203,58 @@ TEST(Shutdown, CancelEndsARetryAfterWaitAndNoResetIsSent) {
   EXPECT_EQ(bmc.slot_image("CD1") + bmc.slot_image("CD2") + bmc.slot_image("USB1"), "") << "media left inserted";
   if (HasFailure())
     for (const auto& line : bmc.sequence()) std::printf("  %s\n", line.c_str());
+}
+
+// SIGTERM after the reset was recorded but before it went out (the BMC is slow to answer the
+// read of the System that comes first): no reset request was sent, so the intent is
+// withdrawn, and the restarted controller resets the server, once. Before, the recorded
+// intent stood: the restarted controller never reset the machine and the job failed at the
+// boot timeout.
+TEST(Shutdown, SigtermBeforeTheResetWentOutWithdrawsItAndTheNextStartResetsOnce) {
+  TempDir tmp;
+  auto base = make_maintenance_iso(tmp.path());
+  MockBmc bmc;
+  ControllerProcess controller(kFastRedfish, "text", "maintenance_iso = \"" + base.string() + "\"\n");
+  auto job_id = std::make_shared<std::string>();
+  auto stall = std::make_shared<std::atomic<bool>>(true);
+  auto stalled = std::make_shared<std::atomic<int>>(0);
+  auto boot_patched = std::make_shared<std::atomic<bool>>(false);
+  // Stalls the first read of the System that comes after the controller recorded the reset.
+  bmc.set_hook([&controller, job_id, stall, stalled, boot_patched](const RecordedRequest& r, int) {
+    if (r.method == "PATCH" && r.path == "/redfish/v1/Systems/1") boot_patched->store(true);
+    if (stall->load() && boot_patched->load() && r.method == "GET" && r.path == "/redfish/v1/Systems/1") {
+      auto job = controller.get("/api/v1/jobs/" + *job_id).json();
+      if (has(phase_names(job), "reset_issued")) {
+        stalled->fetch_add(1);
+        return MockAction::delay(8000);
+      }
+    }
+    return MockAction::pass();
+  });
+  controller.start();
+  auto created = controller.post("/api/v1/jobs", job_for("MOCK0001", bmc).dump());
+  ASSERT_EQ(created.status, 201) << created.body;
+  *job_id = created.json()["id"];
+  ASSERT_TRUE(eventually(30s, [&] { return stalled->load() > 0; })) << controller.log_text();
+
+  int status = 0;
+  auto took = controller.stop(SIGTERM, 10s, &status);
+  ASSERT_TRUE(took.has_value()) << "the controller did not exit within 10 s of SIGTERM";
+  EXPECT_TRUE(bmc.resets().empty()) << "a reset went out before the SIGTERM";
+
+  stall->store(false);
+  controller.start();
+  ASSERT_TRUE(eventually(30s, [&] { return !bmc.resets().empty(); }))
+      << "the restarted controller never reset the server\n" << controller.log_text();
+  std::this_thread::sleep_for(1s);  // a second reset would come now
+  EXPECT_EQ(bmc.resets().size(), 1u);
+  auto job = controller.get("/api/v1/jobs/" + *job_id).json();
+  auto phases = phase_names(job);
+  EXPECT_EQ(std::count(phases.begin(), phases.end(), "reset_issued"), 1) << job.dump();
+  bool withdrawn = false;
+  for (const auto& h : job["history"])
+    withdrawn = withdrawn || (h["name"] == "phase_withdrawn" &&
+                              h["detail"].get<std::string>().rfind("reset_issued", 0) == 0);
+  EXPECT_TRUE(withdrawn) << job.dump();
+  EXPECT_EQ(job["status"], "provisioning") << job.dump();
 }

@@ -86,6 +86,23 @@ TEST_P(StoreContract, PhasesOnceAndIntentsOnlyInTheirStatus) {
                                                       "phase:reset_issued"}));
 }
 
+TEST_P(StoreContract, AWithdrawnIntentCanBeRecordedAgain) {
+  ASSERT_TRUE(store->insert_job(job("a")).ok());
+  ASSERT_TRUE(*store->transition_job("a", "queued", "provisioning", {}, "", 1000));
+  EXPECT_TRUE(*store->record_phase("a", "boot_set", "", 1100));
+  EXPECT_TRUE(*store->record_phase_if_status("a", "reset_issued", "provisioning", "", 1200));
+  EXPECT_TRUE(*store->withdraw_phase("a", "reset_issued", "not sent", 1300));
+  EXPECT_FALSE(*store->withdraw_phase("a", "reset_issued", "not sent", 1350)) << "no longer there";
+  EXPECT_FALSE(*store->withdraw_phase("nope", "reset_issued", "", 1350));
+  EXPECT_EQ((**store->get_job("a")).phase, "boot_set") << "back to the latest remaining phase";
+  EXPECT_TRUE(*store->record_phase_if_status("a", "reset_issued", "provisioning", "", 1400)) << "recorded again";
+  auto events = store->job_events("a");
+  ASSERT_TRUE(events.ok());
+  EXPECT_EQ(names(*events), (std::vector<std::string>{"transition:queued", "transition:provisioning", "phase:boot_set",
+                                                      "phase:reset_issued", "phase_withdrawn:reset_issued",
+                                                      "phase:reset_issued"}));
+}
+
 TEST_P(StoreContract, MediaOnlyInTheExpectedStatus) {
   ASSERT_TRUE(store->insert_job(job("a")).ok());
   EXPECT_FALSE(*store->set_job_media("a", "provisioning", R"({"mode":"x"})", 1100));
