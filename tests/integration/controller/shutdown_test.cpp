@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -215,7 +216,15 @@ TEST(Shutdown, SigtermBeforeTheResetWentOutWithdrawsItAndTheNextStartResetsOnce)
   auto base = make_maintenance_iso(tmp.path());
   MockBmc bmc;
   ControllerProcess controller(kFastRedfish, "text", "maintenance_iso = \"" + base.string() + "\"\n");
-  auto job_id = std::make_shared<std::string>();
+  struct JobId {  // written by the test, read by the mock's threads
+    std::mutex mutex;
+    std::string id;
+    std::string get() {
+      std::lock_guard lock(mutex);
+      return id;
+    }
+  };
+  auto job_id = std::make_shared<JobId>();
   auto stall = std::make_shared<std::atomic<bool>>(true);
   auto stalled = std::make_shared<std::atomic<int>>(0);
   auto boot_patched = std::make_shared<std::atomic<bool>>(false);
@@ -223,8 +232,8 @@ TEST(Shutdown, SigtermBeforeTheResetWentOutWithdrawsItAndTheNextStartResetsOnce)
   bmc.set_hook([&controller, job_id, stall, stalled, boot_patched](const RecordedRequest& r, int) {
     if (r.method == "PATCH" && r.path == "/redfish/v1/Systems/1") boot_patched->store(true);
     if (stall->load() && boot_patched->load() && r.method == "GET" && r.path == "/redfish/v1/Systems/1") {
-      auto job = controller.get("/api/v1/jobs/" + *job_id).json();
-      if (has(phase_names(job), "reset_issued")) {
+      auto id = job_id->get();
+      if (!id.empty() && has(phase_names(controller.get("/api/v1/jobs/" + id).json()), "reset_issued")) {
         stalled->fetch_add(1);
         return MockAction::delay(8000);
       }
@@ -234,7 +243,10 @@ TEST(Shutdown, SigtermBeforeTheResetWentOutWithdrawsItAndTheNextStartResetsOnce)
   controller.start();
   auto created = controller.post("/api/v1/jobs", job_for("MOCK0001", bmc).dump());
   ASSERT_EQ(created.status, 201) << created.body;
-  *job_id = created.json()["id"];
+  {
+    std::lock_guard lock(job_id->mutex);
+    job_id->id = created.json()["id"];
+  }
   ASSERT_TRUE(eventually(30s, [&] { return stalled->load() > 0; })) << controller.log_text();
 
   int status = 0;
@@ -248,7 +260,7 @@ TEST(Shutdown, SigtermBeforeTheResetWentOutWithdrawsItAndTheNextStartResetsOnce)
       << "the restarted controller never reset the server\n" << controller.log_text();
   std::this_thread::sleep_for(1s);  // a second reset would come now
   EXPECT_EQ(bmc.resets().size(), 1u);
-  auto job = controller.get("/api/v1/jobs/" + *job_id).json();
+  auto job = controller.get("/api/v1/jobs/" + job_id->get()).json();
   auto phases = phase_names(job);
   EXPECT_EQ(std::count(phases.begin(), phases.end(), "reset_issued"), 1) << job.dump();
   bool withdrawn = false;
