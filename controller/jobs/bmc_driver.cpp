@@ -108,7 +108,7 @@ void BmcJobDriver::job_changed(const std::string& job_id) {
     if (!steps_.contains(job_id)) return;
   }
   auto job = store_.get_job(job_id);
-  if (!job || !*job || (*job)->status == to_string(JobStatus::provisioning)) return;
+  if (!job || !*job || (*job)->status == JobStatus::provisioning) return;
   std::lock_guard lock(steps_mutex_);
   if (auto it = steps_.find(job_id); it != steps_.end()) it->second.request_stop();
 }
@@ -123,7 +123,7 @@ void BmcJobDriver::advance(const JobRecord& job) {
     const std::string& id;
     ~EndStep() { d.end_step(id); }
   } end_step_guard{*this, job.id};
-  if (auto now = store_.get_job(job.id); !now || !*now || (*now)->status != to_string(JobStatus::provisioning)) return;
+  if (auto now = store_.get_job(job.id); !now || !*now || (*now)->status != JobStatus::provisioning) return;
   auto events = store_.job_events(job.id);
   if (!events) return;
   if (has_phase(*events, JobPhase::reset_issued)) return;  // nothing left for the BMC until the outcome
@@ -152,7 +152,7 @@ void BmcJobDriver::advance(const JobRecord& job) {
     // means nothing is ever inserted, and once it is recorded cleanup ejects whatever part of
     // the media made it in (an insert can fail half-way, one slot done).
     if (!has_phase(*events, JobPhase::media_requested)) {
-      auto requested = store_.record_phase_if_status(job.id, phase_name(JobPhase::media_requested), std::string(to_string(JobStatus::provisioning)), "", clock_.now_ms());
+      auto requested = store_.record_phase_if_status(job.id, phase_name(JobPhase::media_requested), JobStatus::provisioning, "", clock_.now_ms());
       if (!requested) return log_store_error(log_, job, "record media_requested", requested.error());
       if (!*requested) return;  // canceled (or failed) meanwhile
     }
@@ -165,7 +165,7 @@ void BmcJobDriver::advance(const JobRecord& job) {
       if (!single) return fail(job, phase_name(JobPhase::media_inserted), single.error());
       // Saved before it is inserted, so cleanup knows which ISO to eject. Not saved (the job
       // was canceled meanwhile, or the store failed): insert nothing.
-      auto saved = store_.set_job_media(job.id, "provisioning", single->to_json().dump(), clock_.now_ms());
+      auto saved = store_.set_job_media(job.id, JobStatus::provisioning, single->to_json().dump(), clock_.now_ms());
       if (!saved) return log_store_error(log_, job, "save the single-iso media", saved.error());
       if (!*saved) return;
       if (auto r = store_.record_phase(job.id, phase_name(JobPhase::media_fallback_single_iso), inserted.error().message, clock_.now_ms()); !r)
@@ -193,7 +193,7 @@ void BmcJobDriver::advance(const JobRecord& job) {
   // the job still provisions, in the same compare-and-swap: a cancel that committed first wins
   // and no reset is sent; a cancel that comes after finds the reset recorded, and cleanup
   // follows the one reset.
-  auto first = store_.record_phase_if_status(job.id, phase_name(JobPhase::reset_issued), std::string(to_string(JobStatus::provisioning)), "", clock_.now_ms());
+  auto first = store_.record_phase_if_status(job.id, phase_name(JobPhase::reset_issued), JobStatus::provisioning, "", clock_.now_ms());
   if (!first) return log_store_error(log_, job, "record reset_issued", first.error());
   if (!*first) return;
   // Recorded: the cancel lost the race, the reset goes out once (only a shutdown stops it now).
@@ -245,7 +245,7 @@ bool BmcJobDriver::clean_up(const JobRecord& job, bool boot_disk_now) {
   if (done && boot_disk_now) {
     // Into the installed system. Recorded before it is sent, like the first reset: a crash
     // between the two must not power-cycle a machine that is already booting its disk.
-    auto first = store_.record_phase_if_status(job.id, phase_name(JobPhase::disk_reset_issued), std::string(to_string(JobStatus::succeeded)), "", clock_.now_ms());
+    auto first = store_.record_phase_if_status(job.id, phase_name(JobPhase::disk_reset_issued), JobStatus::succeeded, "", clock_.now_ms());
     if (!first) return false;
     if (*first) {
       auto reset = bmc.power_cycle_into_boot();

@@ -110,7 +110,7 @@ Result<nlohmann::json> JobService::create(std::string_view body) {
   nlohmann::json server = std::move(*resolved);
 
   JobRecord job;
-  job.status = std::string(to_string(JobStatus::queued));
+  job.status = JobStatus::queued;
   job.server_serial = server["serial"].get<std::string>();
   job.server_json = server.dump();
   // Secrets and the documents that may carry passwords are stored sealed; task_inputs opens
@@ -124,7 +124,7 @@ Result<nlohmann::json> JobService::create(std::string_view body) {
     if (inserted) break;
     if (inserted.error().kind != ErrorKind::conflict || attempt == 3) return inserted.error();
   }
-  metrics_.count_transition("", job.status);
+  metrics_.count_transition("", std::string(to_string(job.status)));
   log_.info("job created", Logger::job_fields(job.id, job.server_serial,
                                               {{"task_target", recipe.value("task_target", "")}}));
   if (on_change_) on_change_(job.id);
@@ -167,7 +167,7 @@ Result<nlohmann::json> JobService::view(const JobRecord& job) {
     }
   }
   nlohmann::json out{{"id", job.id},
-                     {"status", job.status},
+                     {"status", std::string(to_string(job.status))},
                      {"phase", job.phase},
                      {"server", ServerService::view(nlohmann::json::parse(job.server_json))},
                      {"recipe", redact(nlohmann::json::parse(job.recipe_json))},
@@ -197,8 +197,8 @@ Result<nlohmann::json> JobService::list(const JobListQuery& q) {
   JobFilter filter;
   std::vector<FieldError> errors;
   if (q.status) {
-    if (!parse_job_status(*q.status)) errors.push_back({"status", "unknown status '" + *q.status + "'"});
-    filter.status = q.status;
+    filter.status = parse_job_status(*q.status);
+    if (!filter.status) errors.push_back({"status", "unknown status '" + *q.status + "'"});
   }
   if (q.server) filter.server_serial = q.server;
   if (q.cursor) {
@@ -229,7 +229,7 @@ Result<nlohmann::json> JobService::list(const JobListQuery& q) {
   if (more) jobs->pop_back();
   for (const auto& j : *jobs) {
     nlohmann::json item{{"id", j.id},
-                        {"status", j.status},
+                        {"status", std::string(to_string(j.status))},
                         {"phase", j.phase},
                         {"serial", j.server_serial},
                         {"created_at", format_rfc3339_ms(j.created_ms)},
@@ -252,7 +252,7 @@ Result<bool> JobService::transition(const JobRecord& job, JobStatus from, JobSta
   if (!is_transition_allowed(from, to))
     return make_error(ErrorKind::conflict, "a " + std::string(to_string(from)) + " job cannot become " +
                                                std::string(to_string(to)));
-  auto applied = store_.transition_job(job.id, std::string(to_string(from)), std::string(to_string(to)), changes,
+  auto applied = store_.transition_job(job.id, from, to, changes,
                                        detail, clock_.now_ms());
   if (!applied) return applied.error();
   if (*applied) {
@@ -270,10 +270,10 @@ Result<nlohmann::json> JobService::cancel(const std::string& id) {
   for (int attempt = 0; attempt < 5; ++attempt) {
     auto job = load(id);
     if (!job) return job.error();
-    auto status = parse_job_status(job->status).value_or(JobStatus::complete);
+    auto status = job->status;
     if (status == JobStatus::canceled) return view(*job);
     if (!is_transition_allowed(status, JobStatus::canceled))
-      return make_error(ErrorKind::conflict, "job " + id + " is " + job->status + " and can no longer be canceled");
+      return make_error(ErrorKind::conflict, "job " + id + " is " + std::string(to_string(status)) + " and can no longer be canceled");
     auto applied = transition(*job, status, JobStatus::canceled, {}, "canceled through the API");
     if (!applied) return applied.error();
     if (*applied) {
@@ -286,7 +286,7 @@ Result<nlohmann::json> JobService::cancel(const std::string& id) {
 
 Result<JobRecord> JobService::network_task_for_serial(const std::string& serial) {
   JobFilter filter;
-  filter.status = std::string(to_string(JobStatus::provisioning));
+  filter.status = JobStatus::provisioning;
   filter.server_serial = serial;
   filter.limit = 1;
   auto jobs = store_.list_jobs(filter);
@@ -372,7 +372,7 @@ Result<nlohmann::json> JobService::apply_report(JobRecord job, const WebhookRepo
   log_.info("webhook accepted", fields);
   bool applied = false;
   for (int attempt = 0; attempt < 5; ++attempt) {
-    auto status = parse_job_status(job.status).value_or(JobStatus::complete);
+    auto status = job.status;
     Result<bool> moved = false;
     if (status == JobStatus::queued) {
       // The maintenance OS booted before the reconciler recorded the start (PXE, or a fast BMC).
@@ -414,7 +414,7 @@ Result<nlohmann::json> JobService::apply_report(JobRecord job, const WebhookRepo
       bool same = (report.status == "success" && outcome == JobStatus::succeeded) ||
                   (report.status == "failed" && outcome == JobStatus::failed) ||
                   (report.status == "running" && outcome != JobStatus::canceled);
-      if (!same) return make_error(ErrorKind::conflict, "job " + job.id + " is " + job.status);
+      if (!same) return make_error(ErrorKind::conflict, "job " + job.id + " is " + std::string(to_string(job.status)));
       break;
     }
     if (!moved) return moved.error();
@@ -426,7 +426,7 @@ Result<nlohmann::json> JobService::apply_report(JobRecord job, const WebhookRepo
   if (applied && on_change_) on_change_(job.id);
   auto current = load(job.id);
   if (!current) return current.error();
-  return nlohmann::json{{"job_id", job.id}, {"status", current->status}, {"applied", applied}};
+  return nlohmann::json{{"job_id", job.id}, {"status", std::string(to_string(current->status))}, {"applied", applied}};
 }
 
 }  // namespace provisioner

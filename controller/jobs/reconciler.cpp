@@ -128,12 +128,12 @@ void JobReconciler::work() {
 }
 
 void JobReconciler::drive(const JobRecord& job) {
-  auto status = parse_job_status(job.status).value_or(JobStatus::complete);
+  auto status = job.status;
   switch (status) {
     case JobStatus::queued: {
       build_media(job);
       auto fresh = store_.get_job(job.id);  // media ready: go straight on to the BMC steps
-      if (fresh && *fresh && (*fresh)->status == "provisioning") drive(**fresh);
+      if (fresh && *fresh && (*fresh)->status == JobStatus::provisioning) drive(**fresh);
       return;
     }
     case JobStatus::provisioning:
@@ -162,7 +162,7 @@ void JobReconciler::build_media(const JobRecord& job) {
     if (!failed) log_store_error(log_, job, "mark the job failed", failed.error());
     return;
   }
-  auto recorded = store_.set_job_media(job.id, "queued", media->to_json().dump(), clock_.now_ms());
+  auto recorded = store_.set_job_media(job.id, JobStatus::queued, media->to_json().dump(), clock_.now_ms());
   if (!recorded || !*recorded) return;  // canceled meanwhile: the next pass cleans up
   std::string detail = media->boot_iso ? media->boot_iso->sha256 : "";
   if (media->task_iso) detail = media->task_iso->sha256;
@@ -202,7 +202,7 @@ bool JobReconciler::check_timeouts(const JobRecord& job) {
 }
 
 void JobReconciler::clean_up(const JobRecord& job) {
-  auto status = parse_job_status(job.status).value_or(JobStatus::complete);
+  auto status = job.status;
   // Eject, boot from disk, and on success reset into the installed system. A server without
   // a BMC has nothing to undo.
   if (bmc_ && BmcJobDriver::has_bmc(job) && !bmc_->clean_up(job, status == JobStatus::succeeded)) return;

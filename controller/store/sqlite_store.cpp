@@ -48,11 +48,17 @@ constexpr const char* kJobColumns =
     "id, seq, status, phase, server_serial, server_json, recipe_json, webhook_key_sealed, failed_step, error, "
     "created_ms, updated_ms, media_json";
 
-JobRecord job_from_row(const Stmt& s) {
+std::string status_text(JobStatus status) { return std::string(to_string(status)); }
+
+// Statuses are decoded here, once: past the store the job model is typed. A row with a status
+// this build does not know (a newer controller wrote it) is an error, never a guess.
+Result<JobRecord> job_from_row(const Stmt& s) {
   JobRecord j;
   j.id = s.text(0);
   j.seq = s.integer(1);
-  j.status = s.text(2);
+  auto status = parse_job_status(s.text(2));
+  if (!status) return make_error(ErrorKind::internal, "job " + j.id + " has an unknown status '" + s.text(2) + "'");
+  j.status = *status;
   j.phase = s.text(3);
   j.server_serial = s.text(4);
   j.server_json = s.text(5);
@@ -246,13 +252,13 @@ Status SqliteStore::insert_job(const JobRecord& j) {
         "failed_step, error, created_ms, updated_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?)");
     if (!st) return st.error();
     Stmt s(*st);
-    s.bind(1, j.id).bind(2, j.status).bind(3, j.phase).bind(4, j.server_serial).bind(5, j.server_json);
+    s.bind(1, j.id).bind(2, status_text(j.status)).bind(3, j.phase).bind(4, j.server_serial).bind(5, j.server_json);
     s.bind(6, j.recipe_json).bind(7, j.webhook_key_sealed).bind(8, j.failed_step).bind(9, j.error);
     s.bind(10, j.created_ms).bind(11, j.updated_ms);
     int rc = s.step();
     if (rc == SQLITE_CONSTRAINT) return make_error(ErrorKind::conflict, "job " + j.id + " already exists");
     if (rc != SQLITE_DONE) return db_error(impl_->db, "insert job");
-    auto ev = impl_->insert_event(j.id, "transition", j.status, "", "created", j.created_ms);
+    auto ev = impl_->insert_event(j.id, "transition", status_text(j.status), "", "created", j.created_ms);
     if (!ev) return ev.error();
     return Ok{};
   });
@@ -266,7 +272,11 @@ Result<std::optional<JobRecord>> SqliteStore::get_job(const std::string& id) {
   Stmt s(*st);
   s.bind(1, id);
   int rc = s.step();
-  if (rc == SQLITE_ROW) return std::optional<JobRecord>(job_from_row(s));
+  if (rc == SQLITE_ROW) {
+    auto job = job_from_row(s);
+    if (!job) return job.error();
+    return std::optional<JobRecord>(std::move(*job));
+  }
   if (rc == SQLITE_DONE) return std::optional<JobRecord>();
   return db_error((*reader)->db, "get job");
 }
@@ -284,18 +294,23 @@ Result<std::vector<JobRecord>> SqliteStore::list_jobs(const JobFilter& f) {
   Stmt s(*st);
   int i = 1;
   s.bind(i++, f.before_seq.value_or(INT64_MAX));
-  if (f.status) s.bind(i++, *f.status);
+  if (f.status) s.bind(i++, status_text(*f.status));
   if (f.server_serial) s.bind(i++, *f.server_serial);
   s.bind(i++, static_cast<std::int64_t>(f.limit));
   std::vector<JobRecord> out;
   int rc;
-  while ((rc = s.step()) == SQLITE_ROW) out.push_back(job_from_row(s));
+  while ((rc = s.step()) == SQLITE_ROW) {
+    auto job = job_from_row(s);
+    if (!job) return job.error();
+    out.push_back(std::move(*job));
+  }
   if (rc != SQLITE_DONE) return db_error((*reader)->db, "list jobs");
   return out;
 }
 
-Result<bool> SqliteStore::transition_job(const std::string& id, const std::string& expected, const std::string& next,
+Result<bool> SqliteStore::transition_job(const std::string& id, JobStatus expected_status, JobStatus next_status,
                                          const JobChanges& changes, const std::string& detail, std::int64_t now_ms) {
+  const std::string expected = status_text(expected_status), next = status_text(next_status);
   std::lock_guard lock(impl_->mutex);
   return impl_->transaction([&]() -> Result<bool> {
     auto st = impl_->prepare(
@@ -319,9 +334,9 @@ Result<bool> SqliteStore::record_phase(const std::string& id, const std::string&
 }
 
 Result<bool> SqliteStore::record_phase_if_status(const std::string& id, const std::string& phase,
-                                                 const std::string& expected_status, const std::string& detail,
+                                                 JobStatus expected_status, const std::string& detail,
                                                  std::int64_t now_ms) {
-  return record_phase_when(id, phase, expected_status, detail, now_ms);
+  return record_phase_when(id, phase, status_text(expected_status), detail, now_ms);
 }
 
 Result<bool> SqliteStore::withdraw_phase(const std::string& id, const std::string& phase, const std::string& detail,
@@ -393,13 +408,13 @@ Result<std::vector<JobEvent>> SqliteStore::job_events(const std::string& id) {
   return out;
 }
 
-Result<bool> SqliteStore::set_job_media(const std::string& id, const std::string& expected_status,
+Result<bool> SqliteStore::set_job_media(const std::string& id, JobStatus expected_status,
                                         const std::string& media_json, std::int64_t now_ms) {
   std::lock_guard lock(impl_->mutex);
   auto st = impl_->prepare("UPDATE jobs SET media_json = ?, updated_ms = ? WHERE id = ? AND status = ?");
   if (!st) return st.error();
   Stmt s(*st);
-  s.bind(1, media_json).bind(2, now_ms).bind(3, id).bind(4, expected_status);
+  s.bind(1, media_json).bind(2, now_ms).bind(3, id).bind(4, status_text(expected_status));
   if (s.step() != SQLITE_DONE) return db_error(impl_->db, "set job media");
   return sqlite3_changes(impl_->db) == 1;
 }

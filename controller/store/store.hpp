@@ -8,13 +8,14 @@
 #include <vector>
 
 #include "common/result.hpp"
+#include "controller/jobs/job_status.hpp"
 
 namespace provisioner {
 
 struct JobRecord {
   std::string id;
   std::int64_t seq = 0;            // insertion order; pagination cursor
-  std::string status;              // see jobs/job_status.hpp
+  JobStatus status = JobStatus::queued;  // decoded once, here at the store boundary
   std::string phase;               // last phase reached inside `provisioning`
   std::string server_serial;
   std::string server_json;         // server reference or inline BMC; secrets sealed
@@ -37,7 +38,7 @@ struct JobEvent {
 };
 
 struct JobFilter {
-  std::optional<std::string> status;
+  std::optional<JobStatus> status;
   std::optional<std::string> server_serial;
   std::optional<std::int64_t> before_seq;  // newest first: only jobs with seq < before_seq
   int limit = 50;
@@ -67,7 +68,7 @@ class Store {
 
   // Compare-and-swap: moves the job from `expected` to `next` and appends a transition event,
   // in one transaction. false (and nothing written) when the job is not in `expected`.
-  virtual Result<bool> transition_job(const std::string& id, const std::string& expected, const std::string& next,
+  virtual Result<bool> transition_job(const std::string& id, JobStatus expected, JobStatus next,
                                       const JobChanges& changes, const std::string& detail, std::int64_t now_ms) = 0;
 
   // Records a phase once: false when the job already has it (a duplicate is never applied).
@@ -78,7 +79,7 @@ class Store {
   // phases that are intents rather than facts (reset_issued: "about to reset"): a cancel that
   // committed first makes it false, and then the action is never taken.
   virtual Result<bool> record_phase_if_status(const std::string& id, const std::string& phase,
-                                              const std::string& expected_status, const std::string& detail,
+                                              JobStatus expected_status, const std::string& detail,
                                               std::int64_t now_ms) = 0;
 
   // Takes back an intent recorded with record_phase_if_status whose action was never taken
@@ -91,7 +92,7 @@ class Store {
   virtual Result<std::vector<JobEvent>> job_events(const std::string& id) = 0;
 
   // Records the job's media; only while the job is in `expected_status` (compare-and-swap).
-  virtual Result<bool> set_job_media(const std::string& id, const std::string& expected_status,
+  virtual Result<bool> set_job_media(const std::string& id, JobStatus expected_status,
                                      const std::string& media_json, std::int64_t now_ms) = 0;
 
   // Ids of the jobs the reconciler still has work for: every status but complete and

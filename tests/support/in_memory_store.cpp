@@ -7,7 +7,7 @@ namespace provisioner::test {
 
 namespace {
 Error write_refused() { return make_error(ErrorKind::internal, "in-memory store: writes fail (staged by the test)"); }
-bool unfinished(const std::string& status) { return status != "complete" && status != "canceled"; }
+bool unfinished(JobStatus status) { return !is_terminal(status); }
 }  // namespace
 
 void InMemoryStore::fail_writes(bool fail) {
@@ -28,7 +28,7 @@ Status InMemoryStore::insert_job(const JobRecord& job) {
   JobRecord stored = job;
   stored.seq = next_seq_++;
   jobs_[job.id] = stored;
-  add_event(job.id, "transition", job.status, "", "created", job.created_ms);
+  add_event(job.id, "transition", std::string(to_string(job.status)), "", "created", job.created_ms);
   return Ok{};
 }
 
@@ -53,7 +53,7 @@ Result<std::vector<JobRecord>> InMemoryStore::list_jobs(const JobFilter& filter)
   return out;
 }
 
-Result<bool> InMemoryStore::transition_job(const std::string& id, const std::string& expected, const std::string& next,
+Result<bool> InMemoryStore::transition_job(const std::string& id, JobStatus expected, JobStatus next,
                                            const JobChanges& changes, const std::string& detail, std::int64_t now_ms) {
   std::lock_guard lock(mutex_);
   if (fail_writes_) return write_refused();
@@ -63,7 +63,7 @@ Result<bool> InMemoryStore::transition_job(const std::string& id, const std::str
   it->second.updated_ms = now_ms;
   if (changes.failed_step) it->second.failed_step = *changes.failed_step;
   if (changes.error) it->second.error = *changes.error;
-  add_event(id, "transition", next, expected, detail, now_ms);
+  add_event(id, "transition", std::string(to_string(next)), std::string(to_string(expected)), detail, now_ms);
   return true;
 }
 
@@ -73,7 +73,7 @@ bool InMemoryStore::has_phase(const std::string& id, const std::string& phase) c
 }
 
 Result<bool> InMemoryStore::add_phase(const std::string& id, const std::string& phase,
-                                      const std::string* expected_status, const std::string& detail,
+                                      const JobStatus* expected_status, const std::string& detail,
                                       std::int64_t now_ms) {
   std::lock_guard lock(mutex_);
   if (fail_writes_) return write_refused();
@@ -93,7 +93,7 @@ Result<bool> InMemoryStore::record_phase(const std::string& id, const std::strin
 }
 
 Result<bool> InMemoryStore::record_phase_if_status(const std::string& id, const std::string& phase,
-                                                   const std::string& expected_status, const std::string& detail,
+                                                   JobStatus expected_status, const std::string& detail,
                                                    std::int64_t now_ms) {
   return add_phase(id, phase, &expected_status, detail, now_ms);
 }
@@ -120,7 +120,7 @@ Result<std::vector<JobEvent>> InMemoryStore::job_events(const std::string& id) {
   return it == events_.end() ? std::vector<JobEvent>() : it->second;
 }
 
-Result<bool> InMemoryStore::set_job_media(const std::string& id, const std::string& expected_status,
+Result<bool> InMemoryStore::set_job_media(const std::string& id, JobStatus expected_status,
                                           const std::string& media_json, std::int64_t now_ms) {
   std::lock_guard lock(mutex_);
   if (fail_writes_) return write_refused();
@@ -135,7 +135,7 @@ Result<std::vector<std::string>> InMemoryStore::job_ids_to_reconcile(int limit) 
   std::lock_guard lock(mutex_);
   std::vector<const JobRecord*> todo;
   for (const auto& [id, j] : jobs_)
-    if (unfinished(j.status) || (j.status == "canceled" && !has_phase(id, "cleanup_done"))) todo.push_back(&j);
+    if (unfinished(j.status) || (j.status == JobStatus::canceled && !has_phase(id, "cleanup_done"))) todo.push_back(&j);
   std::sort(todo.begin(), todo.end(), [](const JobRecord* a, const JobRecord* b) { return a->seq < b->seq; });
   std::vector<std::string> out;
   for (const auto* j : todo) {
@@ -164,7 +164,7 @@ Result<bool> InMemoryStore::remember_webhook(const std::string& signature, std::
 Result<std::map<std::string, std::int64_t>> InMemoryStore::count_jobs_by_status() {
   std::lock_guard lock(mutex_);
   std::map<std::string, std::int64_t> out;
-  for (const auto& [id, j] : jobs_) ++out[j.status];
+  for (const auto& [id, j] : jobs_) ++out[std::string(to_string(j.status))];
   return out;
 }
 

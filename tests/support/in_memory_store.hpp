@@ -18,16 +18,16 @@ class InMemoryStore final : public Store {
   Status insert_job(const JobRecord& job) override;
   Result<std::optional<JobRecord>> get_job(const std::string& id) override;
   Result<std::vector<JobRecord>> list_jobs(const JobFilter& filter) override;
-  Result<bool> transition_job(const std::string& id, const std::string& expected, const std::string& next,
+  Result<bool> transition_job(const std::string& id, JobStatus expected, JobStatus next,
                               const JobChanges& changes, const std::string& detail, std::int64_t now_ms) override;
   Result<bool> withdraw_phase(const std::string& id, const std::string& phase, const std::string& detail,
                               std::int64_t now_ms) override;
   Result<bool> record_phase(const std::string& id, const std::string& phase, const std::string& detail,
                             std::int64_t now_ms) override;
-  Result<bool> record_phase_if_status(const std::string& id, const std::string& phase, const std::string& expected_status,
+  Result<bool> record_phase_if_status(const std::string& id, const std::string& phase, JobStatus expected_status,
                                       const std::string& detail, std::int64_t now_ms) override;
   Result<std::vector<JobEvent>> job_events(const std::string& id) override;
-  Result<bool> set_job_media(const std::string& id, const std::string& expected_status, const std::string& media_json,
+  Result<bool> set_job_media(const std::string& id, JobStatus expected_status, const std::string& media_json,
                              std::int64_t now_ms) override;
   Result<std::vector<std::string>> job_ids_to_reconcile(int limit) override;
   Result<std::vector<std::string>> media_in_use() override;
@@ -47,7 +47,7 @@ class InMemoryStore final : public Store {
 
  private:
   bool has_phase(const std::string& id, const std::string& phase) const;
-  Result<bool> add_phase(const std::string& id, const std::string& phase, const std::string* expected_status,
+  Result<bool> add_phase(const std::string& id, const std::string& phase, const JobStatus* expected_status,
                          const std::string& detail, std::int64_t now_ms);
   void add_event(const std::string& id, std::string kind, std::string name, std::string from, std::string detail,
                  std::int64_t at_ms);

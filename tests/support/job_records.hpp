@@ -9,7 +9,7 @@ namespace provisioner::test {
 inline JobRecord queued_job_record(const std::string& id, const std::string& serial = "SN") {
   JobRecord j;
   j.id = id;
-  j.status = "queued";
+  j.status = JobStatus::queued;
   j.server_serial = serial;
   j.server_json = R"({"serial":")" + serial + "\"}";
   j.recipe_json = "{}";

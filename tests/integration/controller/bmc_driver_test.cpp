@@ -82,7 +82,7 @@ class BmcDriverTest : public testing::Test, protected JobServiceHarness {
     EXPECT_TRUE(inputs.ok());
     auto built = media.build(*inputs, "dual-cd");
     EXPECT_TRUE(built.ok()) << (built.ok() ? "" : built.error().message);
-    EXPECT_TRUE(*store.set_job_media(id, "queued", built->to_json().dump(), clock.now_ms()));
+    EXPECT_TRUE(*store.set_job_media(id, JobStatus::queued, built->to_json().dump(), clock.now_ms()));
     EXPECT_TRUE(*jobs.transition(record(id), JobStatus::queued, JobStatus::provisioning, {}, "media ready"));
     return id;
   }
@@ -126,7 +126,7 @@ TEST_F(BmcDriverTest, AnUnavailableBmcIsRetriedOnTheInjectedClock) {
   auto id = provisioning_job();
   bmc.set_hook([](const RecordedRequest&, int) { return MockAction::respond(503); });
   driver.advance(record(id));
-  EXPECT_EQ(record(id).status, "provisioning") << "a 503 is worth retrying";
+  EXPECT_EQ(record(id).status, JobStatus::provisioning) << "a 503 is worth retrying";
   auto asked = bmc.requests().size();
   EXPECT_GT(asked, 0u);
   driver.advance(record(id));
@@ -148,11 +148,11 @@ TEST_F(BmcDriverTest, WrongCredentialsFailTheJobAtTheStepThatNeedsThem) {
   std::string id = (*made)["id"];
   auto built = media.build(*jobs.task_inputs(record(id)), "dual-cd");
   ASSERT_TRUE(built.ok());
-  ASSERT_TRUE(*store.set_job_media(id, "queued", built->to_json().dump(), clock.now_ms()));
+  ASSERT_TRUE(*store.set_job_media(id, JobStatus::queued, built->to_json().dump(), clock.now_ms()));
   ASSERT_TRUE(*jobs.transition(record(id), JobStatus::queued, JobStatus::provisioning, {}, ""));
   driver.advance(record(id));
   auto j = record(id);
-  EXPECT_EQ(j.status, "failed");
+  EXPECT_EQ(j.status, JobStatus::failed);
   EXPECT_EQ(j.error.rfind("media_inserted: ", 0), 0u) << j.error;
   EXPECT_EQ(j.error.find("wrong-9d1e"), std::string::npos);
   EXPECT_TRUE(bmc.resets().empty());

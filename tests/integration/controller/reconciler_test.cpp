@@ -64,7 +64,7 @@ class ReconcilerTest : public testing::Test, protected JobServiceHarness {
     return pred();
   }
 
-  std::string status(const std::string& id) { return record(id).status; }
+  std::string status(const std::string& id) { return std::string(to_string(record(id).status)); }
 
   TempDir tmp;
   artifacts::ArtifactStore artifacts;
@@ -95,7 +95,7 @@ TEST_F(ReconcilerTest, TheBootTimeoutIsMeasuredOnTheClockAndFailsTheJob) {
   clock.advance(610'000);  // past the 600 s boot timeout (and the job's 10 s rest)
   ASSERT_TRUE(settles([&] { return status(id) != "provisioning"; })) << status(id);
   auto job = record(id);
-  EXPECT_TRUE(job.status == "failed" || job.status == "complete") << job.status;
+  EXPECT_TRUE(job.status == JobStatus::failed || job.status == JobStatus::complete) << to_string(job.status);
   EXPECT_NE(job.error.find("did not report within 600 s"), std::string::npos) << job.error;
 }
 

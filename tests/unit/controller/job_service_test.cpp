@@ -40,7 +40,7 @@ std::string body(const std::string& id, const std::string& status, const std::st
 TEST_F(JobServiceTest, ANewJobIsQueuedWithItsKeySealed) {
   auto id = create();
   auto j = record(id);
-  EXPECT_EQ(j.status, "queued");
+  EXPECT_EQ(j.status, JobStatus::queued);
   EXPECT_EQ(j.server_serial, "SN-1");
   auto key = jobs.webhook_key(j);
   ASSERT_TRUE(key.ok());
@@ -54,7 +54,7 @@ TEST_F(JobServiceTest, ANewJobIsQueuedWithItsKeySealed) {
 TEST_F(JobServiceTest, CancelIsIdempotentAndRefusedOnceTerminal) {
   auto id = create();
   ASSERT_TRUE(jobs.cancel(id).ok());
-  EXPECT_EQ(record(id).status, "canceled");
+  EXPECT_EQ(record(id).status, JobStatus::canceled);
   ASSERT_TRUE(jobs.cancel(id).ok()) << "canceling a canceled job answers its view";
   auto other = create("SN-2");
   auto j = record(other);
@@ -71,7 +71,7 @@ TEST_F(JobServiceTest, TheStatusTableIsEnforcedBeforeTheStore) {
   auto illegal = jobs.transition(record(id), JobStatus::queued, JobStatus::complete, {}, "skip");
   ASSERT_FALSE(illegal.ok());
   EXPECT_EQ(illegal.error().kind, ErrorKind::conflict);
-  EXPECT_EQ(record(id).status, "queued");
+  EXPECT_EQ(record(id).status, JobStatus::queued);
   EXPECT_FALSE(*jobs.transition(record(id), JobStatus::provisioning, JobStatus::failed, {}, "stale"))
       << "a stale expectation loses the compare-and-swap";
 }
@@ -80,19 +80,19 @@ TEST_F(JobServiceTest, ReportsMoveTheJobAndRecordItsSteps) {
   auto id = create();
   auto running = report(id, body(id, "running", R"(,"step":"partition.service")"));
   ASSERT_TRUE(running.ok()) << running.error().message;
-  EXPECT_EQ(record(id).status, "provisioning") << "a report from a booted machine starts a queued job";
+  EXPECT_EQ(record(id).status, JobStatus::provisioning) << "a report from a booted machine starts a queued job";
   EXPECT_EQ(phases(id), (std::vector<std::string>{"maint_booted", "step:partition.service"}));
   clock.advance(1000);
   auto done = report(id, body(id, "success"));
   ASSERT_TRUE(done.ok()) << done.error().message;
-  EXPECT_EQ(record(id).status, "succeeded");
+  EXPECT_EQ(record(id).status, JobStatus::succeeded);
   clock.advance(1000);
   EXPECT_TRUE(report(id, body(id, "success")).ok()) << "a repeated outcome is accepted";
   clock.advance(1000);
   auto contradicting = report(id, body(id, "failed", R"(,"failed_step":"image.service")"));
   ASSERT_FALSE(contradicting.ok());
   EXPECT_EQ(contradicting.error().kind, ErrorKind::conflict);
-  EXPECT_EQ(record(id).status, "succeeded");
+  EXPECT_EQ(record(id).status, JobStatus::succeeded);
 }
 
 TEST_F(JobServiceTest, AFailedReportNamesTheStep) {
@@ -101,7 +101,7 @@ TEST_F(JobServiceTest, AFailedReportNamesTheStep) {
   clock.advance(1000);
   ASSERT_TRUE(report(id, body(id, "failed", R"(,"failed_step":"image-linux.service","log_tail":"no space")")).ok());
   auto j = record(id);
-  EXPECT_EQ(j.status, "failed");
+  EXPECT_EQ(j.status, JobStatus::failed);
   EXPECT_EQ(j.failed_step, "image-linux.service");
 }
 
@@ -134,7 +134,7 @@ TEST_F(JobServiceTest, AReportAfterCancelConflictsAndChangesNothing) {
   auto late = report(id, body(id, "success"));
   ASSERT_FALSE(late.ok());
   EXPECT_EQ(late.error().kind, ErrorKind::conflict);
-  EXPECT_EQ(record(id).status, "canceled");
+  EXPECT_EQ(record(id).status, JobStatus::canceled);
 }
 
 TEST_F(JobServiceTest, AStoreFailureWhileApplyingIsAnErrorNotASilentSuccess) {
@@ -147,6 +147,6 @@ TEST_F(JobServiceTest, AStoreFailureWhileApplyingIsAnErrorNotASilentSuccess) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error().kind, ErrorKind::internal);
   store.fail_writes(false);
-  EXPECT_EQ(record(id).status, "queued");
+  EXPECT_EQ(record(id).status, JobStatus::queued);
   EXPECT_TRUE(phases(id).empty());
 }

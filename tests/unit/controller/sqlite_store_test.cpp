@@ -53,11 +53,11 @@ TEST_F(SqliteStoreTest, DuplicateIdIsAConflict) {
 TEST_F(SqliteStoreTest, TransitionIsCompareAndSwap) {
   auto s = open();
   ASSERT_TRUE(s->insert_job(job("a")).ok());
-  EXPECT_TRUE(*s->transition_job("a", "queued", "provisioning", {}, "go", 2000));
-  EXPECT_FALSE(*s->transition_job("a", "queued", "canceled", {}, "late", 3000)) << "stale expectation must lose";
-  EXPECT_TRUE(*s->transition_job("a", "provisioning", "failed", JobChanges{"x.service", "boom"}, "", 4000));
+  EXPECT_TRUE(*s->transition_job("a", JobStatus::queued, JobStatus::provisioning, {}, "go", 2000));
+  EXPECT_FALSE(*s->transition_job("a", JobStatus::queued, JobStatus::canceled, {}, "late", 3000)) << "stale expectation must lose";
+  EXPECT_TRUE(*s->transition_job("a", JobStatus::provisioning, JobStatus::failed, JobChanges{"x.service", "boom"}, "", 4000));
   auto j = **s->get_job("a");
-  EXPECT_EQ(j.status, "failed");
+  EXPECT_EQ(j.status, JobStatus::failed);
   EXPECT_EQ(j.failed_step, "x.service");
   EXPECT_EQ(j.updated_ms, 4000);
   auto events = *s->job_events("a");
@@ -73,7 +73,7 @@ TEST_F(SqliteStoreTest, ConcurrentSwapsApplyExactlyOnce) {
   std::vector<std::thread> threads;
   for (int i = 0; i < 8; ++i)
     threads.emplace_back([&] {
-      if (*s->transition_job("a", "queued", "provisioning", {}, "", 2000)) ++wins;
+      if (*s->transition_job("a", JobStatus::queued, JobStatus::provisioning, {}, "", 2000)) ++wins;
     });
   for (auto& t : threads) t.join();
   EXPECT_EQ(wins, 1);
@@ -93,15 +93,15 @@ TEST_F(SqliteStoreTest, PhaseIsRecordedOnce) {
 TEST_F(SqliteStoreTest, ConditionalPhaseLosesToACommittedTransition) {
   auto s = open();
   ASSERT_TRUE(s->insert_job(job("a")).ok());
-  ASSERT_TRUE(*s->transition_job("a", "queued", "provisioning", {}, "go", 1500));
-  EXPECT_TRUE(*s->record_phase_if_status("a", "boot_set", "provisioning", "", 1600));
-  ASSERT_TRUE(*s->transition_job("a", "provisioning", "canceled", {}, "canceled", 1700));
-  EXPECT_FALSE(*s->record_phase_if_status("a", "reset_issued", "provisioning", "", 1800));
+  ASSERT_TRUE(*s->transition_job("a", JobStatus::queued, JobStatus::provisioning, {}, "go", 1500));
+  EXPECT_TRUE(*s->record_phase_if_status("a", "boot_set", JobStatus::provisioning, "", 1600));
+  ASSERT_TRUE(*s->transition_job("a", JobStatus::provisioning, JobStatus::canceled, {}, "canceled", 1700));
+  EXPECT_FALSE(*s->record_phase_if_status("a", "reset_issued", JobStatus::provisioning, "", 1800));
   EXPECT_EQ((**s->get_job("a")).phase, "boot_set");
   auto events = s->job_events("a");
   ASSERT_TRUE(events.ok());
   for (const auto& e : *events) EXPECT_NE(e.name, "reset_issued");
-  EXPECT_FALSE(*s->record_phase_if_status("missing", "reset_issued", "provisioning", "", 1900));
+  EXPECT_FALSE(*s->record_phase_if_status("missing", "reset_issued", JobStatus::provisioning, "", 1900));
   // Unconditional facts are still recorded on a canceled job (cleanup needs them).
   EXPECT_TRUE(*s->record_phase("a", "media_inserted", "", 2000));
 }

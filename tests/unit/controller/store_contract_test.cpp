@@ -56,11 +56,11 @@ std::vector<std::string> names(const std::vector<JobEvent>& events) {
 TEST_P(StoreContract, TransitionsAreCompareAndSwapWithOneEventEach) {
   ASSERT_TRUE(store->insert_job(job("a")).ok());
   EXPECT_EQ(store->insert_job(job("a")).error().kind, ErrorKind::conflict);
-  EXPECT_TRUE(*store->transition_job("a", "queued", "provisioning", {}, "go", 2000));
-  EXPECT_FALSE(*store->transition_job("a", "queued", "canceled", {}, "late", 3000));
-  EXPECT_TRUE(*store->transition_job("a", "provisioning", "failed", JobChanges{"x.service", "boom"}, "", 4000));
+  EXPECT_TRUE(*store->transition_job("a", JobStatus::queued, JobStatus::provisioning, {}, "go", 2000));
+  EXPECT_FALSE(*store->transition_job("a", JobStatus::queued, JobStatus::canceled, {}, "late", 3000));
+  EXPECT_TRUE(*store->transition_job("a", JobStatus::provisioning, JobStatus::failed, JobChanges{"x.service", "boom"}, "", 4000));
   auto j = **store->get_job("a");
-  EXPECT_EQ(j.status, "failed");
+  EXPECT_EQ(j.status, JobStatus::failed);
   EXPECT_EQ(j.failed_step, "x.service");
   EXPECT_EQ(j.error, "boom");
   EXPECT_EQ(j.updated_ms, 4000);
@@ -74,11 +74,11 @@ TEST_P(StoreContract, PhasesOnceAndIntentsOnlyInTheirStatus) {
   ASSERT_TRUE(store->insert_job(job("a")).ok());
   EXPECT_TRUE(*store->record_phase("a", "iso_built", "", 1100));
   EXPECT_FALSE(*store->record_phase("a", "iso_built", "", 1200));
-  EXPECT_FALSE(*store->record_phase_if_status("a", "reset_issued", "provisioning", "", 1300)) << "still queued";
-  ASSERT_TRUE(*store->transition_job("a", "queued", "provisioning", {}, "", 1400));
-  EXPECT_TRUE(*store->record_phase_if_status("a", "reset_issued", "provisioning", "", 1500));
-  EXPECT_FALSE(*store->record_phase_if_status("a", "reset_issued", "provisioning", "", 1600)) << "once";
-  EXPECT_FALSE(*store->record_phase_if_status("nope", "reset_issued", "provisioning", "", 1600));
+  EXPECT_FALSE(*store->record_phase_if_status("a", "reset_issued", JobStatus::provisioning, "", 1300)) << "still queued";
+  ASSERT_TRUE(*store->transition_job("a", JobStatus::queued, JobStatus::provisioning, {}, "", 1400));
+  EXPECT_TRUE(*store->record_phase_if_status("a", "reset_issued", JobStatus::provisioning, "", 1500));
+  EXPECT_FALSE(*store->record_phase_if_status("a", "reset_issued", JobStatus::provisioning, "", 1600)) << "once";
+  EXPECT_FALSE(*store->record_phase_if_status("nope", "reset_issued", JobStatus::provisioning, "", 1600));
   EXPECT_EQ((**store->get_job("a")).phase, "reset_issued");
   auto events = store->job_events("a");
   ASSERT_TRUE(events.ok());
@@ -88,14 +88,14 @@ TEST_P(StoreContract, PhasesOnceAndIntentsOnlyInTheirStatus) {
 
 TEST_P(StoreContract, AWithdrawnIntentCanBeRecordedAgain) {
   ASSERT_TRUE(store->insert_job(job("a")).ok());
-  ASSERT_TRUE(*store->transition_job("a", "queued", "provisioning", {}, "", 1000));
+  ASSERT_TRUE(*store->transition_job("a", JobStatus::queued, JobStatus::provisioning, {}, "", 1000));
   EXPECT_TRUE(*store->record_phase("a", "boot_set", "", 1100));
-  EXPECT_TRUE(*store->record_phase_if_status("a", "reset_issued", "provisioning", "", 1200));
+  EXPECT_TRUE(*store->record_phase_if_status("a", "reset_issued", JobStatus::provisioning, "", 1200));
   EXPECT_TRUE(*store->withdraw_phase("a", "reset_issued", "not sent", 1300));
   EXPECT_FALSE(*store->withdraw_phase("a", "reset_issued", "not sent", 1350)) << "no longer there";
   EXPECT_FALSE(*store->withdraw_phase("nope", "reset_issued", "", 1350));
   EXPECT_EQ((**store->get_job("a")).phase, "boot_set") << "back to the latest remaining phase";
-  EXPECT_TRUE(*store->record_phase_if_status("a", "reset_issued", "provisioning", "", 1400)) << "recorded again";
+  EXPECT_TRUE(*store->record_phase_if_status("a", "reset_issued", JobStatus::provisioning, "", 1400)) << "recorded again";
   auto events = store->job_events("a");
   ASSERT_TRUE(events.ok());
   EXPECT_EQ(names(*events), (std::vector<std::string>{"transition:queued", "transition:provisioning", "phase:boot_set",
@@ -105,19 +105,19 @@ TEST_P(StoreContract, AWithdrawnIntentCanBeRecordedAgain) {
 
 TEST_P(StoreContract, MediaOnlyInTheExpectedStatus) {
   ASSERT_TRUE(store->insert_job(job("a")).ok());
-  EXPECT_FALSE(*store->set_job_media("a", "provisioning", R"({"mode":"x"})", 1100));
-  EXPECT_TRUE(*store->set_job_media("a", "queued", R"({"mode":"dual-cd"})", 1200));
+  EXPECT_FALSE(*store->set_job_media("a", JobStatus::provisioning, R"({"mode":"x"})", 1100));
+  EXPECT_TRUE(*store->set_job_media("a", JobStatus::queued, R"({"mode":"dual-cd"})", 1200));
   EXPECT_EQ((**store->get_job("a")).media_json, R"({"mode":"dual-cd"})");
   EXPECT_EQ(*store->media_in_use(), (std::vector<std::string>{R"({"mode":"dual-cd"})"}));
 }
 
 TEST_P(StoreContract, ReconcileListsUnfinishedAndCanceledUntilCleanedUp) {
   for (auto id : {"a", "b", "c", "d"}) ASSERT_TRUE(store->insert_job(job(id)).ok());
-  ASSERT_TRUE(*store->transition_job("b", "queued", "canceled", {}, "", 1100));
-  ASSERT_TRUE(*store->transition_job("c", "queued", "canceled", {}, "", 1100));
+  ASSERT_TRUE(*store->transition_job("b", JobStatus::queued, JobStatus::canceled, {}, "", 1100));
+  ASSERT_TRUE(*store->transition_job("c", JobStatus::queued, JobStatus::canceled, {}, "", 1100));
   ASSERT_TRUE(*store->record_phase("c", "cleanup_done", "", 1200));
-  ASSERT_TRUE(*store->transition_job("d", "queued", "failed", {}, "", 1100));
-  ASSERT_TRUE(*store->transition_job("d", "failed", "complete", {}, "", 1200));
+  ASSERT_TRUE(*store->transition_job("d", JobStatus::queued, JobStatus::failed, {}, "", 1100));
+  ASSERT_TRUE(*store->transition_job("d", JobStatus::failed, JobStatus::complete, {}, "", 1200));
   EXPECT_EQ(*store->job_ids_to_reconcile(10), (std::vector<std::string>{"a", "b"}));
   EXPECT_EQ(*store->job_ids_to_reconcile(1), (std::vector<std::string>{"a"}));
   EXPECT_EQ(*store->count_unfinished_jobs("SN"), 1);
