@@ -250,7 +250,7 @@ ApiResponse ApiHandler::dispatch(const RouteSpec& route, const std::vector<std::
     if (p == "/api/v1/tasks/by-serial/{serial}") {
       auto job = jobs_.network_task_for_serial(params[0]);
       if (!job) return from_error(job.error());
-      auto media = nlohmann::json::parse(job->media_json);
+      auto media = job->media;
       auto path = artifacts_.path_of(media["task_iso"].value("sha256", ""));
       auto bytes = path ? read_file(*path) : Result<std::string>(make_error(ErrorKind::not_found, "task ISO missing"));
       if (!bytes) return from_error(bytes.error());

@@ -50,14 +50,14 @@ BmcJobDriver::BmcJobDriver(Store& store, JobService& jobs, ServerService& server
     : store_(store), jobs_(jobs), servers_(servers), media_(media), redfish_(redfish), clock_(clock), log_(log) {}
 
 bool BmcJobDriver::has_bmc(const JobRecord& job) {
-  auto server = nlohmann::json::parse(job.server_json);
-  return server.contains("bmc") && server["bmc"].contains("address");
+  const auto& server = job.server;
+  return server.contains("bmc") && server.at("bmc").contains("address");
 }
 
 std::optional<redfish::BmcEndpoint> BmcJobDriver::endpoint(const JobRecord& job) const {
-  auto server = nlohmann::json::parse(job.server_json);
+  const auto& server = job.server;
   if (!server.contains("bmc")) return std::nullopt;
-  const auto& bmc = server["bmc"];
+  const auto& bmc = server.at("bmc");
   redfish::BmcEndpoint e;
   e.address = bmc.value("address", "");
   e.username = bmc.value("username", "");
@@ -129,8 +129,8 @@ void BmcJobDriver::advance(const JobRecord& job) {
   if (has_phase(*events, JobPhase::reset_issued)) return;  // nothing left for the BMC until the outcome
   auto ep = endpoint(job);
   if (!ep) return;
-  auto media = JobMedia::from_json(nlohmann::json::parse(job.media_json));
-  auto recipe = nlohmann::json::parse(job.recipe_json);
+  auto media = JobMedia::from_json(job.media);
+  const auto& recipe = job.recipe;
   auto fields = [&](LogFields extra = {}) { return Logger::job_fields(job.id, job.server_serial, std::move(extra)); };
   if (!media.boot_iso) {
     fail(job, phase_name(JobPhase::media_inserted),
@@ -165,7 +165,7 @@ void BmcJobDriver::advance(const JobRecord& job) {
       if (!single) return fail(job, phase_name(JobPhase::media_inserted), single.error());
       // Saved before it is inserted, so cleanup knows which ISO to eject. Not saved (the job
       // was canceled meanwhile, or the store failed): insert nothing.
-      auto saved = store_.set_job_media(job.id, JobStatus::provisioning, single->to_json().dump(), clock_.now_ms());
+      auto saved = store_.set_job_media(job.id, JobStatus::provisioning, single->to_json(), clock_.now_ms());
       if (!saved) return log_store_error(log_, job, "save the single-iso media", saved.error());
       if (!*saved) return;
       if (auto r = store_.record_phase(job.id, phase_name(JobPhase::media_fallback_single_iso), inserted.error().message, clock_.now_ms()); !r)
@@ -234,7 +234,7 @@ bool BmcJobDriver::clean_up(const JobRecord& job, bool boot_disk_now) {
   if (!has_phase(*events, JobPhase::media_requested) && !has_phase(*events, JobPhase::media_inserted) &&
       !has_phase(*events, JobPhase::reset_issued))
     return true;  // the BMC was never asked for anything: nothing to undo
-  auto media = JobMedia::from_json(nlohmann::json::parse(job.media_json));
+  auto media = JobMedia::from_json(job.media);
   std::vector<std::string> urls;
   for (const auto& r : media_requests(media)) urls.push_back(r.url);
   redfish::BmcClient bmc(redfish_, *ep, {{"job_id", job.id}, {"serial", job.server_serial}});

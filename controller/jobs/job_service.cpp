@@ -112,10 +112,10 @@ Result<nlohmann::json> JobService::create(std::string_view body) {
   JobRecord job;
   job.status = JobStatus::queued;
   job.server_serial = server["serial"].get<std::string>();
-  job.server_json = server.dump();
+  job.server = server;
   // Secrets and the documents that may carry passwords are stored sealed; task_inputs opens
   // them for the task ISO, the only place that needs them in clear.
-  job.recipe_json = seal_recipe_secrets(recipe, secret_key_).dump();
+  job.recipe = seal_recipe_secrets(recipe, secret_key_);
   job.webhook_key_sealed = crypto::seal(secret_key_, crypto::random_token(32));
   job.created_ms = job.updated_ms = clock_.now_ms();
   for (int attempt = 0;; ++attempt) {
@@ -169,8 +169,8 @@ Result<nlohmann::json> JobService::view(const JobRecord& job) {
   nlohmann::json out{{"id", job.id},
                      {"status", std::string(to_string(job.status))},
                      {"phase", job.phase},
-                     {"server", ServerService::view(nlohmann::json::parse(job.server_json))},
-                     {"recipe", redact(nlohmann::json::parse(job.recipe_json))},
+                     {"server", ServerService::view(job.server)},
+                     {"recipe", redact(job.recipe)},
                      {"phases", std::move(phases)},
                      {"history", std::move(history)},
                      {"created_at", format_rfc3339_ms(job.created_ms)},
@@ -180,7 +180,7 @@ Result<nlohmann::json> JobService::view(const JobRecord& job) {
   for (const auto& e : out["history"])
     if (e["name"] == "succeeded" || e["name"] == "failed" || e["name"] == "canceled") outcome = e["name"];
   out["outcome"] = outcome.empty() ? nlohmann::json() : nlohmann::json(outcome);
-  auto media = nlohmann::json::parse(job.media_json);
+  auto media = job.media;
   out["media"] = media.empty() ? nlohmann::json() : media;
   out["failed_step"] = job.failed_step.empty() ? nlohmann::json() : nlohmann::json(job.failed_step);
   out["error"] = job.error.empty() ? nlohmann::json() : nlohmann::json(job.error);
@@ -293,7 +293,7 @@ Result<JobRecord> JobService::network_task_for_serial(const std::string& serial)
   if (!jobs) return jobs.error();
   if (jobs->empty()) return make_error(ErrorKind::not_found, "no task for " + serial + " yet");
   const auto& job = jobs->front();
-  auto media = nlohmann::json::parse(job.media_json);
+  auto media = job.media;
   if (media.value("mode", "") != "network") return make_error(ErrorKind::not_found, "no task for " + serial + " yet");
   auto events = store_.job_events(job.id);
   if (!events) return events.error();
@@ -313,7 +313,7 @@ Result<iso::TaskIsoInputs> JobService::task_inputs(const JobRecord& job) const {
                           {"controller_url", options_.public_url},
                           {"signing_key_id", job.id + "/v1"},
                           {"signing_key", *key}};
-  auto recipe = open_recipe_secrets(nlohmann::json::parse(job.recipe_json), secret_key_);
+  auto recipe = open_recipe_secrets(job.recipe, secret_key_);
   if (!recipe) return recipe.error();
   return iso::TaskIsoInputs{job.id, std::move(*recipe), std::move(job_json)};
 }

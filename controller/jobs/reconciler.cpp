@@ -150,8 +150,8 @@ void JobReconciler::drive(const JobRecord& job) {
 void JobReconciler::build_media(const JobRecord& job) {
   auto fields = Logger::job_fields(job.id, job.server_serial);
   auto inputs = jobs_.task_inputs(job);
-  Result<JobMedia> media = inputs ? media_.build(*inputs, media_mode_for(nlohmann::json::parse(job.recipe_json),
-                                                                         nlohmann::json::parse(job.server_json)))
+  Result<JobMedia> media = inputs ? media_.build(*inputs, media_mode_for(job.recipe,
+                                                                         job.server))
                                   : Result<JobMedia>(inputs.error());
   if (!media) {
     // A media problem does not go away by itself: fail the job with the reason.
@@ -162,7 +162,7 @@ void JobReconciler::build_media(const JobRecord& job) {
     if (!failed) log_store_error(log_, job, "mark the job failed", failed.error());
     return;
   }
-  auto recorded = store_.set_job_media(job.id, JobStatus::queued, media->to_json().dump(), clock_.now_ms());
+  auto recorded = store_.set_job_media(job.id, JobStatus::queued, media->to_json(), clock_.now_ms());
   if (!recorded || !*recorded) return;  // canceled meanwhile: the next pass cleans up
   std::string detail = media->boot_iso ? media->boot_iso->sha256 : "";
   if (media->task_iso) detail = media->task_iso->sha256;
@@ -183,7 +183,7 @@ bool JobReconciler::check_timeouts(const JobRecord& job) {
     if (e.kind == "phase" && (e.name == to_string(JobPhase::reset_issued))) started = e.at_ms;  // the clock restarts at the reset
     if (e.kind == "phase" && e.name == to_string(JobPhase::maint_booted)) booted = e.at_ms;
   }
-  auto recipe = nlohmann::json::parse(job.recipe_json);
+  auto recipe = job.recipe;
   auto limit = [&](const char* key, std::chrono::seconds fallback) {
     auto t = recipe.value("timeouts", nlohmann::json::object());
     return t.contains(key) ? t[key].get<std::int64_t>() * 1000 : std::chrono::milliseconds(fallback).count();
@@ -218,8 +218,8 @@ Status JobReconciler::collect_garbage() {
   if (!in_use) return in_use.error();
   std::set<std::string> referenced;
   if (auto current = maintenance_.current()) referenced.insert(*current);  // what the next job boots
-  for (const auto& text : *in_use) {
-    auto media = JobMedia::from_json(nlohmann::json::parse(text));
+  for (const auto& stored : *in_use) {
+    auto media = JobMedia::from_json(stored);
     if (media.boot_iso) referenced.insert(media.boot_iso->sha256);
     if (media.task_iso) referenced.insert(media.task_iso->sha256);
   }

@@ -61,14 +61,16 @@ Result<JobRecord> job_from_row(const Stmt& s) {
   j.status = *status;
   j.phase = s.text(3);
   j.server_serial = s.text(4);
-  j.server_json = s.text(5);
-  j.recipe_json = s.text(6);
+  j.server = nlohmann::json::parse(s.text(5), nullptr, false);
+  j.recipe = nlohmann::json::parse(s.text(6), nullptr, false);
   j.webhook_key_sealed = s.text(7);
   j.failed_step = s.text(8);
   j.error = s.text(9);
   j.created_ms = s.integer(10);
   j.updated_ms = s.integer(11);
-  j.media_json = s.text(12);
+  j.media = nlohmann::json::parse(s.text(12), nullptr, false);
+  if (j.server.is_discarded() || j.recipe.is_discarded() || j.media.is_discarded())
+    return make_error(ErrorKind::internal, "job " + j.id + " has a stored document that does not parse");
   return j;
 }
 
@@ -252,8 +254,8 @@ Status SqliteStore::insert_job(const JobRecord& j) {
         "failed_step, error, created_ms, updated_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?)");
     if (!st) return st.error();
     Stmt s(*st);
-    s.bind(1, j.id).bind(2, status_text(j.status)).bind(3, j.phase).bind(4, j.server_serial).bind(5, j.server_json);
-    s.bind(6, j.recipe_json).bind(7, j.webhook_key_sealed).bind(8, j.failed_step).bind(9, j.error);
+    s.bind(1, j.id).bind(2, status_text(j.status)).bind(3, j.phase).bind(4, j.server_serial).bind(5, j.server.dump());
+    s.bind(6, j.recipe.dump()).bind(7, j.webhook_key_sealed).bind(8, j.failed_step).bind(9, j.error);
     s.bind(10, j.created_ms).bind(11, j.updated_ms);
     int rc = s.step();
     if (rc == SQLITE_CONSTRAINT) return make_error(ErrorKind::conflict, "job " + j.id + " already exists");
@@ -409,12 +411,13 @@ Result<std::vector<JobEvent>> SqliteStore::job_events(const std::string& id) {
 }
 
 Result<bool> SqliteStore::set_job_media(const std::string& id, JobStatus expected_status,
-                                        const std::string& media_json, std::int64_t now_ms) {
+                                        const nlohmann::json& media, std::int64_t now_ms) {
+  if (!media.is_object()) return make_error(ErrorKind::invalid_input, "a job's media must be a JSON object");
   std::lock_guard lock(impl_->mutex);
   auto st = impl_->prepare("UPDATE jobs SET media_json = ?, updated_ms = ? WHERE id = ? AND status = ?");
   if (!st) return st.error();
   Stmt s(*st);
-  s.bind(1, media_json).bind(2, now_ms).bind(3, id).bind(4, status_text(expected_status));
+  s.bind(1, media.dump()).bind(2, now_ms).bind(3, id).bind(4, status_text(expected_status));
   if (s.step() != SQLITE_DONE) return db_error(impl_->db, "set job media");
   return sqlite3_changes(impl_->db) == 1;
 }
@@ -436,15 +439,19 @@ Result<std::vector<std::string>> SqliteStore::job_ids_to_reconcile(int limit) {
   return out;
 }
 
-Result<std::vector<std::string>> SqliteStore::media_in_use() {
+Result<std::vector<nlohmann::json>> SqliteStore::media_in_use() {
   auto reader = impl_->reader();
   if (!reader) return reader.error();
   auto st = (*reader)->prepare("SELECT media_json FROM jobs WHERE status NOT IN ('complete', 'canceled')");
   if (!st) return st.error();
   Stmt s(*st);
-  std::vector<std::string> out;
+  std::vector<nlohmann::json> out;
   int rc;
-  while ((rc = s.step()) == SQLITE_ROW) out.push_back(s.text(0));
+  while ((rc = s.step()) == SQLITE_ROW) {
+    auto media = nlohmann::json::parse(s.text(0), nullptr, false);
+    if (media.is_discarded()) return make_error(ErrorKind::internal, "a job's stored media do not parse");
+    out.push_back(std::move(media));
+  }
   if (rc != SQLITE_DONE) return db_error((*reader)->db, "media in use");
   return out;
 }

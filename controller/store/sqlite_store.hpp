@@ -26,10 +26,10 @@ class SqliteStore final : public Store {
   Result<bool> record_phase_if_status(const std::string& id, const std::string& phase, JobStatus expected_status,
                                       const std::string& detail, std::int64_t now_ms) override;
   Result<std::vector<JobEvent>> job_events(const std::string& id) override;
-  Result<bool> set_job_media(const std::string& id, JobStatus expected_status, const std::string& media_json,
+  Result<bool> set_job_media(const std::string& id, JobStatus expected_status, const nlohmann::json& media,
                              std::int64_t now_ms) override;
   Result<std::vector<std::string>> job_ids_to_reconcile(int limit) override;
-  Result<std::vector<std::string>> media_in_use() override;
+  Result<std::vector<nlohmann::json>> media_in_use() override;
   Result<bool> remember_webhook(const std::string& signature, std::int64_t now_ms, std::int64_t expires_ms) override;
   Result<std::map<std::string, std::int64_t>> count_jobs_by_status() override;
   Result<std::optional<std::string>> get_setting(const std::string& key) override;

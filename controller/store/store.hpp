@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "common/result.hpp"
 #include "controller/jobs/job_status.hpp"
 
@@ -18,12 +20,14 @@ struct JobRecord {
   JobStatus status = JobStatus::queued;  // decoded once, here at the store boundary
   std::string phase;               // last phase reached inside `provisioning`
   std::string server_serial;
-  std::string server_json;         // server reference or inline BMC; secrets sealed
-  std::string recipe_json;
+  // The stored documents, parsed once when the row is read (a row that does not parse is an
+  // error there), never again at each use.
+  nlohmann::json server;           // server reference or inline BMC; secrets sealed
+  nlohmann::json recipe;           // secrets sealed
   std::string webhook_key_sealed;  // per-job HMAC key, sealed with the controller key
   std::string failed_step;
   std::string error;
-  std::string media_json = "{}";   // task/boot ISO artifacts (sha256 + URL) once built
+  nlohmann::json media = nlohmann::json::object();  // task/boot ISO artifacts (sha256 + URL) once built
   std::int64_t created_ms = 0;
   std::int64_t updated_ms = 0;
 };
@@ -93,15 +97,15 @@ class Store {
 
   // Records the job's media; only while the job is in `expected_status` (compare-and-swap).
   virtual Result<bool> set_job_media(const std::string& id, JobStatus expected_status,
-                                     const std::string& media_json, std::int64_t now_ms) = 0;
+                                     const nlohmann::json& media, std::int64_t now_ms) = 0;
 
   // Ids of the jobs the reconciler still has work for: every status but complete and
   // canceled, plus canceled jobs whose cleanup has not run. Oldest first. Ids only: the
   // reconciler reads each job fresh when it drives it.
   virtual Result<std::vector<std::string>> job_ids_to_reconcile(int limit) = 0;
 
-  // media_json of every job that still needs its media (not complete, not canceled).
-  virtual Result<std::vector<std::string>> media_in_use() = 0;
+  // The media of every job that still needs them (not complete, not canceled).
+  virtual Result<std::vector<nlohmann::json>> media_in_use() = 0;
 
   // Remembers a webhook signature until `expires_ms`; false when it was already seen (replay).
   virtual Result<bool> remember_webhook(const std::string& signature, std::int64_t now_ms, std::int64_t expires_ms) = 0;

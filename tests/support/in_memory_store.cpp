@@ -121,12 +121,13 @@ Result<std::vector<JobEvent>> InMemoryStore::job_events(const std::string& id) {
 }
 
 Result<bool> InMemoryStore::set_job_media(const std::string& id, JobStatus expected_status,
-                                          const std::string& media_json, std::int64_t now_ms) {
+                                          const nlohmann::json& media, std::int64_t now_ms) {
+  if (!media.is_object()) return make_error(ErrorKind::invalid_input, "a job's media must be a JSON object");
   std::lock_guard lock(mutex_);
   if (fail_writes_) return write_refused();
   auto it = jobs_.find(id);
   if (it == jobs_.end() || it->second.status != expected_status) return false;
-  it->second.media_json = media_json;
+  it->second.media = media;
   it->second.updated_ms = now_ms;
   return true;
 }
@@ -145,11 +146,11 @@ Result<std::vector<std::string>> InMemoryStore::job_ids_to_reconcile(int limit) 
   return out;
 }
 
-Result<std::vector<std::string>> InMemoryStore::media_in_use() {
+Result<std::vector<nlohmann::json>> InMemoryStore::media_in_use() {
   std::lock_guard lock(mutex_);
-  std::vector<std::string> out;
+  std::vector<nlohmann::json> out;
   for (const auto& [id, j] : jobs_)
-    if (unfinished(j.status)) out.push_back(j.media_json);
+    if (unfinished(j.status)) out.push_back(j.media);
   return out;
 }
 

@@ -11,8 +11,8 @@ inline JobRecord queued_job_record(const std::string& id, const std::string& ser
   j.id = id;
   j.status = JobStatus::queued;
   j.server_serial = serial;
-  j.server_json = R"({"serial":")" + serial + "\"}";
-  j.recipe_json = "{}";
+  j.server = {{"serial", serial}};
+  j.recipe = nlohmann::json::object();
   j.webhook_key_sealed = "00";
   j.created_ms = j.updated_ms = 1000;
   return j;

@@ -82,7 +82,7 @@ class BmcDriverTest : public testing::Test, protected JobServiceHarness {
     EXPECT_TRUE(inputs.ok());
     auto built = media.build(*inputs, "dual-cd");
     EXPECT_TRUE(built.ok()) << (built.ok() ? "" : built.error().message);
-    EXPECT_TRUE(*store.set_job_media(id, JobStatus::queued, built->to_json().dump(), clock.now_ms()));
+    EXPECT_TRUE(*store.set_job_media(id, JobStatus::queued, built->to_json(), clock.now_ms()));
     EXPECT_TRUE(*jobs.transition(record(id), JobStatus::queued, JobStatus::provisioning, {}, "media ready"));
     return id;
   }
@@ -148,7 +148,7 @@ TEST_F(BmcDriverTest, WrongCredentialsFailTheJobAtTheStepThatNeedsThem) {
   std::string id = (*made)["id"];
   auto built = media.build(*jobs.task_inputs(record(id)), "dual-cd");
   ASSERT_TRUE(built.ok());
-  ASSERT_TRUE(*store.set_job_media(id, JobStatus::queued, built->to_json().dump(), clock.now_ms()));
+  ASSERT_TRUE(*store.set_job_media(id, JobStatus::queued, built->to_json(), clock.now_ms()));
   ASSERT_TRUE(*jobs.transition(record(id), JobStatus::queued, JobStatus::provisioning, {}, ""));
   driver.advance(record(id));
   auto j = record(id);

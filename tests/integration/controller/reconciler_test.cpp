@@ -78,13 +78,13 @@ TEST_F(ReconcilerTest, AQueuedJobGetsItsMediaOnceAndStartsProvisioning) {
   ASSERT_TRUE(settles([&] { return status(id) == "provisioning"; })) << status(id);
   auto job = record(id);
   EXPECT_EQ(job.phase, "iso_built");
-  auto task = nlohmann::json::parse(job.media_json)["task_iso"];
-  ASSERT_TRUE(task.is_object()) << job.media_json;
+  auto task = job.media["task_iso"];
+  ASSERT_TRUE(task.is_object()) << job.media.dump();
   EXPECT_TRUE(artifacts.exists(task["sha256"].get<std::string>()));
   // More passes change nothing: the media are built once.
   for (int i = 0; i < 5; ++i) reconciler.reconcile_once();
   std::this_thread::sleep_for(50ms);
-  EXPECT_EQ(record(id).media_json, job.media_json);
+  EXPECT_EQ(record(id).media, job.media);
   auto names = phases(id);
   EXPECT_EQ(std::count(names.begin(), names.end(), "iso_built"), 1);
 }
@@ -148,7 +148,7 @@ TEST_F(ReconcilerTest, GarbageCollectionKeepsWhatUnfinishedJobsNeed) {
   auto drop = create("SN-DROP");
   ASSERT_TRUE(settles([&] { return status(keep) == "provisioning" && status(drop) == "provisioning"; }));
   auto sha = [&](const std::string& id) {
-    return nlohmann::json::parse(record(id).media_json)["task_iso"]["sha256"].get<std::string>();
+    return record(id).media["task_iso"]["sha256"].get<std::string>();
   };
   std::string kept = sha(keep), dropped = sha(drop);
   ASSERT_TRUE(jobs.cancel(drop).ok());

@@ -105,10 +105,12 @@ TEST_P(StoreContract, AWithdrawnIntentCanBeRecordedAgain) {
 
 TEST_P(StoreContract, MediaOnlyInTheExpectedStatus) {
   ASSERT_TRUE(store->insert_job(job("a")).ok());
-  EXPECT_FALSE(*store->set_job_media("a", JobStatus::provisioning, R"({"mode":"x"})", 1100));
-  EXPECT_TRUE(*store->set_job_media("a", JobStatus::queued, R"({"mode":"dual-cd"})", 1200));
-  EXPECT_EQ((**store->get_job("a")).media_json, R"({"mode":"dual-cd"})");
-  EXPECT_EQ(*store->media_in_use(), (std::vector<std::string>{R"({"mode":"dual-cd"})"}));
+  EXPECT_FALSE(*store->set_job_media("a", JobStatus::provisioning, {{"mode", "x"}}, 1100));
+  EXPECT_TRUE(*store->set_job_media("a", JobStatus::queued, {{"mode", "dual-cd"}}, 1200));
+  EXPECT_EQ((**store->get_job("a")).media, (nlohmann::json{{"mode", "dual-cd"}}));
+  EXPECT_EQ(*store->media_in_use(), (std::vector<nlohmann::json>{{{"mode", "dual-cd"}}}));
+  EXPECT_FALSE(store->set_job_media("a", JobStatus::queued, R"({"mode":"text"})", 1300).ok())
+      << "media are an object, never a string holding one";
 }
 
 TEST_P(StoreContract, ReconcileListsUnfinishedAndCanceledUntilCleanedUp) {
