@@ -68,7 +68,7 @@ std::optional<std::string> ServerService::bmc_password(const nlohmann::json& sna
 
 namespace {
 nlohmann::json with_meta(const ServerRecord& r) {
-  auto record = nlohmann::json::parse(r.record_json);
+  auto record = r.record;
   record["id"] = r.id;
   record["created_at"] = format_rfc3339_ms(r.created_ms);
   record["updated_at"] = format_rfc3339_ms(r.updated_ms);
@@ -85,7 +85,7 @@ Result<nlohmann::json> ServerService::create(std::string_view body) {
   ServerRecord r;
   r.id = "srv_" + crypto::random_token(8);
   r.serial = (*record)["serial"].get<std::string>();
-  r.record_json = record->dump();
+  r.record = *record;
   r.created_ms = r.updated_ms = clock_.now_ms();
   if (auto s = store_.insert_server(r); !s) return s.error();
   log_.info("server registered", {{"server_id", r.id}, {"serial", r.serial}});
@@ -135,7 +135,7 @@ Result<nlohmann::json> ServerService::patch(const std::string& id, std::string_v
     auto current = store_.get_server(id);
     if (!current) return current.error();
     if (!*current) return make_error(ErrorKind::not_found, "no server " + id);
-    auto record = nlohmann::json::parse((*current)->record_json);
+    auto record = (*current)->record;
     // A new address without a new password must not keep sending the old one elsewhere.
     bool new_address = patch->contains("bmc") && (*patch)["bmc"].is_object() && (*patch)["bmc"].contains("address");
     record.merge_patch(*patch);
@@ -145,7 +145,7 @@ Result<nlohmann::json> ServerService::patch(const std::string& id, std::string_v
     if (!checked) return checked.error();
     ServerRecord updated = **current;
     updated.serial = (*checked)["serial"].get<std::string>();
-    updated.record_json = checked->dump();
+    updated.record = *checked;
     updated.updated_ms = std::max(clock_.now_ms(), (*current)->updated_ms + 1);
     auto applied = store_.update_server(updated, (*current)->updated_ms);
     if (!applied) return applied.error();
@@ -184,7 +184,7 @@ Result<nlohmann::json> ServerService::resolve_for_job(const nlohmann::json& serv
     if (!r) return r.error();
     if (!*r)
       return make_error(ErrorKind::invalid_input, "unknown server", {{prefix + "/id", "no such server"}});
-    auto snapshot = nlohmann::json::parse((*r)->record_json);
+    auto snapshot = (*r)->record;
     snapshot["id"] = (*r)->id;
     return snapshot;
   }

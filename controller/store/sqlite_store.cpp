@@ -489,8 +489,10 @@ Result<std::map<std::string, std::int64_t>> SqliteStore::count_jobs_by_status() 
 }
 
 namespace {
-ServerRecord server_from_row(const Stmt& s) {
-  return ServerRecord{s.text(0), s.text(1), s.text(2), s.integer(3), s.integer(4)};
+Result<ServerRecord> server_from_row(const Stmt& s) {
+  ServerRecord r{s.text(0), s.text(1), nlohmann::json::parse(s.text(2), nullptr, false), s.integer(3), s.integer(4)};
+  if (!r.record.is_object()) return make_error(ErrorKind::internal, "server " + r.id + " has a stored record that does not parse");
+  return r;
 }
 }  // namespace
 
@@ -499,7 +501,7 @@ Status SqliteStore::insert_server(const ServerRecord& r) {
   auto st = impl_->prepare("INSERT INTO servers (id, serial, record_json, created_ms, updated_ms) VALUES (?,?,?,?,?)");
   if (!st) return st.error();
   Stmt s(*st);
-  s.bind(1, r.id).bind(2, r.serial).bind(3, r.record_json).bind(4, r.created_ms).bind(5, r.updated_ms);
+  s.bind(1, r.id).bind(2, r.serial).bind(3, r.record.dump()).bind(4, r.created_ms).bind(5, r.updated_ms);
   int rc = s.step();
   if (rc == SQLITE_CONSTRAINT) return make_error(ErrorKind::conflict, "a server with serial " + r.serial + " exists");
   if (rc != SQLITE_DONE) return db_error(impl_->db, "insert server");
@@ -514,7 +516,11 @@ Result<std::optional<ServerRecord>> SqliteStore::get_server(const std::string& i
   Stmt s(*st);
   s.bind(1, id);
   int rc = s.step();
-  if (rc == SQLITE_ROW) return std::optional<ServerRecord>(server_from_row(s));
+  if (rc == SQLITE_ROW) {
+    auto r = server_from_row(s);
+    if (!r) return r.error();
+    return std::optional<ServerRecord>(std::move(*r));
+  }
   if (rc == SQLITE_DONE) return std::optional<ServerRecord>();
   return db_error((*reader)->db, "get server");
 }
@@ -529,7 +535,11 @@ Result<std::vector<ServerRecord>> SqliteStore::list_servers(const std::optional<
   s.bind(1, after_id.value_or("")).bind(2, static_cast<std::int64_t>(limit));
   std::vector<ServerRecord> out;
   int rc;
-  while ((rc = s.step()) == SQLITE_ROW) out.push_back(server_from_row(s));
+  while ((rc = s.step()) == SQLITE_ROW) {
+    auto r = server_from_row(s);
+    if (!r) return r.error();
+    out.push_back(std::move(*r));
+  }
   if (rc != SQLITE_DONE) return db_error((*reader)->db, "list servers");
   return out;
 }
@@ -540,7 +550,7 @@ Result<bool> SqliteStore::update_server(const ServerRecord& r, std::int64_t expe
       "UPDATE servers SET serial = ?, record_json = ?, updated_ms = ? WHERE id = ? AND updated_ms = ?");
   if (!st) return st.error();
   Stmt s(*st);
-  s.bind(1, r.serial).bind(2, r.record_json).bind(3, r.updated_ms).bind(4, r.id).bind(5, expected_updated_ms);
+  s.bind(1, r.serial).bind(2, r.record.dump()).bind(3, r.updated_ms).bind(4, r.id).bind(5, expected_updated_ms);
   int rc = s.step();
   if (rc == SQLITE_CONSTRAINT) return make_error(ErrorKind::conflict, "a server with serial " + r.serial + " exists");
   if (rc != SQLITE_DONE) return db_error(impl_->db, "update server");

@@ -57,7 +57,7 @@ struct JobChanges {
 struct ServerRecord {
   std::string id;
   std::string serial;
-  std::string record_json;  // secrets sealed
+  nlohmann::json record;  // parsed once when read; secrets sealed
   std::int64_t created_ms = 0;
   std::int64_t updated_ms = 0;
 };

@@ -154,18 +154,18 @@ TEST_P(StoreContract, WebhookSignaturesAreRememberedUntilTheyExpire) {
 }
 
 TEST_P(StoreContract, ServersAreUniqueBySerialAndUpdatedByCompareAndSwap) {
-  ServerRecord a{"srv_a", "SN-A", "{}", 1000, 1000};
-  ServerRecord b{"srv_b", "SN-B", "{}", 1000, 1000};
+  ServerRecord a{"srv_a", "SN-A", nlohmann::json::object(), 1000, 1000};
+  ServerRecord b{"srv_b", "SN-B", nlohmann::json::object(), 1000, 1000};
   ASSERT_TRUE(store->insert_server(a).ok());
   ASSERT_TRUE(store->insert_server(b).ok());
-  ServerRecord dup{"srv_c", "SN-A", "{}", 1000, 1000};
+  ServerRecord dup{"srv_c", "SN-A", nlohmann::json::object(), 1000, 1000};
   EXPECT_EQ(store->insert_server(dup).error().kind, ErrorKind::conflict);
   auto changed = a;
-  changed.record_json = R"({"x":1})";
+  changed.record = {{"x", 1}};
   changed.updated_ms = 2000;
   EXPECT_FALSE(*store->update_server(changed, 999));
   EXPECT_TRUE(*store->update_server(changed, 1000));
-  EXPECT_EQ((**store->get_server("srv_a")).record_json, R"({"x":1})");
+  EXPECT_EQ((**store->get_server("srv_a")).record, (nlohmann::json{{"x", 1}}));
   auto page = *store->list_servers(std::string("srv_a"), 10);
   ASSERT_EQ(page.size(), 1u);
   EXPECT_EQ(page[0].id, "srv_b");
