@@ -99,6 +99,13 @@ int run(const ControllerConfig& config) {
   ServerService servers(**store, clock, log, *key);
   JobService jobs(**store, servers, clock, log, metrics, *key,
                   JobServiceOptions{config.recipes_dir, config.public_url, config.webhook_max_skew_seconds});
+  // Jobs stored by a version that kept recipe secrets in clear get them sealed now.
+  if (auto sealed = jobs.seal_stored_recipes(); !sealed) {
+    log.error("cannot seal stored recipes", {{"error", sealed.error().message}});
+    return 1;
+  } else if (*sealed > 0) {
+    log.info("sealed the secrets of recipes stored in clear", {{"jobs", std::to_string(*sealed)}});
+  }
   ReconcilerOptions reconcile;
   reconcile.tick = std::chrono::milliseconds(config.reconcile_tick_ms);
   reconcile.idle_recheck = std::chrono::milliseconds(config.idle_recheck_ms);

@@ -284,6 +284,28 @@ Result<nlohmann::json> JobService::cancel(const std::string& id) {
   return make_error(ErrorKind::conflict, "job " + id + " keeps changing; try again");
 }
 
+Result<std::size_t> JobService::seal_stored_recipes() {
+  std::size_t rewritten = 0;
+  JobFilter page;
+  page.limit = 500;
+  for (;;) {
+    auto jobs = store_.list_jobs(page);
+    if (!jobs) return jobs.error();
+    for (const auto& job : *jobs) {
+      auto sealed = seal_recipe_secrets(job.recipe, secret_key_);  // values already sealed are kept
+      if (sealed == job.recipe) continue;
+      auto updated = store_.update_job_recipe(job.id, sealed, clock_.now_ms());
+      if (!updated) return updated.error();
+      rewritten += *updated;
+    }
+    if (jobs->size() < static_cast<std::size_t>(page.limit)) break;
+    page.before_seq = jobs->back().seq;
+  }
+  if (rewritten > 0)
+    if (auto flushed = store_.flush_rewrites(); !flushed) return flushed.error();
+  return rewritten;
+}
+
 Result<JobRecord> JobService::network_task_for_serial(const std::string& serial) {
   JobFilter filter;
   filter.status = JobStatus::provisioning;

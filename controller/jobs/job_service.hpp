@@ -54,6 +54,9 @@ class JobService {
   Result<nlohmann::json> get(const std::string& id);
   Result<nlohmann::json> list(const JobListQuery& query);
   Result<nlohmann::json> cancel(const std::string& id);
+  // Seals the recipe secrets of jobs an older version stored in clear (run at start-up, before
+  // the reconciler). Returns how many recipes it rewrote.
+  Result<std::size_t> seal_stored_recipes();
 
   // POST /status-webhook/{serial}. Authenticated by the per-job HMAC key.
   Result<nlohmann::json> accept_webhook(const std::string& serial, std::string_view timestamp_header,

@@ -213,8 +213,10 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::filesystem::pa
                                                   (impl->db ? sqlite3_errmsg(impl->db) : "out of memory"));
   sqlite3_busy_timeout(impl->db, 5000);
   // WAL: readers never block the writer; NORMAL sync keeps every commit across a process
-  // crash (SIGKILL) and costs no fsync per commit.
-  for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON"})
+  // crash (SIGKILL) and costs no fsync per commit. secure_delete: the bytes of a rewritten or
+  // deleted row are zeroed, so a secret sealed in place leaves no clear copy in free space.
+  for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON",
+                             "PRAGMA secure_delete=ON"})
     if (auto s = impl->exec(pragma); !s) return s.error();
 
   int version = 0;
@@ -339,6 +341,21 @@ Result<bool> SqliteStore::record_phase_if_status(const std::string& id, const st
                                                  JobStatus expected_status, const std::string& detail,
                                                  std::int64_t now_ms) {
   return record_phase_when(id, phase, status_text(expected_status), detail, now_ms);
+}
+
+Result<bool> SqliteStore::update_job_recipe(const std::string& id, const nlohmann::json& recipe, std::int64_t now_ms) {
+  std::lock_guard lock(impl_->mutex);
+  auto st = impl_->prepare("UPDATE jobs SET recipe_json = ?, updated_ms = ? WHERE id = ?");
+  if (!st) return st.error();
+  Stmt s(*st);
+  s.bind(1, recipe.dump()).bind(2, now_ms).bind(3, id);
+  if (s.step() != SQLITE_DONE) return db_error(impl_->db, "update recipe");
+  return sqlite3_changes(impl_->db) == 1;
+}
+
+Status SqliteStore::flush_rewrites() {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->exec("PRAGMA wal_checkpoint(TRUNCATE)");
 }
 
 Result<bool> SqliteStore::withdraw_phase(const std::string& id, const std::string& phase, const std::string& detail,

@@ -21,6 +21,8 @@ class SqliteStore final : public Store {
                               const JobChanges& changes, const std::string& detail, std::int64_t now_ms) override;
   Result<bool> record_phase(const std::string& id, const std::string& phase, const std::string& detail,
                             std::int64_t now_ms) override;
+  Result<bool> update_job_recipe(const std::string& id, const nlohmann::json& recipe, std::int64_t now_ms) override;
+  Status flush_rewrites() override;
   Result<bool> withdraw_phase(const std::string& id, const std::string& phase, const std::string& detail,
                               std::int64_t now_ms) override;
   Result<bool> record_phase_if_status(const std::string& id, const std::string& phase, JobStatus expected_status,

@@ -86,6 +86,14 @@ class Store {
                                               JobStatus expected_status, const std::string& detail,
                                               std::int64_t now_ms) = 0;
 
+  // Replaces a job's stored recipe (only to seal what an older version stored in clear: the
+  // recipe is otherwise immutable). False when there is no such job.
+  virtual Result<bool> update_job_recipe(const std::string& id, const nlohmann::json& recipe, std::int64_t now_ms) = 0;
+
+  // Moves everything written into the main file and empties the log (SQLite: a WAL checkpoint
+  // that truncates it), so that bytes a rewrite replaced are nowhere on disk any more.
+  virtual Status flush_rewrites() = 0;
+
   // Takes back an intent recorded with record_phase_if_status whose action was never taken
   // (the controller stopped before the reset went out): the job no longer has the phase, so
   // the next pass records it again and acts; a `phase_withdrawn` event (name: the phase)

@@ -98,6 +98,19 @@ Result<bool> InMemoryStore::record_phase_if_status(const std::string& id, const 
   return add_phase(id, phase, &expected_status, detail, now_ms);
 }
 
+Result<bool> InMemoryStore::update_job_recipe(const std::string& id, const nlohmann::json& recipe,
+                                              std::int64_t now_ms) {
+  std::lock_guard lock(mutex_);
+  if (fail_writes_) return write_refused();
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return false;
+  it->second.recipe = recipe;
+  it->second.updated_ms = now_ms;
+  return true;
+}
+
+Status InMemoryStore::flush_rewrites() { return Ok{}; }
+
 Result<bool> InMemoryStore::withdraw_phase(const std::string& id, const std::string& phase, const std::string& detail,
                                            std::int64_t now_ms) {
   std::lock_guard lock(mutex_);

@@ -20,6 +20,8 @@ class InMemoryStore final : public Store {
   Result<std::vector<JobRecord>> list_jobs(const JobFilter& filter) override;
   Result<bool> transition_job(const std::string& id, JobStatus expected, JobStatus next,
                               const JobChanges& changes, const std::string& detail, std::int64_t now_ms) override;
+  Result<bool> update_job_recipe(const std::string& id, const nlohmann::json& recipe, std::int64_t now_ms) override;
+  Status flush_rewrites() override;
   Result<bool> withdraw_phase(const std::string& id, const std::string& phase, const std::string& detail,
                               std::int64_t now_ms) override;
   Result<bool> record_phase(const std::string& id, const std::string& phase, const std::string& detail,

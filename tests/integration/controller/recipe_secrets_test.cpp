@@ -3,7 +3,7 @@
 // unattend_xml. The SQLite files (database and WAL) never hold those values in clear, no API
 // answer shows them, no log line either, and the task ISO built for the job carries them
 // exactly as submitted (byte-identical to an ISO built from the plain recipe). A job stored
-// plain by an older version still gets the same ISO.
+// plain by an older version is sealed at the next start and still gets the same ISO.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -213,6 +213,10 @@ TEST(RecipeSecretsAtRest, JobStoredPlainByAnOlderVersionStillGetsItsSecrets) {
     ASSERT_EQ(db.text("SELECT status FROM jobs WHERE id = ?1", legacy), "queued");
   }
   controller.start();
+  // Sealed at start-up: the database no longer holds them in clear.
+  EXPECT_NE(controller.log_text().find("sealed the secrets of recipes stored in clear"), std::string::npos);
+  auto at_rest = database_bytes(controller.data_dir());
+  for (const auto& secret : plaintexts()) EXPECT_EQ(at_rest.find(secret), std::string::npos) << secret;
   TempDir tmp;
   auto iso = fetch_task_iso(controller, legacy, recipe, tmp.path());
   EXPECT_EQ(crypto::sha256_hex(iso.downloaded), crypto::sha256_hex(iso.expected));

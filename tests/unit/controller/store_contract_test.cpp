@@ -103,6 +103,14 @@ TEST_P(StoreContract, AWithdrawnIntentCanBeRecordedAgain) {
                                                       "phase:reset_issued"}));
 }
 
+TEST_P(StoreContract, ARecipeCanBeRewrittenInPlace) {
+  ASSERT_TRUE(store->insert_job(job("a")).ok());
+  EXPECT_TRUE(*store->update_job_recipe("a", {{"secrets", {{"k", {{"sealed", "00"}}}}}}, 1100));
+  EXPECT_EQ((**store->get_job("a")).recipe["secrets"]["k"]["sealed"], "00");
+  EXPECT_FALSE(*store->update_job_recipe("nope", nlohmann::json::object(), 1100));
+  EXPECT_TRUE(store->flush_rewrites().ok());
+}
+
 TEST_P(StoreContract, MediaOnlyInTheExpectedStatus) {
   ASSERT_TRUE(store->insert_job(job("a")).ok());
   EXPECT_FALSE(*store->set_job_media("a", JobStatus::provisioning, {{"mode", "x"}}, 1100));
