@@ -23,16 +23,18 @@
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
-#include <map>
 #include <mutex>
 #include <string_view>
 #include <thread>
 #include <variant>
 
 #include "controller/artifacts/artifact_server.hpp"  // connection_cap
+#include "controller/artifacts/connection_admission.hpp"
 #include "controller/logging/logger.hpp"
 
 namespace provisioner {
+
+using artifacts::ConnectionAdmission;
 
 namespace {
 
@@ -86,19 +88,6 @@ std::string hex(std::size_t n) {
   return std::string(buf, static_cast<std::size_t>(len));
 }
 
-std::string client_key(const sockaddr_storage& peer) {
-  if (peer.ss_family == AF_INET) {
-    const auto& a = reinterpret_cast<const sockaddr_in&>(peer).sin_addr;
-    return std::string(reinterpret_cast<const char*>(&a), sizeof a);
-  }
-  if (peer.ss_family == AF_INET6) {
-    const auto& a = reinterpret_cast<const sockaddr_in6&>(peer).sin6_addr;
-    if (IN6_IS_ADDR_V4MAPPED(&a)) return std::string(reinterpret_cast<const char*>(&a) + 12, 4);
-    return std::string(reinterpret_cast<const char*>(&a), sizeof a);
-  }
-  return {};
-}
-
 void set_nonblocking(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); }
 
 }  // namespace
@@ -111,14 +100,12 @@ struct FrontGuard::Impl {
   int listen_fd = -1;
   int stop_fd = -1;  // an eventfd: readable once stop() began, wakes every poll
   SSL_CTX* ssl_ctx = nullptr;
-  std::size_t cap = 0;
   std::thread acceptor;
   std::atomic<bool> stopping{false};
 
-  std::mutex mutex;
+  ConnectionAdmission admission;
+  std::mutex mutex;  // for `idle`
   std::condition_variable idle;
-  std::size_t active = 0;
-  std::map<std::string, std::size_t> per_client;
   int spare_fd = -1;
 
   ~Impl() {
@@ -128,26 +115,11 @@ struct FrontGuard::Impl {
     if (spare_fd >= 0) ::close(spare_fd);
   }
 
-  const char* admit(const std::string& client) {
-    std::lock_guard lock(mutex);
-    if (active >= cap) return "the API is at its connection limit";
-    if (opt.max_connections_per_client > 0) {
-      auto& n = per_client[client];
-      if (n >= opt.max_connections_per_client) return "too many connections from this address";
-      ++n;
-    }
-    ++active;
-    return nullptr;
-  }
-
   void release(const std::string& client) {
-    std::lock_guard lock(mutex);
-    --active;
-    if (opt.max_connections_per_client > 0) {
-      auto it = per_client.find(client);
-      if (it != per_client.end() && --it->second == 0) per_client.erase(it);
+    if (admission.release(client) == 0) {
+      std::lock_guard lock(mutex);
+      idle.notify_all();
     }
-    if (active == 0) idle.notify_all();
   }
 
   // Over a cap: a clear 503 (plain HTTP; TLS has no handshake to answer in), then close.
@@ -228,8 +200,8 @@ struct FrontGuard::Impl {
         }
         continue;
       }
-      std::string client = client_key(peer);
-      if (const char* why = admit(client)) {
+      std::string client = ConnectionAdmission::client_key(peer);
+      if (const char* why = admission.admit(client, "the API is at its connection limit")) {
         refuse_connection(fd, why);
         continue;
       }
@@ -706,7 +678,7 @@ FrontGuard::FrontGuard(const Logger& log, FrontGuardOptions options)
 
 FrontGuard::~FrontGuard() { stop(); }
 
-std::size_t FrontGuard::max_connections() const { return impl_->cap; }
+std::size_t FrontGuard::max_connections() const { return impl_->admission.cap(); }
 
 Result<std::uint16_t> FrontGuard::start(std::uint16_t backend_port) {
   auto& d = *impl_;
@@ -717,7 +689,8 @@ Result<std::uint16_t> FrontGuard::start(std::uint16_t backend_port) {
   rlimit files{};
   ::getrlimit(RLIMIT_NOFILE, &files);
   std::size_t from_limit = artifacts::connection_cap(files.rlim_cur);
-  d.cap = d.opt.max_connections == 0 ? from_limit : std::min(d.opt.max_connections, from_limit);
+  d.admission.configure(d.opt.max_connections == 0 ? from_limit : std::min(d.opt.max_connections, from_limit),
+                        d.opt.max_connections_per_client);
   if (d.opt.tls_cert)
     if (auto loaded = d.load_tls(); !loaded) return loaded.error();
   d.stop_fd = ::eventfd(0, EFD_CLOEXEC);
@@ -736,7 +709,7 @@ void FrontGuard::stop() {
   [[maybe_unused]] auto w = ::write(d.stop_fd, &one, sizeof one);
   if (d.acceptor.joinable()) d.acceptor.join();
   std::unique_lock lock(d.mutex);
-  d.idle.wait(lock, [&d] { return d.active == 0; });
+  d.idle.wait(lock, [&d] { return d.admission.active() == 0; });
 }
 
 Result<std::uint16_t> free_loopback_port() {

@@ -1,5 +1,7 @@
 #include "controller/artifacts/artifact_server.hpp"
 
+#include "controller/artifacts/connection_admission.hpp"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -261,11 +263,8 @@ struct ArtifactServer::Impl {
   SSL_CTX* ssl_ctx = nullptr;
   std::string boundary;
   std::atomic<bool> stopping{false};
-  std::size_t cap = 0;  // max connections in force
-  // Admission: connections open in total and per client address, shared by the loops.
-  std::mutex admission;
-  std::size_t active = 0;
-  std::unordered_map<std::string, std::size_t> per_client;
+  // Connections open in total and per client address, shared by the loops.
+  ConnectionAdmission admission;
   // Held open so that, when the process is out of descriptors, one can be freed to accept a
   // pending connection and refuse it instead of leaving the listener spinning on EMFILE.
   std::atomic<int> spare_fd{-1};
@@ -341,42 +340,6 @@ struct ArtifactServer::Impl {
     for (auto* c : all) close_conn(loop, c);
   }
 
-  // The per-address key: the raw address bytes (IPv4-mapped IPv6 counts as the IPv4 address).
-  static std::string client_key(const sockaddr_storage& peer) {
-    if (peer.ss_family == AF_INET) {
-      const auto& a = reinterpret_cast<const sockaddr_in&>(peer).sin_addr;
-      return std::string(reinterpret_cast<const char*>(&a), sizeof a);
-    }
-    if (peer.ss_family == AF_INET6) {
-      const auto& a = reinterpret_cast<const sockaddr_in6&>(peer).sin6_addr;
-      if (IN6_IS_ADDR_V4MAPPED(&a)) return std::string(reinterpret_cast<const char*>(&a) + 12, 4);
-      return std::string(reinterpret_cast<const char*>(&a), sizeof a);
-    }
-    return {};
-  }
-
-  // Counts a new connection in, or says why it is refused.
-  const char* admit(const std::string& client) {
-    std::lock_guard lock(admission);
-    if (active >= cap) return "the artifact server is at its connection limit";
-    if (opt.max_connections_per_client > 0) {
-      auto& n = per_client[client];
-      if (n >= opt.max_connections_per_client) return "too many connections from this address";
-      ++n;
-    }
-    ++active;
-    return nullptr;
-  }
-
-  void release(const std::string& client) {
-    std::lock_guard lock(admission);
-    --active;
-    if (opt.max_connections_per_client > 0) {
-      auto it = per_client.find(client);
-      if (it != per_client.end() && --it->second == 0) per_client.erase(it);
-    }
-  }
-
   // A clear answer for a connection over a cap, then close. Whatever the client already sent
   // is read first so that closing does not turn into a reset that destroys the answer; over
   // TLS there is no handshake to answer in, so the connection is only closed.
@@ -402,8 +365,8 @@ struct ArtifactServer::Impl {
         if (errno == EMFILE || errno == ENFILE) shed_one();
         return;  // EAGAIN (another loop took it) or a transient error
       }
-      std::string client = client_key(peer);
-      if (const char* why = admit(client)) {
+      std::string client = ConnectionAdmission::client_key(peer);
+      if (const char* why = admission.admit(client, "the artifact server is at its connection limit")) {
         refuse(fd, why);
         continue;
       }
@@ -416,7 +379,7 @@ struct ArtifactServer::Impl {
       if (ssl_ctx) {
         c->ssl = SSL_new(ssl_ctx);
         if (!c->ssl) {  // ~Conn closes fd
-          release(c->client);
+          admission.release(c->client);
           continue;
         }
         SSL_set_fd(c->ssl, fd);
@@ -428,7 +391,7 @@ struct ArtifactServer::Impl {
       ev.events = EPOLLIN | EPOLLOUT | EPOLLET;
       ev.data.ptr = c.get();
       if (::epoll_ctl(loop.ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
-        release(c->client);
+        admission.release(c->client);
         continue;
       }
       Conn* raw = c.get();
@@ -451,7 +414,7 @@ struct ArtifactServer::Impl {
     ::epoll_ctl(loop.ep, EPOLL_CTL_DEL, c->fd, nullptr);
     auto it = loop.conns.find(c);
     if (it == loop.conns.end()) return;
-    release(c->client);
+    admission.release(c->client);
     loop.conns.erase(it);
   }
 
@@ -814,8 +777,9 @@ Result<std::uint16_t> ArtifactServer::start() {
   std::uint64_t nofile = ::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur != RLIM_INFINITY
                              ? files.rlim_cur
                              : 1u << 20;
-  impl->cap = connection_cap(nofile);
-  if (options_.max_connections > 0) impl->cap = std::min(impl->cap, options_.max_connections);
+  std::size_t cap = connection_cap(nofile);
+  if (options_.max_connections > 0) cap = std::min(cap, options_.max_connections);
+  impl->admission.configure(cap, options_.max_connections_per_client);
   impl->spare_fd.store(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   impl->boundary = "provisioner-" + crypto::random_token(12);
   if (options_.tls) {
@@ -845,7 +809,7 @@ Result<std::uint16_t> ArtifactServer::start() {
     Impl* im = impl.get();
     l->thread = std::thread([im, l] { im->run(*l); });
   }
-  max_connections_ = impl->cap;
+  max_connections_ = impl->admission.cap();
   impl_ = std::move(impl);
   port_ = *port;
   return port_;

@@ -151,12 +151,14 @@ void expect_refused_promptly(const char* token, int status, const std::string& t
                           status);
 }
 
-// What a raw request gets: the first answer on the connection.
-HttpResponse raw_exchange(const ControllerProcess& controller, const std::string& bytes) {
-  int fd = connect_from("127.0.0.1", controller.port());
-  ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
-  timeval tv{5, 0};
+// Sends `bytes` from `from` and reads until the server closes or `patience` passes between
+// two reads: everything the server said on that connection.
+std::string exchange_raw(const ControllerProcess& controller, const std::string& bytes, const char* from = "127.0.0.1",
+                         long patience_s = 5) {
+  int fd = connect_from(from, controller.port());
+  timeval tv{patience_s, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
   std::string response;
   char buf[4096];
   for (;;) {
@@ -165,7 +167,12 @@ HttpResponse raw_exchange(const ControllerProcess& controller, const std::string
     response.append(buf, static_cast<std::size_t>(n));
   }
   ::close(fd);
-  return parse_response(response);
+  return response;
+}
+
+// What a raw request gets: the first answer on the connection.
+HttpResponse raw_exchange(const ControllerProcess& controller, const std::string& bytes) {
+  return parse_response(exchange_raw(controller, bytes));
 }
 
 }  // namespace
@@ -299,20 +306,8 @@ TEST(HostileClients, AmbiguousFramingNeverReachesTheApi) {
 TEST(HostileClients, PipelinedRequestsAreAnsweredInOrder) {
   ControllerProcess controller;
   controller.start();
-  int fd = connect_from("127.0.0.1", controller.port());
-  std::string two = "GET /healthz HTTP/1.1\r\nHost: a\r\n\r\nGET /api/v1/jobs HTTP/1.1\r\nHost: a\r\n"
-                    "Connection: close\r\n\r\n";
-  ::send(fd, two.data(), two.size(), MSG_NOSIGNAL);
-  timeval tv{5, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  std::string response;
-  char buf[4096];
-  for (;;) {
-    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) break;
-    response.append(buf, static_cast<std::size_t>(n));
-  }
-  ::close(fd);
+  auto response = exchange_raw(controller, "GET /healthz HTTP/1.1\r\nHost: a\r\n\r\nGET /api/v1/jobs HTTP/1.1\r\n"
+                                           "Host: a\r\nConnection: close\r\n\r\n");
   EXPECT_EQ(response.rfind("HTTP/1.1 200", 0), 0u) << response;
   EXPECT_NE(response.find("HTTP/1.1 401", 1), std::string::npos) << "the second answer (no token) follows:\n" << response;
 }
@@ -337,20 +332,9 @@ TEST(HostileClients, HalfOpenConnectionsDoNotLockOthersOut) {
   }
   // A request from another address is answered within 1 s (the bound).
   auto started = std::chrono::steady_clock::now();
-  int fd = connect_from("127.0.0.2", controller.port());
-  timeval tv{1, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  std::string req = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-  ::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
-  std::string response;
-  char buf[4096];
-  for (;;) {
-    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) break;
-    response.append(buf, static_cast<std::size_t>(n));
-  }
+  auto response = exchange_raw(controller, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+                               "127.0.0.2", 1);
   auto took = std::chrono::steady_clock::now() - started;
-  ::close(fd);
   for (int i : idle) ::close(i);
   ASSERT_FALSE(response.empty()) << "no answer within 1 s";
   EXPECT_EQ(parse_response(response).status, 200) << response;
