@@ -270,16 +270,17 @@ Status read_artifacts(const toml::table& a, const std::string& where, Controller
   return Ok{};
 }
 
+// [api]: the edge's limits, all integers, named as in ControllerConfig without the prefix.
 Status read_api(const toml::table& a, const std::string& where, ControllerConfig& c) {
-  PROVISIONER_TRY(unknown_keys(a, {"max_head_bytes", "head_timeout_ms", "idle_timeout_ms", "max_connections",
-                                    "max_connections_per_client"},
-                               where + " [api]"));
+  const std::vector<std::pair<const char*, std::int64_t*>> keys = {
+      {"max_head_bytes", &c.api_max_head_bytes},   {"head_timeout_ms", &c.api_head_timeout_ms},
+      {"idle_timeout_ms", &c.api_idle_timeout_ms}, {"max_connections", &c.api_max_connections},
+      {"max_connections_per_client", &c.api_max_connections_per_client}};
+  std::set<std::string> known;
+  for (const auto& [k, p] : keys) known.insert(k);
+  PROVISIONER_TRY(unknown_keys(a, known, where + " [api]"));
   TableReader r(a, "api");
-  PROVISIONER_TRY(r.integer("max_head_bytes", c.api_max_head_bytes));
-  PROVISIONER_TRY(r.integer("head_timeout_ms", c.api_head_timeout_ms));
-  PROVISIONER_TRY(r.integer("idle_timeout_ms", c.api_idle_timeout_ms));
-  PROVISIONER_TRY(r.integer("max_connections", c.api_max_connections));
-  PROVISIONER_TRY(r.integer("max_connections_per_client", c.api_max_connections_per_client));
+  for (const auto& [k, p] : keys) PROVISIONER_TRY(r.integer(k, *p));
   return Ok{};
 }
 
