@@ -115,11 +115,11 @@ struct FrontGuard::Impl {
     if (spare_fd >= 0) ::close(spare_fd);
   }
 
+  // Under `mutex`, so that stop() cannot see the count reach zero and destroy `idle` while
+  // this thread is still notifying it (TSan caught that).
   void release(const std::string& client) {
-    if (admission.release(client) == 0) {
-      std::lock_guard lock(mutex);
-      idle.notify_all();
-    }
+    std::lock_guard lock(mutex);
+    if (admission.release(client) == 0) idle.notify_all();
   }
 
   // Over a cap: a clear 503 (plain HTTP; TLS has no handshake to answer in), then close.
