@@ -142,6 +142,13 @@ void ResponseTracker::feed(std::string_view bytes) {
     pos = end + 2;
     return true;
   };
+  // Skips up to `remaining_` body bytes; true when all of them are now behind.
+  auto skip = [&] {
+    auto n = std::min<std::uint64_t>(remaining_, buf_.size() - pos);
+    pos += n;
+    remaining_ -= n;
+    return remaining_ == 0;
+  };
   for (bool more = true; more && pos <= buf_.size();) {
     switch (state_) {
       case State::head: {
@@ -186,14 +193,10 @@ void ResponseTracker::feed(std::string_view bytes) {
         }
         break;
       }
-      case State::length: {
-        auto n = std::min<std::uint64_t>(remaining_, buf_.size() - pos);
-        pos += n;
-        remaining_ -= n;
-        if (remaining_ == 0) complete();
+      case State::length:
+        if (skip()) complete();
         else more = false;
         break;
-      }
       case State::chunk_line: {
         std::string_view line;
         if (!take_line(line)) {
@@ -209,23 +212,16 @@ void ResponseTracker::feed(std::string_view bytes) {
         }
         break;
       }
-      case State::chunk_data: {
-        auto n = std::min<std::uint64_t>(remaining_, buf_.size() - pos);
-        pos += n;
-        remaining_ -= n;
-        if (remaining_ == 0) {
-          remaining_ = 2;
+      case State::chunk_data:
+        if (skip()) {
+          remaining_ = 2;  // the CRLF after the data
           state_ = State::chunk_crlf;
         } else {
           more = false;
         }
         break;
-      }
       case State::chunk_crlf: {
-        auto n = std::min<std::uint64_t>(remaining_, buf_.size() - pos);
-        pos += n;
-        remaining_ -= n;
-        if (remaining_ == 0) state_ = State::chunk_line;
+        if (skip()) state_ = State::chunk_line;
         else more = false;
         break;
       }
