@@ -22,6 +22,8 @@
 #include "controller/jobs/bmc_driver.hpp"
 #include "controller/jobs/reconciler.hpp"
 #include "controller/redfish/redfish_client.hpp"
+#include "controller/registry/registry_service.hpp"
+#include "controller/registry/registry_store.hpp"
 #include "controller/jobs/job_service.hpp"
 #include "controller/logging/logger.hpp"
 #include "controller/metrics/metrics.hpp"
@@ -114,6 +116,21 @@ int run(const ControllerConfig& config) {
   reconcile.gc_interval = std::chrono::seconds(config.gc_interval_seconds);
   reconcile.workers = config.reconcile_workers;
   reconcile.artifact_retention = std::chrono::seconds(config.artifact_retention_seconds);
+  // The OCI registry: blobs in the artifact store's folder, so the two share one GC (under
+  // the registry's lock: no manifest lands between its marking and the sweep).
+  registry::RegistryStore registry_store(config.data_dir / "registry", config.data_dir / "artifacts",
+                                         static_cast<std::uint64_t>(config.registry_max_manifest_bytes));
+  if (config.registry_enabled) {
+    if (auto opened = registry_store.open(); !opened) {
+      log.error("cannot open the registry", {{"error", opened.error().message}});
+      return 1;
+    }
+    reconcile.gc = [&registry_store, &artifact_store](const std::set<std::string>& roots, std::chrono::seconds keep) {
+      return registry_store.collect(roots, keep, [&artifact_store](const std::set<std::string>& all, std::chrono::seconds k) {
+        return artifact_store.gc(all, k);
+      });
+    };
+  }
   redfish::RealSleeper sleeper;
   // Requested at SIGTERM/SIGINT: every BMC wait (Retry-After, task monitors, power polling)
   // ends at once and no new Redfish request goes out, so the reconciler's workers return from
@@ -128,13 +145,23 @@ int run(const ControllerConfig& config) {
                                    [&maintenance](const std::string& sha) { return maintenance.set_current(sha); });
   TokenAuthenticator auth(config.tokens);
   ApiHandler handler(jobs, servers, uploads, artifact_store, **store, metrics, auth, log);
+  registry::RegistryOptions registry_options;
+  registry_options.realm = !config.registry_realm.empty() ? config.registry_realm
+                           : config.public_url.empty()    ? std::string()
+                                                          : config.public_url + "/v2/token";
+  registry_options.anonymous_pull = config.registry_anonymous_pull;
+  registry_options.token_ttl = std::chrono::seconds(config.registry_token_ttl_seconds);
+  registry_options.max_blob_bytes = static_cast<std::uint64_t>(config.registry_max_blob_bytes);
+  registry::RegistryService registry(registry_store, auth, log, crypto::hmac_sha256_hex(*key, "registry-token-v1"),
+                                     registry_options, [&reconciler] { return reconciler.collect_garbage(); });
   HttpServer server(handler, log,
                     HttpServerOptions{config.listen, config.tls_cert, config.tls_key, config.max_body_bytes,
                                       config.http_threads, static_cast<std::size_t>(config.api_max_head_bytes),
                                       std::chrono::milliseconds(config.api_head_timeout_ms),
                                       std::chrono::milliseconds(config.api_idle_timeout_ms),
                                       static_cast<std::size_t>(config.api_max_connections),
-                                      static_cast<std::size_t>(config.api_max_connections_per_client)});
+                                      static_cast<std::size_t>(config.api_max_connections_per_client),
+                                      config.registry_enabled ? &registry : nullptr});
 
   // Block the signals before any thread starts so only sigwait below sees them.
   sigset_t signals;

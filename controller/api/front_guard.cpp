@@ -1,5 +1,6 @@
 #include "controller/api/front_guard.hpp"
 
+#include "controller/api/native_route.hpp"
 #include "controller/api/request_framing.hpp"
 
 #include <arpa/inet.h>
@@ -12,6 +13,7 @@
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -30,6 +32,7 @@
 
 #include "controller/artifacts/artifact_server.hpp"  // connection_cap
 #include "controller/artifacts/connection_admission.hpp"
+#include "controller/artifacts/http_request.hpp"  // iequals, trim_ows
 #include "controller/logging/logger.hpp"
 
 namespace provisioner {
@@ -345,6 +348,12 @@ struct FrontGuard::Impl {
             }
             // One request at a time: the library never answers a pipelined second one.
             if (answer_.pending()) return;
+            // A TLS ClientHello on the plain port: say so at once instead of waiting out the
+            // head timeout (registry clients try HTTPS first, then fall back to HTTP).
+            if (!ssl_ && in_.front() == '\x16') {
+              refuse({400, "Bad Request", "this port speaks plain HTTP, not TLS"}, false);
+              return;
+            }
             if (!head_started_) {
               head_started_ = true;
               head_deadline_ = Clock::now() + opt_.head_timeout;
@@ -359,6 +368,17 @@ struct FrontGuard::Impl {
             if (auto* r = std::get_if<EdgeRefusal>(&checked)) {
               refuse(*r, false);
               return;
+            }
+            if (opt_.native && opt_.native->handles(target_path(std::string_view(in_).substr(0, end)))) {
+              // Answers before it go out first; then the route has the connection to itself.
+              if (!to_client_.empty() || answer_.pending()) return;
+              if (!serve_native(end + 4, std::get<Framing>(checked))) {
+                parse_ = Parse::stopped;
+                last_queued_ = true;  // close (lingering) once everything is out
+                return;
+              }
+              head_started_ = false;
+              break;
             }
             if (!connect_backend()) {
               refuse({502, "Bad Gateway", "the API is not reachable behind its edge"}, false);
@@ -455,6 +475,241 @@ struct FrontGuard::Impl {
         }
       }
     }
+
+    // The path of a request line's target (absolute form reduced), without its query.
+    static std::string_view target_path(std::string_view head) {
+      auto line = head.substr(0, head.find("\r\n"));
+      auto sp1 = line.find(' ');
+      if (sp1 == std::string_view::npos) return {};
+      auto target = line.substr(sp1 + 1, line.rfind(' ') - sp1 - 1);
+      return NativeRequest{{}, target, {}, {}, false, {}}.path();
+    }
+
+    // One request to a native route, served here on this thread. False: close afterwards.
+    bool serve_native(std::size_t head_len, Framing framing) {
+      std::string head = in_.substr(0, head_len);
+      in_.erase(0, head_len);
+      auto line_end = head.find("\r\n");
+      auto line = std::string_view(head).substr(0, line_end);
+      auto sp1 = line.find(' '), sp2 = line.rfind(' ');
+      NativeRequest req;
+      req.method = line.substr(0, sp1);
+      req.target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+      req.head = head;
+      req.framing = framing;
+      req.tls = ssl_ != nullptr;
+      req.client = client_address();
+      Exchange ex(*this, framing, req.header("expect").has_value() &&
+                                      artifacts::iequals(*req.header("expect"), "100-continue"));
+      bool keep = opt_.native->serve(req, ex);
+      last_progress_ = Clock::now();
+      bool http10 = line.ends_with("HTTP/1.0");
+      auto conn = req.header("connection");
+      bool close = conn && artifacts::iequals(*conn, "close");
+      return keep && !ex.broken() && ex.body_complete() && !http10 && !close;
+    }
+
+    std::string client_address() const {
+      sockaddr_storage peer{};
+      socklen_t len = sizeof peer;
+      if (::getpeername(client_, reinterpret_cast<sockaddr*>(&peer), &len) != 0) return {};
+      return ConnectionAdmission::client_key(peer);
+    }
+
+    // Waits until the client socket is ready for `events`; false at stop, a timeout or an error.
+    bool wait_client(short events) {
+      pollfd p[2] = {{client_, events, 0}, {impl_.stop_fd, POLLIN, 0}};
+      int r = ::poll(p, 2, static_cast<int>(opt_.idle_timeout.count()));
+      if (r <= 0 || p[1].revents) return false;
+      return (p[0].revents & (events | POLLHUP | POLLERR)) != 0;
+    }
+
+    // Blocking reads and writes for a native route, over plain TCP or TLS.
+    bool fill_blocking() {  // appends at least one byte to in_, or false
+      char buf[64 * 1024];
+      for (;;) {
+        if (ssl_) {
+          ERR_clear_error();
+          int r = SSL_read(ssl_, buf, sizeof buf);
+          if (r > 0) {
+            in_.append(buf, static_cast<std::size_t>(r));
+            return true;
+          }
+          int e = SSL_get_error(ssl_, r);
+          if (e == SSL_ERROR_WANT_READ) {
+            if (!wait_client(POLLIN)) return false;
+            continue;
+          }
+          if (e == SSL_ERROR_WANT_WRITE) {
+            if (!wait_client(POLLOUT)) return false;
+            continue;
+          }
+          client_eof_ = true;
+          return false;
+        }
+        ssize_t r = ::recv(client_, buf, sizeof buf, 0);
+        if (r > 0) {
+          in_.append(buf, static_cast<std::size_t>(r));
+          return true;
+        }
+        if (r == 0) {
+          client_eof_ = true;
+          return false;
+        }
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) return false;
+        if (!wait_client(POLLIN)) return false;
+      }
+    }
+
+    bool write_blocking(const char* p, std::size_t n) {
+      while (n > 0) {
+        if (ssl_) {
+          ERR_clear_error();
+          int r = SSL_write(ssl_, p, static_cast<int>(std::min<std::size_t>(n, 1 << 20)));
+          if (r > 0) {
+            p += r;
+            n -= static_cast<std::size_t>(r);
+            continue;
+          }
+          int e = SSL_get_error(ssl_, r);
+          if (e == SSL_ERROR_WANT_WRITE ? wait_client(POLLOUT) : e == SSL_ERROR_WANT_READ ? wait_client(POLLIN) : false)
+            continue;
+          return false;
+        }
+        ssize_t r = ::send(client_, p, n, MSG_NOSIGNAL);
+        if (r > 0) {
+          p += r;
+          n -= static_cast<std::size_t>(r);
+          continue;
+        }
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && wait_client(POLLOUT)) continue;
+        return false;
+      }
+      return true;
+    }
+
+    class Exchange final : public NativeExchange {
+     public:
+      Exchange(Connection& c, Framing f, bool expect_continue)
+          : c_(c), framing_(f), continue_(expect_continue) {
+        if (f.kind == Framing::kLength) remaining_ = f.length;
+        state_ = f.kind == Framing::kChunked ? State::chunk_line : f.length > 0 ? State::data : State::done;
+      }
+      bool broken() const { return broken_; }
+      bool body_complete() const override { return state_ == State::done; }
+
+      Result<std::size_t> read_body(char* buf, std::size_t cap) override {
+        if (broken_) return make_error(ErrorKind::unavailable, "the connection is broken");
+        if (continue_ && state_ != State::done) {
+          continue_ = false;
+          static constexpr std::string_view k100 = "HTTP/1.1 100 Continue\r\n\r\n";
+          if (!write(k100)) return fail("the client went away");
+        }
+        for (;;) {
+          auto& in = c_.in_;
+          switch (state_) {
+            case State::done: return std::size_t{0};
+            case State::data: {
+              if (in.empty() && !c_.fill_blocking()) return fail("the client stopped sending the body");
+              std::size_t n = std::min<std::uint64_t>({in.size(), remaining_, cap});
+              std::memcpy(buf, in.data(), n);
+              in.erase(0, n);
+              remaining_ -= n;
+              if (remaining_ == 0) state_ = framing_.kind == Framing::kChunked ? State::chunk_crlf : State::done;
+              return n;
+            }
+            case State::chunk_line: {
+              auto end = in.find("\r\n");
+              if (end == std::string::npos) {
+                if (in.size() > kMaxChunkLine) return fail("chunk size line too long");
+                if (!c_.fill_blocking()) return fail("the client stopped sending the body");
+                continue;
+              }
+              auto size = parse_chunk_size(std::string_view(in).substr(0, end));
+              if (!size) return fail("malformed chunk size");
+              in.erase(0, end + 2);
+              if (*size == 0) {
+                state_ = State::trailers;
+              } else {
+                remaining_ = *size;
+                state_ = State::data;
+              }
+              continue;
+            }
+            case State::chunk_crlf:
+              if (in.size() < 2 && !c_.fill_blocking()) return fail("the client stopped sending the body");
+              if (in.size() < 2) continue;
+              if (in.compare(0, 2, "\r\n") != 0) return fail("chunk data longer than its size");
+              in.erase(0, 2);
+              state_ = State::chunk_line;
+              continue;
+            case State::trailers: {
+              auto end = in.find("\r\n");
+              if (end == std::string::npos) {
+                if (trailer_bytes_ + in.size() > c_.opt_.max_head_bytes) return fail("chunked trailers too large");
+                if (!c_.fill_blocking()) return fail("the client stopped sending the body");
+                continue;
+              }
+              trailer_bytes_ += end + 2;
+              if (trailer_bytes_ > c_.opt_.max_head_bytes) return fail("chunked trailers too large");
+              bool last = end == 0;
+              in.erase(0, end + 2);
+              if (last) state_ = State::done;
+              continue;
+            }
+          }
+        }
+      }
+
+      bool write(std::string_view bytes) override {
+        if (broken_) return false;
+        if (!c_.write_blocking(bytes.data(), bytes.size())) broken_ = true;
+        return !broken_;
+      }
+
+      bool write_file(int fd, std::uint64_t offset, std::uint64_t length) override {
+        if (broken_) return false;
+        if (c_.ssl_) {
+          std::string buf(std::min<std::uint64_t>(length, 256 * 1024), '\0');
+          while (length > 0) {
+            ssize_t r = ::pread(fd, buf.data(), std::min<std::uint64_t>(length, buf.size()), static_cast<off_t>(offset));
+            if (r < 0 && errno == EINTR) continue;
+            if (r <= 0 || !write(std::string_view(buf.data(), static_cast<std::size_t>(r)))) return broken_ = true, false;
+            offset += static_cast<std::uint64_t>(r);
+            length -= static_cast<std::uint64_t>(r);
+          }
+          return true;
+        }
+        auto off = static_cast<off_t>(offset);
+        while (length > 0) {
+          ssize_t r = ::sendfile(c_.client_, fd, &off, std::min<std::uint64_t>(length, 1u << 30));
+          if (r > 0) {
+            length -= static_cast<std::uint64_t>(r);
+            continue;
+          }
+          if (r < 0 && errno == EINTR) continue;
+          if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && c_.wait_client(POLLOUT)) continue;
+          return broken_ = true, false;  // r == 0: the file is shorter than it was said to be
+        }
+        return true;
+      }
+
+     private:
+      enum class State { data, chunk_line, chunk_crlf, trailers, done };
+      Error fail(const char* why) {
+        broken_ = true;
+        return make_error(ErrorKind::unavailable, why);
+      }
+      Connection& c_;
+      Framing framing_;
+      bool continue_;
+      State state_;
+      std::uint64_t remaining_ = 0;
+      std::size_t trailer_bytes_ = 0;
+      bool broken_ = false;
+    };
 
     // True when nothing more will be exchanged (what is queued for the client was sent).
     bool finished() {
@@ -710,6 +965,37 @@ void FrontGuard::stop() {
   if (d.acceptor.joinable()) d.acceptor.join();
   std::unique_lock lock(d.mutex);
   d.idle.wait(lock, [&d] { return d.admission.active() == 0; });
+}
+
+std::optional<std::string_view> NativeRequest::header(std::string_view name) const {
+  auto rest = head.substr(std::min(head.size(), head.find("\r\n") + 2));
+  while (!rest.empty()) {
+    auto eol = rest.find("\r\n");
+    auto line = rest.substr(0, eol);
+    if (line.empty()) break;
+    auto colon = line.find(':');
+    if (colon != std::string_view::npos && artifacts::iequals(line.substr(0, colon), name))
+      return artifacts::trim_ows(line.substr(colon + 1));
+    if (eol == std::string_view::npos) break;
+    rest.remove_prefix(eol + 2);
+  }
+  return std::nullopt;
+}
+
+std::string_view NativeRequest::path() const {
+  auto t = target;
+  if (auto scheme = t.find("://"); scheme != std::string_view::npos && t.front() != '/') {
+    auto slash = t.find('/', scheme + 3);
+    t = slash == std::string_view::npos ? std::string_view("/") : t.substr(slash);
+  }
+  return t.substr(0, t.find_first_of("?#"));
+}
+
+std::string_view NativeRequest::query() const {
+  auto q = target.find('?');
+  if (q == std::string_view::npos) return {};
+  auto rest = target.substr(q + 1);
+  return rest.substr(0, rest.find('#'));
 }
 
 Result<std::uint16_t> free_loopback_port() {

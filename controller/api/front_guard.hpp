@@ -32,6 +32,7 @@
 namespace provisioner {
 
 class Logger;
+class NativeRoutes;
 
 struct FrontGuardOptions {
   std::string listen = "127.0.0.1:8080";  // host:port (a name, an IPv4 or an [IPv6] literal)
@@ -45,6 +46,8 @@ struct FrontGuardOptions {
   // 0 = from the process's open-file limit (each connection takes two descriptors).
   std::size_t max_connections = 0;
   std::size_t max_connections_per_client = 256;  // 0 = no per-address cap
+  // Routes the edge serves itself, streaming (native_route.hpp: the registry); not owned.
+  NativeRoutes* native = nullptr;
 };
 
 class FrontGuard {

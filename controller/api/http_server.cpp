@@ -288,6 +288,7 @@ Status HttpServer::start() {
       edge.idle_timeout = impl_->options.idle_timeout;
       edge.max_connections = impl_->options.max_connections;
       edge.max_connections_per_client = impl_->options.max_connections_per_client;
+      edge.native = impl_->options.native;
       impl_->guard = std::make_unique<FrontGuard>(impl_->log, std::move(edge));
       if (auto bound = impl_->guard->start(*port); !bound) {
         impl_->guard.reset();

@@ -28,6 +28,8 @@ struct HttpServerOptions {
   std::chrono::milliseconds idle_timeout{60'000};
   std::size_t max_connections = 0;
   std::size_t max_connections_per_client = 256;
+  // Routes the edge serves itself (the OCI registry at /v2/); not owned, may be null.
+  class NativeRoutes* native = nullptr;
 };
 
 class HttpServer {

@@ -43,6 +43,9 @@ const std::vector<IntRange>& int_ranges() {
       {"artifacts.max_connections_per_client", 0, 1 << 20},
       {"artifacts.head_timeout_ms", 100, 600'000},
       {"artifacts.keepalive_timeout_ms", 100, 3'600'000},
+      {"registry.token_ttl_seconds", 10, kDay},
+      {"registry.max_blob_bytes", 1, std::int64_t{1} << 50},
+      {"registry.max_manifest_bytes", 1024, 64 << 20},
       {"reconciler.tick_ms", 10, 60'000},
       {"reconciler.idle_recheck_ms", 10, kDayMs},
       {"reconciler.boot_timeout_seconds", 1, 30 * kDay},
@@ -284,6 +287,20 @@ Status read_api(const toml::table& a, const std::string& where, ControllerConfig
   return Ok{};
 }
 
+Status read_registry(const toml::table& t, const std::string& where, ControllerConfig& c) {
+  PROVISIONER_TRY(unknown_keys(t, {"enabled", "anonymous_pull", "realm", "token_ttl_seconds", "max_blob_bytes",
+                                    "max_manifest_bytes"},
+                               where + " [registry]"));
+  TableReader r(t, "registry");
+  PROVISIONER_TRY(r.boolean("enabled", c.registry_enabled));
+  PROVISIONER_TRY(r.boolean("anonymous_pull", c.registry_anonymous_pull));
+  PROVISIONER_TRY(r.string("realm", c.registry_realm));
+  PROVISIONER_TRY(r.integer("token_ttl_seconds", c.registry_token_ttl_seconds));
+  PROVISIONER_TRY(r.integer("max_blob_bytes", c.registry_max_blob_bytes));
+  PROVISIONER_TRY(r.integer("max_manifest_bytes", c.registry_max_manifest_bytes));
+  return Ok{};
+}
+
 Status read_reconciler(const toml::table& t, const std::string& where, ControllerConfig& c) {
   PROVISIONER_TRY(unknown_keys(t, {"tick_ms", "boot_timeout_seconds", "install_timeout_seconds", "gc_interval_seconds",
                                     "workers", "idle_recheck_ms"},
@@ -351,7 +368,7 @@ Status read_tokens(const toml::array& tokens, const std::string& where, Controll
 Status read_file_tables(const toml::table& t, const std::string& where, ControllerConfig& c) {
   PROVISIONER_TRY(unknown_keys(t, {"listen", "data_dir", "public_url", "recipes_dir", "max_body_bytes",
                                    "http_threads", "log", "tls", "api", "webhook", "tokens", "artifacts",
-                                   "reconciler", "redfish"},
+                                   "reconciler", "redfish", "registry"},
                                where));
   PROVISIONER_TRY(read_top(t, c));
   TableReader top(t, "");
@@ -366,6 +383,7 @@ Status read_file_tables(const toml::table& t, const std::string& where, Controll
   if (const auto* a = top.table("artifacts", shape)) PROVISIONER_TRY(read_artifacts(*a, where, c));
   if (const auto* r = top.table("reconciler", shape)) PROVISIONER_TRY(read_reconciler(*r, where, c));
   if (const auto* rf = top.table("redfish", shape)) PROVISIONER_TRY(read_redfish(*rf, where, c));
+  if (const auto* rg = top.table("registry", shape)) PROVISIONER_TRY(read_registry(*rg, where, c));
   if (!shape) return shape;
   if (const auto* node = t.get("tokens")) {
     if (!node->is_array()) return bad_value("tokens", "an array of tables ([[tokens]])", describe(*node));

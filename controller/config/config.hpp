@@ -58,6 +58,14 @@ struct ControllerConfig {
   std::int64_t artifact_retention_seconds = 24 * 3600;
   std::uint64_t max_upload_bytes = 16ull << 30;
 
+  // The embedded OCI registry at /v2/ on the API's address ([registry]).
+  bool registry_enabled = true;
+  bool registry_anonymous_pull = false;  // unauthenticated pulls (and tag lists)
+  std::string registry_realm;            // token endpoint URL; default: <public_url>/v2/token
+  std::int64_t registry_token_ttl_seconds = 900;
+  std::int64_t registry_max_blob_bytes = std::int64_t{1} << 40;
+  std::int64_t registry_max_manifest_bytes = 4 << 20;
+
   // Reconciler timing.
   int reconcile_tick_ms = 500;
   int idle_recheck_ms = 5000;

@@ -213,7 +213,7 @@ void JobReconciler::clean_up(const JobRecord& job) {
       log_store_error(log_, job, "complete the job", t.error());
 }
 
-Status JobReconciler::collect_garbage() {
+Result<artifacts::GcReport> JobReconciler::collect_garbage() {
   auto in_use = store_.media_in_use();
   if (!in_use) return in_use.error();
   std::set<std::string> referenced;
@@ -223,13 +223,14 @@ Status JobReconciler::collect_garbage() {
     if (media.boot_iso) referenced.insert(media.boot_iso->sha256);
     if (media.task_iso) referenced.insert(media.task_iso->sha256);
   }
-  auto report = artifacts_.gc(referenced, options_.artifact_retention);
+  auto report = options_.gc ? options_.gc(referenced, options_.artifact_retention)
+                            : artifacts_.gc(referenced, options_.artifact_retention);
   if (!report) return report.error();
   if (report->removed > 0)
     log_.info("artifacts collected", {{"removed", std::to_string(report->removed)},
                                       {"bytes_freed", std::to_string(report->bytes_freed)},
                                       {"kept", std::to_string(report->kept)}});
-  return Ok{};
+  return report;
 }
 
 }  // namespace provisioner

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <set>
@@ -26,6 +27,7 @@ class Logger;
 class MaintenanceIso;
 namespace artifacts {
 class ArtifactStore;
+struct GcReport;
 }
 
 struct ReconcilerOptions {
@@ -37,6 +39,9 @@ struct ReconcilerOptions {
   std::chrono::seconds install_timeout{4 * 3600};      // maintenance OS booted → outcome
   std::chrono::seconds gc_interval{600};
   std::chrono::seconds artifact_retention{24 * 3600};  // unreferenced artifacts kept this long
+  // How the sweep runs over the roots the jobs need (default: the artifact store's gc). The
+  // registry wraps it to add what it references, under its lock (registry_store.hpp).
+  std::function<Result<artifacts::GcReport>(const std::set<std::string>&, std::chrono::seconds)> gc;
 };
 
 class JobReconciler {
@@ -56,7 +61,7 @@ class JobReconciler {
   // Hands every unfinished job not already being driven (and not resting) to the workers.
   void reconcile_once();
   // Removes artifacts no unfinished job needs, older than the retention.
-  Status collect_garbage();
+  Result<artifacts::GcReport> collect_garbage();
 
  private:
   void work();
