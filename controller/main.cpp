@@ -119,7 +119,8 @@ int run(const ControllerConfig& config) {
   // The OCI registry: blobs in the artifact store's folder, so the two share one GC (under
   // the registry's lock: no manifest lands between its marking and the sweep).
   registry::RegistryStore registry_store(config.data_dir / "registry", config.data_dir / "artifacts",
-                                         static_cast<std::uint64_t>(config.registry_max_manifest_bytes));
+                                         static_cast<std::uint64_t>(config.registry_max_manifest_bytes),
+                                         std::chrono::seconds(config.registry_gc_grace_seconds));
   if (config.registry_enabled) {
     if (auto opened = registry_store.open(); !opened) {
       log.error("cannot open the registry", {{"error", opened.error().message}});

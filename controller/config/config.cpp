@@ -46,6 +46,7 @@ const std::vector<IntRange>& int_ranges() {
       {"registry.token_ttl_seconds", 10, kDay},
       {"registry.max_blob_bytes", 1, std::int64_t{1} << 50},
       {"registry.max_manifest_bytes", 1024, 64 << 20},
+      {"registry.gc_grace_seconds", 1, 30 * kDay},
       {"reconciler.tick_ms", 10, 60'000},
       {"reconciler.idle_recheck_ms", 10, kDayMs},
       {"reconciler.boot_timeout_seconds", 1, 30 * kDay},
@@ -289,7 +290,7 @@ Status read_api(const toml::table& a, const std::string& where, ControllerConfig
 
 Status read_registry(const toml::table& t, const std::string& where, ControllerConfig& c) {
   PROVISIONER_TRY(unknown_keys(t, {"enabled", "anonymous_pull", "realm", "token_ttl_seconds", "max_blob_bytes",
-                                    "max_manifest_bytes"},
+                                    "max_manifest_bytes", "gc_grace_seconds"},
                                where + " [registry]"));
   TableReader r(t, "registry");
   PROVISIONER_TRY(r.boolean("enabled", c.registry_enabled));
@@ -298,6 +299,7 @@ Status read_registry(const toml::table& t, const std::string& where, ControllerC
   PROVISIONER_TRY(r.integer("token_ttl_seconds", c.registry_token_ttl_seconds));
   PROVISIONER_TRY(r.integer("max_blob_bytes", c.registry_max_blob_bytes));
   PROVISIONER_TRY(r.integer("max_manifest_bytes", c.registry_max_manifest_bytes));
+  PROVISIONER_TRY(r.integer("gc_grace_seconds", c.registry_gc_grace_seconds));
   return Ok{};
 }
 

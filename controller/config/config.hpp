@@ -65,6 +65,8 @@ struct ControllerConfig {
   std::int64_t registry_token_ttl_seconds = 900;
   std::int64_t registry_max_blob_bytes = std::int64_t{1} << 40;
   std::int64_t registry_max_manifest_bytes = 4 << 20;
+  // A blob pushed within this is never garbage-collected (its manifest may be on its way).
+  std::int64_t registry_gc_grace_seconds = 3600;
 
   // Reconciler timing.
   int reconcile_tick_ms = 500;

@@ -144,12 +144,12 @@ struct RegistryService::Call {
             std::string_view content_type = "application/json") {
     std::string out = "HTTP/1.1 " + std::to_string(status) + " " + reason_phrase(status) + "\r\n";
     out += "Server: provisioner\r\nDocker-Distribution-API-Version: registry/2.0\r\n";
-    if (!body.empty() || status == 200) out += "Content-Type: " + std::string(content_type) + "\r\n";
-    bool has_length = false;
+    bool has_length = false;  // set by the caller for file bodies sent after the head
     for (const auto& [k, v] : headers) {
       out += k + ": " + v + "\r\n";
       if (iequals(k, "content-length")) has_length = true;
     }
+    if (!body.empty() || has_length || status == 200) out += "Content-Type: " + std::string(content_type) + "\r\n";
     if (!has_length) out += "Content-Length: " + std::to_string(body.size()) + "\r\n";
     out += "\r\n";
     if (!head) out += body;

@@ -91,6 +91,21 @@ std::optional<Digest> rehash(int fd, const std::string& algorithm) {
 
 bool is_digest_reference(const std::string& reference) { return reference.find(':') != std::string::npos; }
 
+// Marks a blob as just pushed: atime only (mtime is the artifact server's Last-Modified), which
+// is also what the artifact store's GC counts its retention from.
+void touch_pushed(const fs::path& p) {
+  struct timespec times[2];
+  times[0].tv_sec = 0;
+  times[0].tv_nsec = UTIME_NOW;
+  times[1].tv_sec = 0;
+  times[1].tv_nsec = UTIME_OMIT;
+  ::utimensat(AT_FDCWD, p.c_str(), times, 0);
+}
+
+std::chrono::system_clock::time_point last_pushed(const struct stat& st) {
+  return std::chrono::system_clock::from_time_t(std::max(st.st_atime, st.st_mtime));
+}
+
 }  // namespace
 
 struct RegistryStore::Upload {
@@ -106,8 +121,10 @@ struct RegistryStore::Upload {
   }
 };
 
-RegistryStore::RegistryStore(fs::path root, fs::path blob_root, std::uint64_t max_manifest_bytes)
-    : root_(std::move(root)), blob_root_(std::move(blob_root)), max_manifest_bytes_(max_manifest_bytes) {}
+RegistryStore::RegistryStore(fs::path root, fs::path blob_root, std::uint64_t max_manifest_bytes,
+                             std::chrono::seconds push_grace)
+    : root_(std::move(root)), blob_root_(std::move(blob_root)), max_manifest_bytes_(max_manifest_bytes),
+      push_grace_(push_grace) {}
 
 RegistryStore::~RegistryStore() = default;
 
@@ -214,7 +231,9 @@ std::optional<BlobInfo> RegistryStore::blob(const std::string& repo, const Diges
 }
 
 bool RegistryStore::mount(const std::string& repo, const std::string& from, const Digest& digest) {
-  if (!blob(from, digest)) return false;
+  auto source = blob(from, digest);
+  if (!source) return false;
+  touch_pushed(source->path);
   std::lock_guard lock(mutex_);
   auto& r = repos_[repo];
   if (r.blobs.insert(digest.str()).second) {
@@ -302,6 +321,7 @@ RResult<BlobInfo> RegistryStore::commit_temp(int fd, const fs::path& temp, const
   fs::create_directories(final.parent_path(), ec);
   if (::access(final.c_str(), F_OK) == 0) {
     ::unlink(temp.c_str());  // identical content is already stored: keep that one
+    touch_pushed(final);
   } else {
     if (::fsync(fd) != 0) return io("fsync upload");
     if (::rename(temp.c_str(), final.c_str()) != 0) return io("commit blob");
@@ -531,6 +551,15 @@ Result<artifacts::GcReport> RegistryStore::collect(
     const std::function<Result<artifacts::GcReport>(const std::set<std::string>&, std::chrono::seconds)>& sweep) {
   std::lock_guard lock(mutex_);
   std::set<std::string> sha512;
+  auto now = std::chrono::system_clock::now();
+  // Pushed within the grace: protected whatever the retention (its manifest may be on its way).
+  for (const auto& [name, repo] : repos_)
+    for (const auto& d : repo.blobs) {
+      auto parsed = parse_digest(d);
+      struct stat st{};
+      if (parsed && ::stat(blob_path(*parsed).c_str(), &st) == 0 && last_pushed(st) >= now - push_grace_)
+        (d.starts_with("sha256:") ? roots : sha512).insert(d);
+    }
   // Marked: every manifest (tagged or not) and everything each one names. Blobs pushed but
   // named by no manifest are left to retention, like any artifact: a push in progress has
   // uploaded its layers and not yet its manifest.
@@ -545,13 +574,12 @@ Result<artifacts::GcReport> RegistryStore::collect(
   if (!report) return report;
 
   // sha512 blobs, which the artifact store does not know.
-  auto now = std::chrono::system_clock::now();
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(blob_root_ / "sha512", ec)) {
     struct stat st{};
     if (::stat(entry.path().c_str(), &st) != 0) continue;
     auto name = entry.path().filename().string();
-    auto last = std::chrono::system_clock::from_time_t(std::max(st.st_atime, st.st_mtime));
+    auto last = last_pushed(st);
     bool temp = name.starts_with(kTempPrefix);
     if (temp ? last < now - std::max(retention, kTempGrace) : (!sha512.count("sha512:" + name) && last < now - retention)) {
       if (::unlink(entry.path().c_str()) == 0) {

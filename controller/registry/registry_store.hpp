@@ -78,8 +78,10 @@ using RResult = std::variant<T, RegistryError>;
 
 class RegistryStore {
  public:
+  // `push_grace`: a blob pushed (or pushed again, or mounted) within it is never collected,
+  // whatever the artifact retention: a push in progress sends its layers before its manifest.
   RegistryStore(std::filesystem::path root, std::filesystem::path blob_root,
-                std::uint64_t max_manifest_bytes = 4 << 20);
+                std::uint64_t max_manifest_bytes = 4 << 20, std::chrono::seconds push_grace = std::chrono::hours(1));
   ~RegistryStore();
   // Loads every repository's state (and creates the folders).
   Status open();
@@ -123,9 +125,9 @@ class RegistryStore {
                            std::optional<std::string> artifact_type) const;
 
   // ---- garbage collection
-  // Runs `sweep` with every sha256 digest the registry still needs added to `roots`, holding
-  // the registry's lock so no manifest lands between marking and sweeping; sha512 blobs are
-  // swept here under the same rules (unreferenced and not pushed within `retention`).
+  // Runs `sweep` with every sha256 digest the registry still needs added to `roots` (what any
+  // manifest names, and blobs pushed within the push grace), holding the registry's lock so no
+  // manifest lands between marking and sweeping; sha512 blobs are swept here by the same rules.
   Result<artifacts::GcReport> collect(
       std::set<std::string> roots, std::chrono::seconds retention,
       const std::function<Result<artifacts::GcReport>(const std::set<std::string>&, std::chrono::seconds)>& sweep);
@@ -157,6 +159,7 @@ class RegistryStore {
 
   std::filesystem::path root_, blob_root_;
   std::uint64_t max_manifest_bytes_;
+  std::chrono::seconds push_grace_;
   mutable std::mutex mutex_;  // repos_ and uploads_
   std::map<std::string, Repo> repos_;
   std::map<std::string, std::shared_ptr<Upload>> uploads_;
