@@ -527,38 +527,39 @@ struct FrontGuard::Impl {
     // Blocking reads and writes for a native route, over plain TCP or TLS.
     bool fill_blocking() {  // appends at least one byte to in_, or false
       char buf[64 * 1024];
+      auto n = read_into(buf, sizeof buf);
+      in_.append(buf, n);
+      return n > 0;
+    }
+
+    std::size_t read_into(char* buf, std::size_t cap) {  // at least one byte, or 0: gone
+      cap = std::min<std::size_t>(cap, INT32_MAX);
       for (;;) {
         if (ssl_) {
           ERR_clear_error();
-          int r = SSL_read(ssl_, buf, sizeof buf);
-          if (r > 0) {
-            in_.append(buf, static_cast<std::size_t>(r));
-            return true;
-          }
+          int r = SSL_read(ssl_, buf, static_cast<int>(cap));
+          if (r > 0) return static_cast<std::size_t>(r);
           int e = SSL_get_error(ssl_, r);
           if (e == SSL_ERROR_WANT_READ) {
-            if (!wait_client(POLLIN)) return false;
+            if (!wait_client(POLLIN)) return 0;
             continue;
           }
           if (e == SSL_ERROR_WANT_WRITE) {
-            if (!wait_client(POLLOUT)) return false;
+            if (!wait_client(POLLOUT)) return 0;
             continue;
           }
           client_eof_ = true;
-          return false;
+          return 0;
         }
-        ssize_t r = ::recv(client_, buf, sizeof buf, 0);
-        if (r > 0) {
-          in_.append(buf, static_cast<std::size_t>(r));
-          return true;
-        }
+        ssize_t r = ::recv(client_, buf, cap, 0);
+        if (r > 0) return static_cast<std::size_t>(r);
         if (r == 0) {
           client_eof_ = true;
-          return false;
+          return 0;
         }
         if (errno == EINTR) continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK) return false;
-        if (!wait_client(POLLIN)) return false;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) return 0;
+        if (!wait_client(POLLIN)) return 0;
       }
     }
 
@@ -612,7 +613,14 @@ struct FrontGuard::Impl {
           switch (state_) {
             case State::done: return std::size_t{0};
             case State::data: {
-              if (in.empty() && !c_.fill_blocking()) return fail("the client stopped sending the body");
+              if (in.empty()) {
+                // Straight into the caller's buffer: a large upload is copied once, not twice.
+                auto n = c_.read_into(buf, std::min<std::uint64_t>(remaining_, cap));
+                if (n == 0) return fail("the client stopped sending the body");
+                remaining_ -= n;
+                if (remaining_ == 0) state_ = framing_.kind == Framing::kChunked ? State::chunk_crlf : State::done;
+                return n;
+              }
               std::size_t n = std::min<std::uint64_t>({in.size(), remaining_, cap});
               std::memcpy(buf, in.data(), n);
               in.erase(0, n);
