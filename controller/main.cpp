@@ -22,6 +22,7 @@
 #include "controller/jobs/bmc_driver.hpp"
 #include "controller/jobs/reconciler.hpp"
 #include "controller/redfish/redfish_client.hpp"
+#include "controller/registry/recipe_catalog.hpp"
 #include "controller/registry/registry_service.hpp"
 #include "controller/registry/registry_store.hpp"
 #include "controller/jobs/job_service.hpp"
@@ -99,8 +100,21 @@ int run(const ControllerConfig& config) {
   artifacts::ArtifactServer artifact_server(artifact_store, artifact_options);
   JobMediaBuilder media(artifact_store, maintenance, JobMediaOptions{config.artifacts_public_url});
   ServerService servers(**store, clock, log, *key);
-  JobService jobs(**store, servers, clock, log, metrics, *key,
-                  JobServiceOptions{config.recipes_dir, config.public_url, config.webhook_max_skew_seconds});
+  // The OCI registry: blobs in the artifact store's folder, so the two share one GC (under
+  // the registry's lock: no manifest lands between its marking and the sweep).
+  registry::RegistryStore registry_store(config.data_dir / "registry", config.data_dir / "artifacts",
+                                         static_cast<std::uint64_t>(config.registry_max_manifest_bytes),
+                                         std::chrono::seconds(config.registry_gc_grace_seconds));
+  if (config.registry_enabled) {
+    if (auto opened = registry_store.open(); !opened) {
+      log.error("cannot open the registry", {{"error", opened.error().message}});
+      return 1;
+    }
+  }
+  registry::RecipeCatalog recipes(registry_store, *key);
+  JobServiceOptions job_options{config.recipes_dir, config.public_url, config.webhook_max_skew_seconds};
+  if (config.registry_enabled) job_options.named_recipes = &recipes;
+  JobService jobs(**store, servers, clock, log, metrics, *key, job_options);
   // Jobs stored by a version that kept recipe secrets in clear get them sealed now.
   if (auto sealed = jobs.seal_stored_recipes(); !sealed) {
     log.error("cannot seal stored recipes", {{"error", sealed.error().message}});
@@ -116,16 +130,7 @@ int run(const ControllerConfig& config) {
   reconcile.gc_interval = std::chrono::seconds(config.gc_interval_seconds);
   reconcile.workers = config.reconcile_workers;
   reconcile.artifact_retention = std::chrono::seconds(config.artifact_retention_seconds);
-  // The OCI registry: blobs in the artifact store's folder, so the two share one GC (under
-  // the registry's lock: no manifest lands between its marking and the sweep).
-  registry::RegistryStore registry_store(config.data_dir / "registry", config.data_dir / "artifacts",
-                                         static_cast<std::uint64_t>(config.registry_max_manifest_bytes),
-                                         std::chrono::seconds(config.registry_gc_grace_seconds));
   if (config.registry_enabled) {
-    if (auto opened = registry_store.open(); !opened) {
-      log.error("cannot open the registry", {{"error", opened.error().message}});
-      return 1;
-    }
     reconcile.gc = [&registry_store, &artifact_store](const std::set<std::string>& roots, std::chrono::seconds keep) {
       return registry_store.collect(roots, keep, [&artifact_store](const std::set<std::string>& all, std::chrono::seconds k) {
         return artifact_store.gc(all, k);
@@ -145,7 +150,8 @@ int run(const ControllerConfig& config) {
   artifacts::UploadService uploads(artifact_store, config.artifacts_public_url, config.max_upload_bytes,
                                    [&maintenance](const std::string& sha) { return maintenance.set_current(sha); });
   TokenAuthenticator auth(config.tokens);
-  ApiHandler handler(jobs, servers, uploads, artifact_store, **store, metrics, auth, log);
+  ApiHandler handler(jobs, servers, uploads, artifact_store, **store, metrics, auth, log,
+                     config.registry_enabled ? &recipes : nullptr);
   registry::RegistryOptions registry_options;
   registry_options.realm = !config.registry_realm.empty() ? config.registry_realm
                            : config.public_url.empty()    ? std::string()
@@ -155,6 +161,7 @@ int run(const ControllerConfig& config) {
   registry_options.max_blob_bytes = static_cast<std::uint64_t>(config.registry_max_blob_bytes);
   registry::RegistryService registry(registry_store, auth, log, crypto::hmac_sha256_hex(*key, "registry-token-v1"),
                                      registry_options, [&reconciler] { return reconciler.collect_garbage(); });
+  registry.set_recipes(&recipes);
   HttpServer server(handler, log,
                     HttpServerOptions{config.listen, config.tls_cert, config.tls_key, config.max_body_bytes,
                                       config.http_threads, static_cast<std::size_t>(config.api_max_head_bytes),

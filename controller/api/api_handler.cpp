@@ -8,6 +8,8 @@
 #include "controller/artifacts/artifact_store.hpp"
 #include "controller/artifacts/upload_service.hpp"
 #include "controller/jobs/job_service.hpp"
+#include "controller/jobs/named_recipes.hpp"
+#include "common/redact.hpp"
 #include "controller/logging/logger.hpp"
 #include "controller/metrics/metrics.hpp"
 #include "controller/servers/server_service.hpp"
@@ -35,6 +37,10 @@ const std::vector<RouteSpec>& api_routes() {
       {"PATCH", "/api/v1/servers/{id}", Permission::operate},
       {"DELETE", "/api/v1/servers/{id}", Permission::operate},
       {"POST", "/api/v1/artifacts", Permission::submit, true},
+      {"GET", "/api/v1/recipes/{name}", Permission::read},
+      {"GET", "/api/v1/recipes/{name}/{version}", Permission::read},
+      {"PUT", "/api/v1/recipes/{name}/{version}", Permission::submit},
+      {"DELETE", "/api/v1/recipes/{name}/{version}", Permission::operate},
       // Machines in network media mode have no token: see JobService::network_task_for_serial.
       {"GET", "/api/v1/tasks/by-serial/{serial}", Permission::open},
   };
@@ -114,8 +120,9 @@ std::optional<std::string> query_value(const ApiRequest& req, const char* name) 
 
 ApiHandler::ApiHandler(JobService& jobs, ServerService& servers, artifacts::UploadService& uploads,
                        const artifacts::ArtifactStore& artifacts, Store& store, Metrics& metrics,
-                       const TokenAuthenticator& auth, const Logger& log)
-    : jobs_(jobs), servers_(servers), uploads_(uploads), artifacts_(artifacts), store_(store), metrics_(metrics), auth_(auth), log_(log) {
+                       const TokenAuthenticator& auth, const Logger& log, NamedRecipes* recipes)
+    : jobs_(jobs), servers_(servers), uploads_(uploads), artifacts_(artifacts), store_(store), metrics_(metrics), auth_(auth), log_(log),
+      recipes_(recipes) {
   std::vector<std::string> patterns;
   for (const auto& r : api_routes()) patterns.push_back(r.pattern);
   metrics_.declare_routes(patterns);
@@ -246,6 +253,37 @@ ApiResponse ApiHandler::dispatch(const RouteSpec& route, const std::vector<std::
                                                              query_value(req, "purpose"), req.read_body});
       if (stored) log_.info("artifact uploaded", {{"sha256", (*stored)["sha256"]}, {"reused", (*stored)["reused"].dump()}});
       return from_result(stored, 201);
+    }
+    if (p.starts_with("/api/v1/recipes/")) {
+      if (!recipes_) return error_response(404, "named recipes need the registry ([registry] enabled)");
+      auto describe = [](const NamedRecipes::Stored& r, bool with_recipe) {
+        nlohmann::json out = {{"name", r.name}, {"version", r.version}, {"digest", r.digest},
+                              {"recipe_ref", r.name + "@" + r.version}, {"digest_ref", r.name + "@" + r.digest}};
+        if (with_recipe) out["recipe"] = redact(r.recipe);  // secrets never leave in an answer
+        return out;
+      };
+      if (p == "/api/v1/recipes/{name}") {
+        auto versions = recipes_->versions(params[0]);
+        if (!versions) return from_error(versions.error());
+        return json_response(200, {{"name", params[0]}, {"versions", *versions}});
+      }
+      if (route.method == "GET") {
+        auto got = recipes_->get(params[0], params[1]);
+        return got ? json_response(200, describe(*got, true)) : from_error(got.error());
+      }
+      if (route.method == "DELETE") {
+        auto removed = recipes_->remove(params[0], params[1]);
+        if (removed) log_.info("recipe version removed", {{"recipe", params[0] + "@" + params[1]}});
+        return removed ? ApiResponse{204, "application/json", "", {}} : from_error(removed.error());
+      }
+      auto body = parse_json(req.body);
+      if (!body) return from_error(body.error());
+      auto put = recipes_->put(params[0], params[1], *body);
+      if (!put) return from_error(put.error());
+      if (put->created) log_.info("recipe version stored", {{"recipe", put->name + "@" + put->version}, {"digest", put->digest}});
+      auto r = json_response(put->created ? 201 : 200, describe(*put, false));
+      r.headers.push_back({"Location", "/api/v1/recipes/" + put->name + "/" + put->version});
+      return r;
     }
     if (p == "/api/v1/tasks/by-serial/{serial}") {
       auto job = jobs_.network_task_for_serial(params[0]);

@@ -15,6 +15,7 @@
 namespace provisioner {
 
 class JobService;
+class NamedRecipes;
 class ServerService;
 namespace artifacts {
 class ArtifactStore;
@@ -55,7 +56,7 @@ class ApiHandler {
  public:
   ApiHandler(JobService& jobs, ServerService& servers, artifacts::UploadService& uploads,
              const artifacts::ArtifactStore& artifacts, Store& store, Metrics& metrics, const TokenAuthenticator& auth,
-             const Logger& log);
+             const Logger& log, NamedRecipes* recipes = nullptr);
 
   ApiResponse handle(const ApiRequest& request);
 
@@ -89,6 +90,7 @@ class ApiHandler {
   Metrics& metrics_;
   const TokenAuthenticator& auth_;
   const Logger& log_;
+  NamedRecipes* recipes_;  // null: the registry is off (no named recipes)
 };
 
 }  // namespace provisioner

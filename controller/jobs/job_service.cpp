@@ -1,4 +1,5 @@
 #include "controller/jobs/job_service.hpp"
+#include "controller/jobs/named_recipes.hpp"
 
 #include <fstream>
 #include <sstream>
@@ -61,12 +62,28 @@ std::string JobService::webhook_url(const std::string& serial) const {
   return options_.public_url + "/api/v1/status-webhook/" + serial;
 }
 
-Result<nlohmann::json> JobService::load_recipe_ref(const std::string& name) const {
+Result<nlohmann::json> JobService::load_recipe_ref(const std::string& ref) const {
+  // "name@version" / "name@sha256:<hex>": a named recipe in the registry.
+  auto at = ref.find('@');
+  std::string name = ref.substr(0, at);
+  auto named = [&](const std::string& version) -> Result<nlohmann::json> {
+    if (!options_.named_recipes)
+      return make_error(ErrorKind::invalid_input, "unknown recipe_ref",
+                        {{"/recipe_ref", "named recipes need the registry ([registry] enabled)"}});
+    auto got = options_.named_recipes->get(name, version);
+    if (got) return std::move(got->recipe);
+    if (got.error().kind == ErrorKind::not_found || got.error().kind == ErrorKind::invalid_input)
+      return make_error(ErrorKind::invalid_input, "unknown recipe_ref",
+                        {{"/recipe_ref", "no recipe '" + name + "' at '" + version + "'"}});
+    return got.error();
+  };
+  if (at != std::string::npos) return named(ref.substr(at + 1));
   // The schema already limits the name to [a-z0-9._-]; refuse dot-only names as well.
   if (name.find("..") != std::string::npos)
     return make_error(ErrorKind::invalid_input, "bad recipe_ref", {{"/recipe_ref", "not a recipe name"}});
   auto path = options_.recipes_dir / (name + ".json");
   std::ifstream in(path, std::ios::binary);
+  if (!in && options_.named_recipes) return named("latest");
   if (!in)
     return make_error(ErrorKind::invalid_input, "unknown recipe_ref",
                       {{"/recipe_ref", "no recipe named '" + name + "'"}});

@@ -22,6 +22,7 @@ namespace provisioner {
 
 class Logger;
 class Metrics;
+class NamedRecipes;
 class ServerService;
 
 struct JobServiceOptions {
@@ -29,6 +30,9 @@ struct JobServiceOptions {
   std::string public_url;             // base URL the maintenance OS reaches the controller at
   int webhook_max_skew_seconds = 300;
   int max_list_limit = 500;
+  // "name@version", "name@sha256:<hex>", and plain names not in recipes_dir ("name@latest");
+  // null when the registry is off.
+  NamedRecipes* named_recipes = nullptr;
 };
 
 struct JobListQuery {

@@ -14,6 +14,7 @@
 #include "controller/artifacts/http_request.hpp"
 #include "controller/logging/logger.hpp"
 #include "controller/registry/oci_route.hpp"
+#include "controller/registry/recipe_catalog.hpp"
 #include "controller/registry/registry_store.hpp"
 
 namespace provisioner::registry {
@@ -56,6 +57,7 @@ const char* reason_phrase(int status) {
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
     case 413: return "Payload Too Large";
+    case 409: return "Conflict";
     case 416: return "Range Not Satisfiable";
     case 500: return "Internal Server Error";
     default: return "Unknown";
@@ -75,6 +77,7 @@ std::string_view code_name(RegistryErrorCode c) {
     case RegistryErrorCode::name_unknown: return "NAME_UNKNOWN";
     case RegistryErrorCode::size_invalid: return "SIZE_INVALID";
     case RegistryErrorCode::range_invalid: return "BLOB_UPLOAD_INVALID";
+    case RegistryErrorCode::tag_exists: return "DENIED";
     case RegistryErrorCode::internal: return "UNKNOWN";
   }
   return "UNKNOWN";
@@ -89,6 +92,7 @@ int code_status(RegistryErrorCode c) {
     case RegistryErrorCode::manifest_too_large:
     case RegistryErrorCode::size_invalid: return 413;
     case RegistryErrorCode::range_invalid: return 416;
+    case RegistryErrorCode::tag_exists: return 409;
     case RegistryErrorCode::internal: return 500;
     default: return 400;
   }
@@ -572,8 +576,13 @@ bool RegistryService::dispatch(Call& c) {
         auto ct = c.req.header("content-type");
         std::optional<std::string_view> media;
         if (ct) media = artifacts::trim_ows(ct->substr(0, ct->find(';')));
-        auto put = store_.put_manifest(name, ref, bytes, media);
+        bool recipe = recipes_ && name.starts_with(kRecipeRepoPrefix);
+        if (recipe)
+          if (auto refused = recipes_->check_push(name, ref, bytes)) return c.error(*refused);
+        // A recipe version is immutable: its tag never moves once set.
+        auto put = store_.put_manifest(name, ref, bytes, media, recipe);
         if (auto* e = std::get_if<RegistryError>(&put)) return c.error(*e);
+        if (recipe) recipes_->pushed(name, ref, bytes);
         auto& done = std::get<ManifestPut>(put);
         log_.info("registry manifest pushed", {{"repository", name}, {"reference", ref}, {"digest", done.digest.str()},
                                                {"by", c.who ? c.who->name : ""}});

@@ -30,6 +30,7 @@ class Logger;
 namespace registry {
 
 class RegistryStore;
+class RecipeCatalog;
 
 struct RegistryOptions {
   // The token endpoint as clients reach it, e.g. "http://127.0.0.1:8080/v2/token".
@@ -50,6 +51,9 @@ class RegistryService final : public NativeRoutes {
   // runs a garbage collection (POST /v2/_gc, admin).
   RegistryService(RegistryStore& store, const TokenAuthenticator& auth, const Logger& log, std::string token_key,
                   RegistryOptions options, std::function<Result<artifacts::GcReport>()> run_gc = {});
+
+  // Pushes into recipes/<name> are checked as named recipes (recipe_catalog.hpp).
+  void set_recipes(RecipeCatalog* recipes) { recipes_ = recipes; }
 
   bool handles(std::string_view path) const override;
   bool serve(const NativeRequest& request, NativeExchange& exchange) override;
@@ -80,6 +84,7 @@ class RegistryService final : public NativeRoutes {
   std::string token_key_;
   RegistryOptions options_;
   std::function<Result<artifacts::GcReport>()> run_gc_;
+  RecipeCatalog* recipes_ = nullptr;
 };
 
 bool role_may(Role role, Action action);

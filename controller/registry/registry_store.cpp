@@ -403,7 +403,7 @@ RResult<BlobInfo> RegistryStore::put_blob(const std::string& repo, const Digest&
 
 RResult<ManifestPut> RegistryStore::put_manifest(const std::string& repo, const std::string& reference,
                                                  const std::string& bytes,
-                                                 std::optional<std::string_view> content_type) {
+                                                 std::optional<std::string_view> content_type, bool immutable_tag) {
   if (bytes.size() > max_manifest_bytes_)
     return err(RegistryErrorCode::manifest_too_large, "the manifest exceeds " + std::to_string(max_manifest_bytes_) + " bytes");
   auto parsed = parse_manifest(bytes, content_type);
@@ -461,6 +461,9 @@ RResult<ManifestPut> RegistryStore::put_manifest(const std::string& repo, const 
     m.refs.push_back(key);
   }
   auto key = digest.str();
+  if (tag && immutable_tag)
+    if (auto t = r.tags.find(*tag); t != r.tags.end() && t->second != key)
+      return err(RegistryErrorCode::tag_exists, "tag " + *tag + " already names another manifest");
   auto before = r;
   r.manifests[key] = std::move(m);
   if (tag) r.tags[*tag] = key;

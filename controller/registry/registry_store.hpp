@@ -65,7 +65,8 @@ struct ManifestPut {
 // Registry-level errors the HTTP side maps to the spec's codes.
 enum class RegistryErrorCode {
   blob_unknown, blob_upload_invalid, blob_upload_unknown, digest_invalid, manifest_blob_unknown,
-  manifest_invalid, manifest_unknown, manifest_too_large, name_unknown, size_invalid, range_invalid, internal,
+  manifest_invalid, manifest_unknown, manifest_too_large, name_unknown, size_invalid, range_invalid, tag_exists,
+  internal,
 };
 
 struct RegistryError {
@@ -113,8 +114,9 @@ class RegistryStore {
 
   // ---- manifests and tags
   // `reference` is a tag or a digest. The manifest must not exceed max_manifest_bytes.
+  // `immutable_tag`: a tag that already names another manifest is not moved (tag_exists).
   RResult<ManifestPut> put_manifest(const std::string& repo, const std::string& reference, const std::string& bytes,
-                                    std::optional<std::string_view> content_type);
+                                    std::optional<std::string_view> content_type, bool immutable_tag = false);
   RResult<StoredManifest> get_manifest(const std::string& repo, const std::string& reference) const;
   // By tag: removes the tag. By digest: removes the manifest and every tag pointing to it.
   RResult<bool> delete_manifest(const std::string& repo, const std::string& reference);
