@@ -162,6 +162,10 @@ int run(const ControllerConfig& config) {
   registry::RegistryService registry(registry_store, auth, log, crypto::hmac_sha256_hex(*key, "registry-token-v1"),
                                      registry_options, [&reconciler] { return reconciler.collect_garbage(); });
   registry.set_recipes(&recipes);
+  if (config.registry_enabled)
+    jobs.set_registry_pull_token([&registry](const std::string& job, const std::string& repo, std::int64_t until) {
+      return registry.job_pull_token(job, repo, until);
+    });
   HttpServer server(handler, log,
                     HttpServerOptions{config.listen, config.tls_cert, config.tls_key, config.max_body_bytes,
                                       config.http_threads, static_cast<std::size_t>(config.api_max_head_bytes),

@@ -5,6 +5,7 @@
 #include <cctype>
 
 #include "common/atomic_file.hpp"
+#include "common/crypto.hpp"
 #include "common/recipe.hpp"
 #include "dispatcher/http_client.hpp"
 
@@ -118,6 +119,19 @@ std::string recipe_env_text(const Task& task) {
   return out;
 }
 
+std::string registry_auth_json_text(const Task& task) {
+  json auths = json::object();
+  auto oci = str_at(task.recipe, "/image/oci"_json_pointer);
+  auto host = oci_registry(oci);
+  auto user_pass = str_at(task.recipe, "/secrets/registry_auth"_json_pointer);
+  if (!host.empty() && !user_pass.empty()) auths[host] = {{"auth", crypto::base64_encode(user_pass)}};
+  // The controller's own token wins for its own registry: it is what the job was granted.
+  for (const auto& [registry, token] : task.registry_auth)
+    auths[registry] = {{"auth", crypto::base64_encode("job:" + token)}};
+  if (auths.empty()) return {};
+  return json{{"auths", auths}}.dump() + "\n";
+}
+
 std::string layout_json_text(const Task& task) {
   const json& r = task.recipe;
   json layout;
@@ -159,6 +173,11 @@ Status write_run_files(const Task& task, const fs::path& run_dir) {
     for (auto& [k, v] : task.recipe["secrets"].items()) line(secrets, k, v.get<std::string>());
   if (auto s = put("secrets.env", secrets, 0600); !s) return s;
   if (auto s = put("webhook.env", webhook_env_text(task), 0600); !s) return s;
+  if (auto auth = registry_auth_json_text(task); !auth.empty()) {
+    if (auto s = put("registry-auth.json", auth, 0600); !s) return s;
+  } else {
+    fs::remove(run_dir / "registry-auth.json", ec);  // never an earlier task's credentials
+  }
   if (auto s = put("layout.json", layout_json_text(task), 0644); !s) return s;
   // recipe.json without its secrets: steps that need one read secrets.env.
   json visible = task.recipe;

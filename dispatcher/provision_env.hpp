@@ -28,11 +28,16 @@ std::string recipe_env_text(const Task& task);
 // the default (ESP 512 MiB + ext4 root) when it has none.
 std::string layout_json_text(const Task& task);
 
+// registry-auth.json (mode 0600), the containers-auth.json the image step hands skopeo:
+// the controller-issued token for its own registry (job.json), and `secrets.registry_auth`
+// ("user:password") for the registry of image.oci. Empty when there is neither.
+std::string registry_auth_json_text(const Task& task);
+
 // webhook.env (mode 0600): WEBHOOK_URL, WEBHOOK_KEY, WEBHOOK_KEY_ID, JOB_ID.
 std::string webhook_env_text(const Task& task);
 
 // Writes everything under run_dir, each file atomically: recipe.env, layout.json, recipe.json,
-// webhook.env (0600), secrets.env (0600), user-data, meta-data, network-config, unattend.xml,
+// webhook.env (0600), secrets.env (0600), registry-auth.json (0600, when any), user-data, meta-data, network-config, unattend.xml,
 // ks.cfg (those present on the medium or in the recipe), files/<name> (recipe files[]).
 Status write_run_files(const Task& task, const std::filesystem::path& run_dir);
 

@@ -36,6 +36,9 @@ Result<Task> read_task_job(const fs::path& root) {
   task.webhook_url = str("webhook_url");
   task.signing_key = str("signing_key");
   task.signing_key_id = str("signing_key_id");
+  if (auto ra = job->find("registry_auth"); ra != job->end() && ra->is_object())
+    for (const auto& [host, token] : ra->items())
+      if (token.is_string()) task.registry_auth[host] = token.get<std::string>();
   if (task.job_id.empty()) return bad("job.json has no id");
   if (task.webhook_url.empty()) return bad("job.json has no webhook_url");
   if (task.signing_key.empty()) return bad("job.json has no signing_key");

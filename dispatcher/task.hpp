@@ -1,6 +1,7 @@
 #pragma once
 // A task as read from a mounted task medium (layout: controller/iso/README.md).
 #include <filesystem>
+#include <map>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -21,6 +22,9 @@ struct Task {
   std::string signing_key;     // secret: never logged
   std::string signing_key_id;
   nlohmann::json recipe;
+  // Registry credentials the controller issued for this job (job.json "registry_auth":
+  // {"host:port": "<token>"}): secrets, never logged.
+  std::map<std::string, std::string> registry_auth;
 };
 
 // True when `root` holds the marker with a first line we understand.

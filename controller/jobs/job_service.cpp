@@ -354,6 +354,23 @@ Result<iso::TaskIsoInputs> JobService::task_inputs(const JobRecord& job) const {
                           {"signing_key", *key}};
   auto recipe = open_recipe_secrets(job.recipe, secret_key_);
   if (!recipe) return recipe.error();
+  // An image in this controller's own registry: the job gets a pull token for that repository
+  // only, valid for two days from the job's creation (deterministic, like the whole task ISO).
+  if (options_.registry_pull_token && recipe->contains("/image/oci"_json_pointer)) {
+    auto ref = recipe->at("/image/oci"_json_pointer).get<std::string>();
+    auto own = options_.public_url.substr(options_.public_url.find("://") == std::string::npos
+                                              ? 0
+                                              : options_.public_url.find("://") + 3);
+    own = own.substr(0, own.find('/'));
+    auto slash = ref.find('/');
+    if (!own.empty() && slash != std::string::npos && ref.substr(0, slash) == own) {
+      auto repo = ref.substr(slash + 1);
+      repo = repo.substr(0, repo.find('@'));
+      if (auto colon = repo.rfind(':'); colon != std::string::npos) repo = repo.substr(0, colon);
+      auto expires = job.created_ms / 1000 + 2 * 24 * 3600;
+      job_json["registry_auth"] = {{own, options_.registry_pull_token(job.id, repo, expires)}};
+    }
+  }
   return iso::TaskIsoInputs{job.id, std::move(*recipe), std::move(job_json)};
 }
 

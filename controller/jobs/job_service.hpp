@@ -33,6 +33,11 @@ struct JobServiceOptions {
   // "name@version", "name@sha256:<hex>", and plain names not in recipes_dir ("name@latest");
   // null when the registry is off.
   NamedRecipes* named_recipes = nullptr;
+  // A pull token for one repository of the controller's own registry, valid until `expires_s`
+  // (registry tokens are deterministic: a rebuilt task ISO has the same bytes). Set when the
+  // registry is on; a job whose image.oci names this controller gets one in its job.json.
+  std::function<std::string(const std::string& job_id, const std::string& repository, std::int64_t expires_s)>
+      registry_pull_token;
 };
 
 struct JobListQuery {
@@ -78,6 +83,10 @@ class JobService {
   // Called after a new job or an applied report, so the reconciler acts without waiting for
   // its next tick.
   void on_change(std::function<void(const std::string& job_id)> callback) { on_change_ = std::move(callback); }
+  // Set once at start-up, before any job is built (the registry is made after the jobs).
+  void set_registry_pull_token(decltype(JobServiceOptions::registry_pull_token) issue) {
+    options_.registry_pull_token = std::move(issue);
+  }
 
   // The job a machine asking by serial number should run (network media mode): provisioning,
   // network mode, and its maintenance OS not booted yet. A serial number can be guessed and a

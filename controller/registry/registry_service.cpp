@@ -181,14 +181,24 @@ bool RegistryService::handles(std::string_view path) const { return path == "/v2
 
 std::string RegistryService::issue_token(const Identity& who, const std::vector<Grant>& grants,
                                          std::int64_t now_s) const {
+  return issue_token_until(who, grants, now_s + options_.token_ttl.count());
+}
+
+std::string RegistryService::job_pull_token(const std::string& job_id, const std::string& repository,
+                                            std::int64_t expires_s) const {
+  return issue_token_until(Identity{"job:" + job_id, Role::operator_, true, false, {}},
+                           {Grant{"repository", repository, {Action::pull}}}, expires_s);
+}
+
+std::string RegistryService::issue_token_until(const Identity& who, const std::vector<Grant>& grants,
+                                               std::int64_t expires_s) const {
   json access = json::array();
   for (const auto& g : grants) {
     json actions = json::array();
     for (auto a : g.actions) actions.push_back(action_name(a));
     access.push_back({{"type", g.type}, {"name", g.name}, {"actions", actions}});
   }
-  json payload = {{"sub", who.name}, {"role", to_string(who.role)}, {"exp", now_s + options_.token_ttl.count()},
-                  {"access", access}};
+  json payload = {{"sub", who.name}, {"role", to_string(who.role)}, {"exp", expires_s}, {"access", access}};
   if (who.anonymous) payload["anonymous"] = true;
   auto encoded = crypto::to_hex(payload.dump());
   return std::string(kTokenPrefix) + encoded + "." + crypto::hmac_sha256_hex(token_key_, encoded);
@@ -241,7 +251,10 @@ bool RegistryService::serve(const NativeRequest& request, NativeExchange& exchan
       if (decoded) {
         auto colon = decoded->find(':');
         auto password = colon == std::string::npos ? *decoded : decoded->substr(colon + 1);
-        if (auto t = auth_.authenticate("Bearer " + password)) call.who = Identity{t->name, t->role, false, false, {}};
+        if (password.starts_with(kTokenPrefix))  // a job's pull token, from its authfile
+          call.who = verify_token(password, now_s);
+        else if (auto t = auth_.authenticate("Bearer " + password))
+          call.who = Identity{t->name, t->role, false, false, {}};
       }
     }
     call.credentials_bad = !call.who;

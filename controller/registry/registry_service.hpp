@@ -71,8 +71,12 @@ class RegistryService final : public NativeRoutes {
     std::vector<Grant> grants;  // registry tokens
   };
 
-  // Exposed for tests: issue and check registry tokens.
+  // Registry tokens: issued at `now_s` for the configured TTL, or until `expires_s`. Same
+  // inputs, same token (the task ISO that carries a job's pull token is deterministic).
   std::string issue_token(const Identity& who, const std::vector<Grant>& grants, std::int64_t now_s) const;
+  std::string issue_token_until(const Identity& who, const std::vector<Grant>& grants, std::int64_t expires_s) const;
+  // A job's pull token for one repository (JobServiceOptions::registry_pull_token).
+  std::string job_pull_token(const std::string& job_id, const std::string& repository, std::int64_t expires_s) const;
   std::optional<Identity> verify_token(std::string_view token, std::int64_t now_s) const;
 
  private:

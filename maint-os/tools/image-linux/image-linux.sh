@@ -47,18 +47,22 @@ fetch_url() {
   fi
 }
 
-# Copies an OCI image into an OCI layout directory (skopeo checks every blob's digest).
+# Copies an OCI image into an OCI layout directory (skopeo checks every blob's digest). The
+# job's registry credentials, when it has any, are in a 0600 authfile the dispatcher wrote:
+# they are passed by file, never on a command line or in the log.
 fetch_oci() {
   local dir=$1
   local src=docker://$IMAGE_OCI
+  local auth=()
+  [ -f "$PROVISION_DIR/registry-auth.json" ] && auth=(--authfile "$PROVISION_DIR/registry-auth.json")
   if [ -n "${IMAGE_DIGEST:-}" ] && [[ $IMAGE_OCI != *@sha256:* ]]; then
     local got
-    got=sha256:$(skopeo inspect --raw --tls-verify="$tls_verify" "$src" | sha256sum | cut -d' ' -f1)
+    got=sha256:$(skopeo inspect "${auth[@]}" --raw --tls-verify="$tls_verify" "$src" | sha256sum | cut -d' ' -f1)
     [ "$got" = "$IMAGE_DIGEST" ] || die "manifest digest of $IMAGE_OCI is $got, want $IMAGE_DIGEST"
     src=docker://${IMAGE_OCI%:*}@$IMAGE_DIGEST
   fi
   log "pulling $IMAGE_OCI"
-  skopeo copy --quiet --src-tls-verify="$tls_verify" "$src" "oci:$dir:image"
+  skopeo copy --quiet "${auth[@]}" --src-tls-verify="$tls_verify" "$src" "oci:$dir:image"
 }
 
 # Layer blobs of the single image in an OCI layout, in order, with their media types.

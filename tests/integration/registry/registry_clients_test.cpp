@@ -468,3 +468,39 @@ TEST_F(Registry, ConcurrentPushesOfOneLayerAndDroppedUploadsLeaveNothingHalfWrit
   EXPECT_FALSE(fs::exists(sha_dir / other_digest.substr(7)));
   EXPECT_EQ(req("HEAD", "/v2/ci/drop/blobs/" + other_digest, kOperator).status, 404);
 }
+
+TEST_F(Registry, AJobGetsAPullTokenForItsImageOnly) {
+  auto layout = build_layout("os");
+  ASSERT_EQ(run("skopeo copy --dest-tls-verify=false" + creds(kCi, "--dest-creds") + "oci:" + layout.string() + ":v1 " +
+                docker("os/debian:12")).code, 0);
+  ASSERT_EQ(run("skopeo copy --dest-tls-verify=false" + creds(kCi, "--dest-creds") + "oci:" + layout.string() + ":v1 " +
+                docker("os/secret:1")).code, 0);
+  nlohmann::json recipe = nlohmann::json::parse(R"({
+    "task_target": "provision-linux.target", "target_disk": "/dev/vda", "boot_mode": "bios", "hostname": "n1",
+    "image": {"format": "rootfs-tar"}})");
+  recipe["image"]["oci"] = host() + "/os/debian:12";
+  auto created = req("POST", "/api/v1/jobs", kCi, {{"Content-Type", "application/json"}},
+                     nlohmann::json{{"server", {{"serial", "SN-OCI"}}}, {"recipe", recipe}}.dump());
+  ASSERT_EQ(created.status, 201) << created.body;
+  auto job = controller_->wait_for_status(created.json()["id"].get<std::string>(), "provisioning");
+  auto iso = work_.path() / "task.iso";
+  auto url = job["media"]["task_iso"]["url"].get<std::string>();
+  ASSERT_EQ(run("curl -sf -o " + iso.string() + " " + sh_quote(url)).code, 0);
+  auto job_json = nlohmann::json::parse(run("isoinfo -R -i " + iso.string() + " -x /job.json").output);
+  ASSERT_TRUE(job_json.contains("registry_auth")) << job_json.dump();
+  auto token = job_json["registry_auth"][host()].get<std::string>();
+  EXPECT_TRUE(token.starts_with("pvr1."));
+
+  // The authfile the dispatcher writes from it lets skopeo pull that image, and only that.
+  auto authfile = work_.path() / "registry-auth.json";
+  std::ofstream(authfile) << nlohmann::json{{"auths", {{host(), {{"auth", crypto::base64_encode("job:" + token)}}}}}}.dump();
+  auto a = " --authfile " + authfile.string() + " ";
+  auto pulled = run("skopeo copy --src-tls-verify=false" + a + docker("os/debian:12") + " oci:" +
+                    (work_.path() / "pulled").string() + ":x");
+  EXPECT_EQ(pulled.code, 0) << pulled.output;
+  EXPECT_NE(run("skopeo inspect --tls-verify=false" + a + docker("os/secret:1")).code, 0);
+  EXPECT_NE(run("skopeo copy --dest-tls-verify=false" + a + "oci:" + layout.string() + ":v1 " + docker("os/debian:13")).code, 0);
+  EXPECT_EQ(req("GET", "/v2/os/debian/tags/list", kOperator).json()["tags"], nlohmann::json::array({"12"}));
+  // Never logged.
+  EXPECT_EQ(controller_->log_text().find(token), std::string::npos);
+}

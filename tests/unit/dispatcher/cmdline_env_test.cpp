@@ -1,4 +1,6 @@
 #include <gtest/gtest.h>
+
+#include "common/crypto.hpp"
 #include <sys/stat.h>
 
 #include <cstdio>
@@ -94,6 +96,23 @@ TEST(RecipeEnv, HasEveryKeyAndTheControllerRegistryRule) {
   EXPECT_EQ((*other)["REGISTRY_TLS_VERIFY"], "true");
 }
 
+TEST(RegistryAuth, AuthfileFromTheJobsTokenAndTheRecipesSecret) {
+  auto t = debian_task();
+  EXPECT_EQ(registry_auth_json_text(t), "");  // nothing to authenticate with: no file
+  t.recipe["image"] = {{"oci", "registry.example:5000/os/debian:12"}, {"format", "rootfs-tar"}};
+  t.recipe["secrets"] = {{"registry_auth", "robot:pa55"}};
+  auto third = nlohmann::json::parse(registry_auth_json_text(t));
+  EXPECT_EQ(third["auths"]["registry.example:5000"]["auth"], crypto::base64_encode("robot:pa55"));
+  // The controller's own token for its registry (job.json), in the same file.
+  t.registry_auth["127.0.0.1:8080"] = "pvr1.token";
+  auto both = nlohmann::json::parse(registry_auth_json_text(t));
+  EXPECT_EQ(both["auths"]["127.0.0.1:8080"]["auth"], crypto::base64_encode("job:pvr1.token"));
+  EXPECT_EQ(both["auths"].size(), 2u);
+  // Never in the world-readable files.
+  EXPECT_EQ(recipe_env_text(t).find("pvr1.token"), std::string::npos);
+  EXPECT_EQ(recipe_env_text(t).find("pa55"), std::string::npos);
+}
+
 TEST(RecipeEnv, NeverCarriesTheWebhookKey) {
   auto t = debian_task();
   EXPECT_EQ(recipe_env_text(t).find(t.signing_key), std::string::npos);
@@ -144,6 +163,7 @@ TEST(RunFiles, WritesTheContractWithModesAndNoStaleFiles) {
   EXPECT_EQ(slurp(run / "recipe.json").find("hunter2"), std::string::npos);
   EXPECT_NE(slurp(run / "secrets.env").find("ROOT_PASSWORD='hunter2'"), std::string::npos);
 
+  EXPECT_FALSE(fs::exists(run / "registry-auth.json"));  // the job has no registry credentials
   auto wh = read_webhook_env(run);
   ASSERT_TRUE(wh.ok());
   EXPECT_EQ(wh->key, "s3cr3t-key");
