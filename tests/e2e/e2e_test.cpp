@@ -31,6 +31,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "common/crypto.hpp"
 #include "tests/support/controller_process.hpp"
 #include "tests/support/http_client.hpp"
 
@@ -202,14 +203,59 @@ struct Scenario {
   std::string target_disk = "/dev/vda";
   bool expect_success = true;
   bool kill_controller = false;  // SIGKILL + restart the controller while the steps run
+  // The image as CI would ship it: pushed with skopeo into the controller's registry, and
+  // pulled by the image step with the job's own token, instead of the artifact URL.
+  bool image_from_registry = false;
 };
 
-json recipe_for(const Scenario& s, std::uint16_t artifacts_port) {
+// The e2e rootfs (a zstd tarball) as a one-layer OCI image layout, without recompressing it.
+fs::path rootfs_oci_layout(const fs::path& dir) {
+  const auto& im = images();
+  auto layout = dir / "rootfs-oci";
+  auto blobs = layout / "blobs" / "sha256";
+  fs::create_directories(blobs);
+  std::error_code ec;
+  fs::create_hard_link(im.rootfs, blobs / im.rootfs_sha256, ec);
+  if (ec) fs::copy_file(im.rootfs, blobs / im.rootfs_sha256);
+  auto put_blob = [&](const std::string& bytes) {
+    auto digest = provisioner::crypto::sha256_hex(bytes);
+    std::ofstream(blobs / digest, std::ios::binary) << bytes;
+    return digest;
+  };
+  auto config = json{{"architecture", "amd64"}, {"os", "linux"}, {"rootfs", {{"type", "layers"}, {"diff_ids", json::array()}}}}.dump();
+  auto config_digest = put_blob(config);
+  auto manifest = json{{"schemaVersion", 2},
+                       {"mediaType", "application/vnd.oci.image.manifest.v1+json"},
+                       {"config", {{"mediaType", "application/vnd.oci.image.config.v1+json"},
+                                   {"digest", "sha256:" + config_digest}, {"size", config.size()}}},
+                       {"layers", json::array({{{"mediaType", "application/vnd.oci.image.layer.v1.tar+zstd"},
+                                                {"digest", "sha256:" + im.rootfs_sha256},
+                                                {"size", fs::file_size(im.rootfs)}}})}}.dump();
+  auto manifest_digest = put_blob(manifest);
+  std::ofstream(layout / "oci-layout") << R"({"imageLayoutVersion":"1.0.0"})";
+  std::ofstream(layout / "index.json")
+      << json{{"schemaVersion", 2},
+              {"manifests", json::array({{{"mediaType", "application/vnd.oci.image.manifest.v1+json"},
+                                          {"digest", "sha256:" + manifest_digest},
+                                          {"size", manifest.size()},
+                                          {"annotations", {{"org.opencontainers.image.ref.name", "12"}}}}})}}.dump();
+  return layout;
+}
+
+json recipe_for(const Scenario& s, const ControllerProcess& controller, const std::string& oci_manifest_digest) {
   std::ifstream in(std::string(PROVISIONER_SOURCE_DIR) + "/recipes/debian-12.json");
   json r = json::parse(in);
   const auto& sha = images().rootfs_sha256;
-  r["image"]["url"] = "http://10.0.2.2:" + std::to_string(artifacts_port) + "/artifacts/" + sha + "/rootfs.tar.zst";
-  r["image"]["digest"] = "sha256:" + sha;
+  if (s.image_from_registry) {
+    // The controller's own registry, as the guest reaches it (the webhook origin).
+    r["image"] = {{"oci", "10.0.2.2:" + std::to_string(controller.port()) + "/os/debian:12"},
+                  {"digest", oci_manifest_digest},
+                  {"format", "rootfs-tar"}};
+  } else {
+    r["image"]["url"] =
+        "http://10.0.2.2:" + std::to_string(controller.artifacts_port()) + "/artifacts/" + sha + "/rootfs.tar.zst";
+    r["image"]["digest"] = "sha256:" + sha;
+  }
   r["boot_mode"] = s.firmware == "uefi" ? "uefi" : "bios";
   r["media_mode"] = s.media_mode;
   r["target_disk"] = s.target_disk;
@@ -265,8 +311,21 @@ void run_scenario(const Scenario& s) {
   ::setenv("PROVISIONER_PUBLIC_URL", ("http://10.0.2.2:" + std::to_string(controller.port())).c_str(), 1);
   controller.start();
 
-  // The installed system's image, served by the controller's artifact server.
-  {
+  // The installed system's image: pushed into the controller's registry with skopeo, as CI
+  // would; or uploaded to its artifact server.
+  std::string oci_digest;
+  if (s.image_from_registry) {
+    auto layout = rootfs_oci_layout(dir.path());
+    auto push = "skopeo copy --quiet --dest-tls-verify=false --dest-creds ci:" + std::string(ControllerProcess::kCiToken) +
+                " oci:" + layout.string() + ":12 docker://127.0.0.1:" + std::to_string(controller.port()) +
+                "/os/debian:12 2>&1";
+    ASSERT_EQ(std::system(push.c_str()), 0) << push;
+    auto head = http_request(controller.port(), "HEAD", "/v2/os/debian/manifests/12",
+                             {{"Authorization", std::string("Bearer ") + ControllerProcess::kOperatorToken}});
+    ASSERT_EQ(head.status, 200);
+    oci_digest = head.header("docker-content-digest");
+    say(s.name, "image pushed to the controller's registry as os/debian:12 (" + oci_digest + ")");
+  } else {
     std::string body = slurp(im.rootfs);
     auto r = http_request(controller.port(), "POST",
                           "/api/v1/artifacts?digest=sha256:" + im.rootfs_sha256 + "&name=rootfs.tar.zst",
@@ -279,7 +338,7 @@ void run_scenario(const Scenario& s) {
   json request = {{"server",
                    {{"serial", serial},
                     {"bmc", {{"address", vbmc.address()}, {"username", "admin"}, {"password", Vbmc::kPassword}}}}},
-                  {"recipe", recipe_for(s, controller.artifacts_port())}};
+                  {"recipe", recipe_for(s, controller, oci_digest)}};
   auto posted_at = Clock::now();
   auto created = controller.post("/api/v1/jobs", request.dump());
   ASSERT_EQ(created.status, 201) << created.body;
@@ -384,8 +443,8 @@ TEST(E2E, DualCdBiosInstallsDebianAndBootsItFromDisk) {
   run_scenario({.name = "bios-dual-cd", .firmware = "bios", .media_mode = "dual-cd"});
 }
 
-TEST(E2E, SingleIsoUefiInstallsDebianAndBootsItFromDisk) {
-  run_scenario({.name = "uefi-single-iso", .firmware = "uefi", .media_mode = "single-iso"});
+TEST(E2E, SingleIsoUefiInstallsDebianFromTheRegistryAndBootsItFromDisk) {
+  run_scenario({.name = "uefi-single-iso", .firmware = "uefi", .media_mode = "single-iso", .image_from_registry = true});
 }
 
 TEST(E2E, MissingDiskFailsTheJobAtPartitionAndLeavesTheMachineOffTheIso) {
