@@ -266,11 +266,18 @@ if [ "$format" = raw ]; then
     fetch_url "$IMAGE_URL" "$work/image"
     $(decompressor "$IMAGE_URL") "$work/image" | dd of="$disk" bs=4M conv=fsync status=none
   else
+    # The last layer (skopeo verified its digest on the way in): a tarball holding disk.raw, or
+    # a raw disk artifact layer (application/vnd.provisioner.disk.raw, +gzip/+zstd/+xz) written
+    # straight to the disk.
     fetch_oci "$work/oci"
     read -r digest media < <(oci_layers "$work/oci" | tail -n 1)
     dec="cat"
-    case $media in *gzip) dec="gzip -dc" ;; *zstd) dec="zstd -dc" ;; esac
-    $dec "$work/oci/blobs/sha256/${digest#sha256:}" | tar -xOf - disk.raw | dd of="$disk" bs=4M conv=fsync status=none
+    case $media in *gzip) dec="gzip -dc" ;; *zstd) dec="zstd -dc" ;; *xz) dec="xz -dc" ;; esac
+    blob=$work/oci/blobs/sha256/${digest#sha256:}
+    case $media in
+      *tar*) $dec "$blob" | tar -xOf - disk.raw | dd of="$disk" bs=4M conv=fsync status=none ;;
+      *) $dec "$blob" | dd of="$disk" bs=4M conv=fsync status=none ;;
+    esac
   fi
   partprobe "$disk" 2>/dev/null || true
   settle

@@ -274,4 +274,34 @@ for broken in "blkid-fails:/dev/nvme0n1p1=AB12-CD34" "blkid-empty:/dev/nvme0n1p1
   [ "$(cat "$case/root/etc/fstab")" = "# the image own fstab" ] || fail "$case: fstab overwritten: $(cat "$case/root/etc/fstab")"
   [ ! -s "$case/chroot.log" ] || fail "$case: went on to install a bootloader"
 done
+# ---- image-linux: a raw disk artifact from a registry, written straight to the disk --------
+# A loop device stands in for the disk; the fake skopeo "pulls" a layout whose one layer is the
+# raw image compressed (xz, then zstd), and the disk must then hold exactly those bytes.
+if loopdisk=$(truncate -s 8M "$work/disk.img" && losetup -f --show "$work/disk.img" 2>/dev/null); then
+  trap 'losetup -d "$loopdisk" 2>/dev/null; rm -rf "$work"' EXIT
+  head -c 3145728 /dev/urandom >"$work/raw.img"
+  for comp in xz zstd; do
+    case=$work/raw-$comp
+    mkdir -p "$case/run"
+    $comp -q -c "$work/raw.img" >"$case/layer"
+    mkoci "$case/oci" "$case/layer"
+    # mkoci writes tar layers: mark this one as a raw disk artifact layer.
+    m=$(jq -r '.manifests[0].digest' "$case/oci/index.json")
+    jq --arg t "application/vnd.provisioner.disk.raw+$comp" '.layers[0].mediaType = $t' \
+      "$case/oci/blobs/sha256/${m#sha256:}" >"$case/m.json"
+    m2=$(sha256sum "$case/m.json" | cut -d' ' -f1)
+    mv "$case/m.json" "$case/oci/blobs/sha256/$m2"
+    jq --arg d "sha256:$m2" '.manifests[0].digest = $d' "$case/oci/index.json" >"$case/i.json" && mv "$case/i.json" "$case/oci/index.json"
+    sed '/^IMAGE_/d; /^TARGET_DISK/d' "$run/recipe.env" >"$case/run/recipe.env"
+    printf "TARGET_DISK='%s'\nIMAGE_FORMAT='raw'\nIMAGE_OCI='127.0.0.1:9/os/disk:1'\n" "$loopdisk" >>"$case/run/recipe.env"
+    dd if=/dev/zero of="$loopdisk" bs=1M count=8 status=none
+    rc=0
+    PATH=$fake:$PATH FAKE_OCI=$case/oci PROVISION_DIR=$case/run bash "$tools/image-linux/image-linux.sh" >"$case/log" 2>&1 || rc=$?
+    [ "$rc" = 0 ] || { cat "$case/log" >&2; fail "raw $comp image not written"; }
+    cmp -n 3145728 "$work/raw.img" "$loopdisk" || fail "raw $comp image: the disk holds other bytes"
+  done
+else
+  echo "note: no loop device here: the raw image case was not run" >&2
+fi
+
 echo "step scripts OK"
