@@ -2,6 +2,7 @@
 // manifests only over blobs the repository holds, state that survives a reopen, GC.
 #include <gtest/gtest.h>
 
+#include <sys/mount.h>
 #include <sys/stat.h>
 
 #include <filesystem>
@@ -285,4 +286,36 @@ TEST_F(RegistryStoreTest, CollectKeepsWhatManifestsNameAndRemovesTheRest) {
   std::this_thread::sleep_for(std::chrono::milliseconds(2100));
   ASSERT_TRUE(store->collect({job_iso.hex}, std::chrono::seconds(0), sweep));
   EXPECT_TRUE(fs::exists(blobs / "sha256" / job_iso.hex));
+}
+
+// A full disk (a 2 MiB tmpfs, when this process may mount one) refuses the blob and leaves
+// nothing: no temp file, no blob, no link.
+TEST(RegistryStoreFullDisk, LeavesNothingHalfWritten) {
+  test::TempDir dir;
+  auto mnt = dir.path() / "small";
+  fs::create_directories(mnt);
+  if (::mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=2m") != 0) GTEST_SKIP() << "cannot mount a tmpfs here (not root?)";
+  struct Unmount {
+    fs::path p;
+    ~Unmount() { ::umount2(p.c_str(), MNT_DETACH); }
+  } unmount{mnt};
+  RegistryStore store(mnt / "registry", mnt / "artifacts", 1 << 16, std::chrono::seconds(1));
+  ASSERT_TRUE(store.open().ok());
+  std::string data = crypto::random_bytes(3 << 20);
+  auto dg = digest_of(data);
+  auto put = store.put_blob("a", dg, from(data), 1ull << 40);
+  ASSERT_TRUE(std::holds_alternative<RegistryError>(put));
+  EXPECT_EQ(std::get<RegistryError>(put).code, RegistryErrorCode::internal);
+  EXPECT_FALSE(store.blob("a", dg));
+  EXPECT_EQ(temp_files(mnt / "artifacts" / "sha256"), 0u);
+  auto id = store.start_upload("a");
+  auto appended = store.append_upload("a", id, 0, from(data), 1ull << 40);
+  EXPECT_TRUE(std::holds_alternative<RegistryError>(appended));
+  EXPECT_TRUE(store.cancel_upload("a", id));
+  EXPECT_EQ(temp_files(mnt / "artifacts" / "sha256"), 0u);
+  // Room again: the same blob lands whole.
+  std::string small = crypto::random_bytes(100000);
+  auto ok_put = store.put_blob("a", digest_of(small), from(small), 1ull << 40);
+  ASSERT_TRUE(std::holds_alternative<BlobInfo>(ok_put));
+  EXPECT_EQ(*read_file(std::get<BlobInfo>(ok_put).path), small);
 }
