@@ -162,6 +162,7 @@ int run(const ControllerConfig& config) {
   registry::RegistryService registry(registry_store, auth, log, crypto::hmac_sha256_hex(*key, "registry-token-v1"),
                                      registry_options, [&reconciler] { return reconciler.collect_garbage(); });
   registry.set_recipes(&recipes);
+  registry.set_metrics(&metrics);
   if (config.registry_enabled)
     jobs.set_registry_pull_token([&registry](const std::string& job, const std::string& repo, std::int64_t until) {
       return registry.job_pull_token(job, repo, until);

@@ -13,6 +13,7 @@
 #include "controller/artifacts/http_range.hpp"
 #include "controller/artifacts/http_request.hpp"
 #include "controller/logging/logger.hpp"
+#include "controller/metrics/metrics.hpp"
 #include "controller/registry/oci_route.hpp"
 #include "controller/registry/recipe_catalog.hpp"
 #include "controller/registry/registry_store.hpp"
@@ -121,6 +122,23 @@ std::string upload_range(std::uint64_t offset) {
   return "0-" + std::to_string(offset == 0 ? 0 : offset - 1);
 }
 
+std::string route_template(Route::Kind kind) {
+  using K = Route::Kind;
+  switch (kind) {
+    case K::base: return "/v2/";
+    case K::token: return "/v2/token";
+    case K::catalog: return "/v2/_catalog";
+    case K::gc: return "/v2/_gc";
+    case K::blob: return "/v2/{name}/blobs/{digest}";
+    case K::upload_start: return "/v2/{name}/blobs/uploads/";
+    case K::upload: return "/v2/{name}/blobs/uploads/{id}";
+    case K::manifest: return "/v2/{name}/manifests/{reference}";
+    case K::tags: return "/v2/{name}/tags/list";
+    case K::referrers: return "/v2/{name}/referrers/{digest}";
+    default: return "other";
+  }
+}
+
 }  // namespace
 
 bool role_may(Role role, Action action) {
@@ -142,10 +160,12 @@ struct RegistryService::Call {
   std::optional<Identity> who;
   bool credentials_bad = false;  // credentials were sent and are wrong
   bool head = false;
+  int status = 0;  // of the answer sent
 
   // Sends a whole answer. `body` is not sent for HEAD (its length still is).
   bool send(int status, std::vector<std::pair<std::string, std::string>> headers, std::string_view body = {},
             std::string_view content_type = "application/json") {
+    this->status = status;
     std::string out = "HTTP/1.1 " + std::to_string(status) + " " + reason_phrase(status) + "\r\n";
     out += "Server: provisioner\r\nDocker-Distribution-API-Version: registry/2.0\r\n";
     bool has_length = false;  // set by the caller for file bodies sent after the head
@@ -176,6 +196,17 @@ RegistryService::RegistryService(RegistryStore& store, const TokenAuthenticator&
                                  std::function<Result<artifacts::GcReport>()> run_gc)
     : store_(store), auth_(auth), log_(log), token_key_(std::move(token_key)), options_(std::move(options)),
       run_gc_(std::move(run_gc)) {}
+
+void RegistryService::set_metrics(Metrics* metrics) {
+  metrics_ = metrics;
+  if (!metrics_) return;
+  std::vector<std::string> templates;
+  using K = Route::Kind;
+  for (auto k : {K::base, K::token, K::catalog, K::gc, K::blob, K::upload_start, K::upload, K::manifest, K::tags,
+                 K::referrers})
+    templates.push_back(route_template(k));
+  metrics_->declare_routes(templates);
+}
 
 bool RegistryService::handles(std::string_view path) const { return path == "/v2" || path.starts_with("/v2/"); }
 
@@ -259,7 +290,12 @@ bool RegistryService::serve(const NativeRequest& request, NativeExchange& exchan
     }
     call.credentials_bad = !call.who;
   }
-  return dispatch(call);
+  auto started = std::chrono::steady_clock::now();
+  bool keep = dispatch(call);
+  if (metrics_)
+    metrics_->count_request(std::string(request.method), route_template(call.route.kind), call.status,
+                            std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+  return keep;
 }
 
 bool RegistryService::dispatch(Call& c) {

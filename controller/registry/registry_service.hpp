@@ -26,6 +26,7 @@
 namespace provisioner {
 
 class Logger;
+class Metrics;
 
 namespace registry {
 
@@ -54,6 +55,8 @@ class RegistryService final : public NativeRoutes {
 
   // Pushes into recipes/<name> are checked as named recipes (recipe_catalog.hpp).
   void set_recipes(RecipeCatalog* recipes) { recipes_ = recipes; }
+  // Requests counted in GET /metrics by route template ("/v2/{name}/blobs/{digest}").
+  void set_metrics(Metrics* metrics);
 
   bool handles(std::string_view path) const override;
   bool serve(const NativeRequest& request, NativeExchange& exchange) override;
@@ -89,6 +92,7 @@ class RegistryService final : public NativeRoutes {
   RegistryOptions options_;
   std::function<Result<artifacts::GcReport>()> run_gc_;
   RecipeCatalog* recipes_ = nullptr;
+  Metrics* metrics_ = nullptr;
 };
 
 bool role_may(Role role, Action action);

@@ -404,6 +404,9 @@ TEST_F(Registry, TokenFlowAndRoles) {
   auto forged = token;
   forged[forged.size() - 1] = forged.back() == '0' ? '1' : '0';
   EXPECT_EQ(req("GET", "/v2/", forged.c_str()).status, 401);
+  // Counted in /metrics by route template.
+  auto metrics = controller_->get("/metrics").body;
+  EXPECT_NE(metrics.find("route=\"/v2/{name}/blobs/uploads/\""), std::string::npos) << metrics.substr(0, 2000);
   // No token or secret in the log.
   auto log = controller_->log_text();
   for (const std::string& secret : {std::string(kCi), std::string(kOperator), token})
