@@ -153,9 +153,9 @@ int run(const ControllerConfig& config) {
   ApiHandler handler(jobs, servers, uploads, artifact_store, **store, metrics, auth, log,
                      config.registry_enabled ? &recipes : nullptr);
   registry::RegistryOptions registry_options;
-  registry_options.realm = !config.registry_realm.empty() ? config.registry_realm
-                           : config.public_url.empty()    ? std::string()
-                                                          : config.public_url + "/v2/token";
+  // Empty: the token endpoint at the address the client used (a CI runner and a machine may
+  // reach the controller by different addresses).
+  registry_options.realm = config.registry_realm;
   registry_options.anonymous_pull = config.registry_anonymous_pull;
   registry_options.token_ttl = std::chrono::seconds(config.registry_token_ttl_seconds);
   registry_options.max_blob_bytes = static_cast<std::uint64_t>(config.registry_max_blob_bytes);

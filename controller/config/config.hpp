@@ -61,7 +61,7 @@ struct ControllerConfig {
   // The embedded OCI registry at /v2/ on the API's address ([registry]).
   bool registry_enabled = true;
   bool registry_anonymous_pull = false;  // unauthenticated pulls (and tag lists)
-  std::string registry_realm;            // token endpoint URL; default: <public_url>/v2/token
+  std::string registry_realm;            // token endpoint URL; default: /v2/token at the request's Host
   std::int64_t registry_token_ttl_seconds = 900;
   std::int64_t registry_max_blob_bytes = std::int64_t{1} << 40;
   std::int64_t registry_max_manifest_bytes = 4 << 20;

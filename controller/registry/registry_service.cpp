@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <ctime>
 
 #include <nlohmann/json.hpp>
@@ -304,8 +305,13 @@ bool RegistryService::dispatch(Call& c) {
 
   auto realm = [&] {
     if (!options_.realm.empty()) return options_.realm;
-    auto host = c.req.header("host").value_or("127.0.0.1");
-    return std::string(c.req.tls ? "https://" : "http://") + std::string(host) + "/v2/token";
+    // The Host the client used, when it is a plain host[:port] (never reflect anything else).
+    std::string host(c.req.header("host").value_or(""));
+    bool plain = !host.empty() && host.size() <= 255 && std::all_of(host.begin(), host.end(), [](char ch) {
+      return std::isalnum(static_cast<unsigned char>(ch)) || ch == '.' || ch == '-' || ch == ':' || ch == '[' || ch == ']';
+    });
+    if (!plain) host = "localhost";
+    return std::string(c.req.tls ? "https://" : "http://") + host + "/v2/token";
   };
   auto challenge = [&](std::string_view scope) {
     std::string v = "Bearer realm=\"" + realm() + "\",service=\"" + options_.service + "\"";

@@ -368,6 +368,9 @@ TEST_F(Registry, TokenFlowAndRoles) {
   EXPECT_TRUE(challenge.starts_with("Bearer realm=\"http://127.0.0.1:" + std::to_string(controller_->port()) + "/v2/token\""))
       << challenge;
   EXPECT_NE(challenge.find("service=\"provisioner\""), std::string::npos);
+  // The realm is the address the client used, and only ever a plain host:port.
+  auto odd_host = parse_response(raw_exchange(controller_->port(), "GET /v2/ HTTP/1.1\r\nHost: a\"b,evil\r\nConnection: close\r\n\r\n"));
+  EXPECT_EQ(odd_host.header("www-authenticate"), "Bearer realm=\"http://localhost/v2/token\",service=\"provisioner\"");
   auto need_push = req("POST", "/v2/ci/t/blobs/uploads/", nullptr);
   EXPECT_NE(need_push.header("www-authenticate").find("scope=\"repository:ci/t:pull,push\""), std::string::npos);
 
