@@ -75,6 +75,9 @@ RResult<json> RecipeCatalog::layer_recipe(const std::string& repo, const std::st
     return RegistryError{RegistryErrorCode::manifest_invalid, "layers[0].size: a recipe is at most 4 MiB"};
   auto blob = store_.blob(repo, layer.digest);
   if (!blob) return RegistryError{RegistryErrorCode::manifest_blob_unknown, "layers[0]: blob unknown to the repository"};
+  // What is stored, not what the manifest says, bounds the read (a sparse blob is cheap to push).
+  if (blob->size != layer.size || blob->size > kMaxRecipeBytes)
+    return RegistryError{RegistryErrorCode::manifest_invalid, "layers[0].size: does not match the blob, or over 4 MiB"};
   auto text = read_file(blob->path);
   if (!text) return RegistryError{RegistryErrorCode::internal, text.error().message};
   json doc = json::parse(*text, nullptr, false);
@@ -156,9 +159,18 @@ Status RecipeCatalog::remove(const std::string& name, const std::string& version
   auto latest = store_.get_manifest(repo, "latest");
   auto removed = store_.delete_manifest(repo, version);
   if (auto* e = std::get_if<RegistryError>(&removed)) return to_error(*e, name + "@" + version);
-  // `latest` no longer names a removed version.
-  if (auto* l = std::get_if<StoredManifest>(&latest); l && l->digest == std::get<StoredManifest>(target).digest)
+  const auto& digest = std::get<StoredManifest>(target).digest;
+  // `latest` no longer names a removed version; and the version's digest no longer resolves
+  // unless another version is the very same artifact.
+  if (auto* l = std::get_if<StoredManifest>(&latest); l && l->digest == digest)
     (void)store_.delete_manifest(repo, "latest");
+  bool still_named = false;
+  if (auto tags = store_.tags(repo))
+    for (const auto& t : *tags)
+      if (auto m = store_.get_manifest(repo, t); std::holds_alternative<StoredManifest>(m) &&
+                                                 std::get<StoredManifest>(m).digest == digest)
+        still_named = true;
+  if (!still_named) (void)store_.delete_manifest(repo, digest.str());
   return Ok{};
 }
 
@@ -174,10 +186,14 @@ std::optional<RegistryError> RecipeCatalog::check_push(const std::string& repo, 
   if (auto errors = validator_.validate(recipe); !errors.empty())
     return RegistryError{RegistryErrorCode::manifest_invalid,
                          "recipe " + errors.front().path + ": " + errors.front().message};
-  if (seal_recipe_secrets(recipe, key_) != recipe)
+  if (seal_recipe_secrets(recipe, key_) != recipe) {
+    // Its layer is already stored (blobs come before manifests): it must not stay readable.
+    if (auto m = parse_manifest(manifest_bytes, std::nullopt); m && m->blobs.size() == 2)
+      (void)store_.discard_blob(repo, m->blobs[1].digest);
     return RegistryError{RegistryErrorCode::manifest_invalid,
-                         "the recipe carries secrets in clear: store it with PUT /api/v1/recipes/" + name +
-                             "/<version>, which seals them at rest"};
+                         "the recipe carries secrets in clear (its layer was deleted): store it with PUT "
+                         "/api/v1/recipes/" + name + "/<version>, which seals them at rest"};
+  }
   return std::nullopt;
 }
 

@@ -31,7 +31,8 @@ class RecipeCatalog final : public NamedRecipes {
   Status remove(const std::string& name, const std::string& version) override;
 
   // For manifests pushed over /v2/ into recipes/<name>: refuses (MANIFEST_INVALID, or
-  // tag_exists) what put() would refuse. Called before the store takes the manifest.
+  // tag_exists) what put() would refuse. Called before the store takes the manifest. A layer
+  // refused for secrets in clear is deleted (unless something else holds the same bytes).
   std::optional<RegistryError> check_push(const std::string& repo, const std::string& reference,
                                           const std::string& manifest_bytes) const;
   // After a pushed version landed: `latest` names it.

@@ -176,6 +176,8 @@ struct RegistryService::Call {
     }
     if (!body.empty() || has_length || status == 200) out += "Content-Type: " + std::string(content_type) + "\r\n";
     if (!has_length) out += "Content-Length: " + std::to_string(body.size()) + "\r\n";
+    // Answered before its body was read (401, 413, 416...): the edge closes the connection.
+    if (!ex.body_complete()) out += "Connection: close\r\n";
     out += "\r\n";
     if (!head) out += body;
     return ex.write(out);
@@ -218,7 +220,7 @@ std::string RegistryService::issue_token(const Identity& who, const std::vector<
 
 std::string RegistryService::job_pull_token(const std::string& job_id, const std::string& repository,
                                             std::int64_t expires_s) const {
-  return issue_token_until(Identity{"job:" + job_id, Role::operator_, true, false, {}},
+  return issue_token_until(Identity{"job:" + job_id, Role::operator_, true, false, 0, {}},
                            {Grant{"repository", repository, {Action::pull}}}, expires_s);
 }
 
@@ -250,7 +252,7 @@ std::optional<RegistryService::Identity> RegistryService::verify_token(std::stri
   if (p["exp"].get<std::int64_t>() <= now_s) return std::nullopt;
   auto role = parse_role(p.value("role", ""));
   if (!role) return std::nullopt;
-  Identity who{p.value("sub", ""), *role, true, p.value("anonymous", false), {}};
+  Identity who{p.value("sub", ""), *role, true, p.value("anonymous", false), p["exp"].get<std::int64_t>(), {}};
   const json access = p.value("access", json::array());
   for (const auto& a : access) {
     if (!a.is_object()) continue;
@@ -276,7 +278,7 @@ bool RegistryService::serve(const NativeRequest& request, NativeExchange& exchan
       if (token.starts_with(kTokenPrefix)) {
         call.who = verify_token(token, now_s);
       } else if (auto t = auth_.authenticate("Bearer " + std::string(token))) {
-        call.who = Identity{t->name, t->role, false, false, {}};
+        call.who = Identity{t->name, t->role, false, false, 0, {}};
       }
     } else if (authz->size() > 6 && iequals(authz->substr(0, 6), "basic ")) {
       auto decoded = crypto::base64_decode(artifacts::trim_ows(authz->substr(6)));
@@ -286,7 +288,7 @@ bool RegistryService::serve(const NativeRequest& request, NativeExchange& exchan
         if (password.starts_with(kTokenPrefix))  // a job's pull token, from its authfile
           call.who = verify_token(password, now_s);
         else if (auto t = auth_.authenticate("Bearer " + password))
-          call.who = Identity{t->name, t->role, false, false, {}};
+          call.who = Identity{t->name, t->role, false, false, 0, {}};
       }
     }
     call.credentials_bad = !call.who;
@@ -368,7 +370,7 @@ bool RegistryService::dispatch(Call& c) {
                 {{"WWW-Authenticate", "Basic realm=\"" + options_.service + "\""}});
         return true;
       }
-      Identity who = c.who.value_or(Identity{"anonymous", Role::auditor, true, true, {}});
+      Identity who = c.who.value_or(Identity{"anonymous", Role::auditor, true, true, 0, {}});
       std::vector<Grant> grants;
       for (const auto& [k, v] : c.query) {
         if (k != "scope") continue;
@@ -410,13 +412,17 @@ bool RegistryService::dispatch(Call& c) {
           return g.actions.empty();
         });
       }
-      auto token = issue_token(who, grants, now_s);
+      // A token issued from a registry token never outlives it (no renewing a job's token
+      // forever); one from an API token lives the configured TTL.
+      auto expires = now_s + options_.token_ttl.count();
+      if (c.who && c.who->scoped) expires = std::min(expires, c.who->expires_s);
+      auto token = issue_token_until(who, grants, expires);
       char issued[32];
       std::time_t t = now_s;
       std::tm tm{};
       gmtime_r(&t, &tm);
       std::strftime(issued, sizeof issued, "%Y-%m-%dT%H:%M:%SZ", &tm);
-      json body = {{"token", token}, {"access_token", token}, {"expires_in", options_.token_ttl.count()},
+      json body = {{"token", token}, {"access_token", token}, {"expires_in", expires - now_s},
                    {"issued_at", issued}};
       return c.send(200, {{"Cache-Control", "no-store"}}, body.dump());
     }
@@ -451,8 +457,9 @@ bool RegistryService::dispatch(Call& c) {
                 {challenge("")});
         return true;
       }
-      if (c.who->anonymous || c.who->role != Role::admin)
-        return c.error(403, "DENIED", "garbage collection needs the admin role");
+      // An admin's API token only: a registry token is scoped to repositories, never to GC.
+      if (c.who->scoped || c.who->role != Role::admin)
+        return c.error(403, "DENIED", "garbage collection needs an admin API token");
       if (!run_gc_) return c.error(405, "UNSUPPORTED", "garbage collection is not available");
       auto report = run_gc_();
       if (!report) return c.error(500, "UNKNOWN", report.error().message);

@@ -71,6 +71,7 @@ class RegistryService final : public NativeRoutes {
     Role role = Role::auditor;
     bool scoped = false;        // a registry token: only `grants` apply
     bool anonymous = false;     // issued without credentials (anonymous pull)
+    std::int64_t expires_s = 0; // a registry token's expiry: one issued from it never outlives it
     std::vector<Grant> grants;  // registry tokens
   };
 

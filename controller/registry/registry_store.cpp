@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 
@@ -112,9 +113,10 @@ struct RegistryStore::Upload {
   std::string repo;
   fs::path path;
   int fd = -1;
-  std::uint64_t offset = 0;
+  std::atomic<std::uint64_t> offset{0};  // read by status requests while a PATCH writes
   Hasher sha256{"sha256"};
-  bool busy = false;
+  bool busy = false;                      // under mutex_
+  std::chrono::steady_clock::time_point last_used = std::chrono::steady_clock::now();  // under mutex_
   ~Upload() {
     if (fd >= 0) ::close(fd);
     if (!path.empty()) ::unlink(path.c_str());
@@ -231,10 +233,12 @@ std::optional<BlobInfo> RegistryStore::blob(const std::string& repo, const Diges
 }
 
 bool RegistryStore::mount(const std::string& repo, const std::string& from, const Digest& digest) {
-  auto source = blob(from, digest);
-  if (!source) return false;
-  touch_pushed(source->path);
-  std::lock_guard lock(mutex_);
+  std::lock_guard lock(mutex_);  // GC's lock: the blob stays while it is checked and linked
+  auto source = repos_.find(from);
+  if (source == repos_.end() || !source->second.blobs.count(digest.str())) return false;
+  auto path = blob_path(digest);
+  if (::access(path.c_str(), F_OK) != 0) return false;
+  touch_pushed(path);
   auto& r = repos_[repo];
   if (r.blobs.insert(digest.str()).second) {
     if (auto s = save(repo, r); !s) {
@@ -249,7 +253,10 @@ bool RegistryStore::unlink_blob(const std::string& repo, const Digest& digest) {
   std::lock_guard lock(mutex_);
   auto r = repos_.find(repo);
   if (r == repos_.end() || !r->second.blobs.erase(digest.str())) return false;
-  (void)save(repo, r->second);  // best effort: a stale link only keeps a blob one GC longer
+  if (!save(repo, r->second)) {
+    r->second.blobs.insert(digest.str());  // memory follows what is on disk
+    return false;
+  }
   return true;
 }
 
@@ -268,7 +275,7 @@ std::optional<UploadState> RegistryStore::upload(const std::string& repo, const 
   std::lock_guard lock(mutex_);
   auto it = uploads_.find(id);
   if (it == uploads_.end() || it->second->repo != repo || it->second->fd < 0) return std::nullopt;
-  return UploadState{id, it->second->offset};
+  return UploadState{id, it->second->offset.load()};
 }
 
 RResult<std::uint64_t> RegistryStore::append_upload(const std::string& repo, const std::string& id,
@@ -285,6 +292,7 @@ RResult<std::uint64_t> RegistryStore::append_upload(const std::string& repo, con
     if (up->busy || (offset && *offset != up->offset))
       return err(RegistryErrorCode::range_invalid, "the chunk does not start at offset " + std::to_string(up->offset));
     up->busy = true;
+    up->last_used = std::chrono::steady_clock::now();
   }
   std::string buf(kIoBuffer, '\0');
   std::optional<RegistryError> failure;
@@ -306,27 +314,46 @@ RResult<std::uint64_t> RegistryStore::append_upload(const std::string& repo, con
     up->sha256.update(buf.data(), *n);
     up->offset += *n;
   }
+  // Activity the artifact store's GC sees (it sweeps temp files by their times): zero runs
+  // become holes and write nothing, so the time is set here.
+  ::futimens(up->fd, nullptr);
   std::lock_guard lock(mutex_);
   up->busy = false;
+  up->last_used = std::chrono::steady_clock::now();
   if (failure) return *failure;
-  return up->offset;
+  return up->offset.load();
 }
 
-RResult<BlobInfo> RegistryStore::commit_temp(int fd, const fs::path& temp, const Digest& expected,
-                                             const Digest& actual, std::uint64_t size) {
+RResult<BlobInfo> RegistryStore::commit_temp(const std::string& repo, int fd, const fs::path& temp,
+                                             const Digest& expected, const Digest& actual, std::uint64_t size) {
   if (!(actual == expected)) return err(RegistryErrorCode::digest_invalid, "the content's digest is " + actual.str());
   if (::ftruncate(fd, static_cast<off_t>(size)) != 0) return io("truncate upload");  // trailing holes
+  if (::fsync(fd) != 0) return io("fsync upload");
   auto final = blob_path(expected);
   std::error_code ec;
   fs::create_directories(final.parent_path(), ec);
-  if (::access(final.c_str(), F_OK) == 0) {
-    ::unlink(temp.c_str());  // identical content is already stored: keep that one
-    touch_pushed(final);
-  } else {
-    if (::fsync(fd) != 0) return io("fsync upload");
-    if (::rename(temp.c_str(), final.c_str()) != 0) return io("commit blob");
-    if (auto s = fsync_dir(final.parent_path()); !s) return err(RegistryErrorCode::internal, s.error().message);
+  bool renamed = false;
+  {
+    // Under the lock GC holds while it marks and sweeps: the blob cannot vanish between the
+    // check that it exists, the link and the answer.
+    std::lock_guard lock(mutex_);
+    if (::access(final.c_str(), F_OK) == 0) {
+      ::unlink(temp.c_str());  // identical content is already stored: keep that one
+      touch_pushed(final);
+    } else {
+      if (::rename(temp.c_str(), final.c_str()) != 0) return io("commit blob");
+      renamed = true;
+    }
+    auto& r = repos_[repo];
+    if (r.blobs.insert(expected.str()).second) {
+      if (auto s = save(repo, r); !s) {
+        r.blobs.erase(expected.str());
+        return err(RegistryErrorCode::internal, s.error().message);
+      }
+    }
   }
+  if (renamed)
+    if (auto s = fsync_dir(final.parent_path()); !s) return err(RegistryErrorCode::internal, s.error().message);
   return BlobInfo{expected, size, final};
 }
 
@@ -348,14 +375,27 @@ RResult<BlobInfo> RegistryStore::finish_upload(const std::string& repo, const st
   else
     actual = rehash(up->fd, expected.algorithm);
   if (!actual) return io("read upload");
-  auto committed = commit_temp(up->fd, up->path, expected, *actual, up->offset);
-  if (std::holds_alternative<RegistryError>(committed)) return committed;
-  up->path.clear();  // renamed (or dropped as a duplicate): nothing for ~Upload to remove
-  std::lock_guard lock(mutex_);
-  auto& r = repos_[repo];
-  if (r.blobs.insert(expected.str()).second)
-    if (auto s = save(repo, r); !s) return err(RegistryErrorCode::internal, s.error().message);
+  auto committed = commit_temp(repo, up->fd, up->path, expected, *actual, up->offset);
+  if (std::holds_alternative<BlobInfo>(committed)) up->path.clear();  // renamed or dropped: nothing to remove
   return committed;
+}
+
+bool RegistryStore::discard_blob(const std::string& repo, const Digest& digest) {
+  std::lock_guard lock(mutex_);
+  auto r = repos_.find(repo);
+  if (r == repos_.end()) return false;
+  auto key = digest.str();
+  for (const auto& [name, other] : repos_) {
+    if (name != repo && other.blobs.count(key)) return false;  // another repository holds it
+    for (const auto& [d, m] : other.manifests)
+      if (d == key || std::find(m.refs.begin(), m.refs.end(), key) != m.refs.end()) return false;
+  }
+  r->second.blobs.erase(key);
+  if (!save(repo, r->second)) {
+    r->second.blobs.insert(key);
+    return false;
+  }
+  return ::unlink(blob_path(digest).c_str()) == 0;
 }
 
 bool RegistryStore::cancel_upload(const std::string& repo, const std::string& id) {
@@ -391,13 +431,8 @@ RResult<BlobInfo> RegistryStore::put_blob(const std::string& repo, const Digest&
     h.update(buf.data(), *n);
     size += *n;
   }
-  auto committed = commit_temp(fd, temp, expected, h.finish(), size);
-  if (std::holds_alternative<RegistryError>(committed)) return committed;
-  temp.clear();
-  std::lock_guard lock(mutex_);
-  auto& r = repos_[repo];
-  if (r.blobs.insert(expected.str()).second)
-    if (auto s = save(repo, r); !s) return err(RegistryErrorCode::internal, s.error().message);
+  auto committed = commit_temp(repo, fd, temp, expected, h.finish(), size);
+  if (std::holds_alternative<BlobInfo>(committed)) temp.clear();
   return committed;
 }
 
@@ -427,6 +462,9 @@ RResult<ManifestPut> RegistryStore::put_manifest(const std::string& repo, const 
     if (auto s = write_file_atomically(path, bytes); !s) return err(RegistryErrorCode::internal, s.error().message);
 
   std::lock_guard lock(mutex_);
+  // GC may have swept the bytes of an older identical manifest meanwhile: put them back.
+  if (::access(path.c_str(), F_OK) != 0)
+    if (auto s = write_file_atomically(path, bytes); !s) return err(RegistryErrorCode::internal, s.error().message);
   auto& r = repos_[repo];
   Manifest m;
   m.media_type = parsed->media_type;
@@ -506,13 +544,17 @@ RResult<bool> RegistryStore::delete_manifest(const std::string& repo, const std:
   auto r = repos_.find(repo);
   if (r == repos_.end()) return err(RegistryErrorCode::name_unknown, "no such repository");
   auto& state = r->second;
+  auto before = state;
   if (!is_digest_reference(reference)) {
     if (!state.tags.erase(reference)) return err(RegistryErrorCode::manifest_unknown, "no such tag");
   } else {
     if (!state.manifests.erase(reference)) return err(RegistryErrorCode::manifest_unknown, "no such manifest");
     std::erase_if(state.tags, [&](const auto& t) { return t.second == reference; });
   }
-  if (auto s = save(repo, state); !s) return err(RegistryErrorCode::internal, s.error().message);
+  if (auto s = save(repo, state); !s) {
+    state = std::move(before);
+    return err(RegistryErrorCode::internal, s.error().message);
+  }
   return true;
 }
 
@@ -553,8 +595,13 @@ Result<artifacts::GcReport> RegistryStore::collect(
     std::set<std::string> roots, std::chrono::seconds retention,
     const std::function<Result<artifacts::GcReport>(const std::set<std::string>&, std::chrono::seconds)>& sweep) {
   std::lock_guard lock(mutex_);
+  // Upload sessions idle past the push grace are over: their temp files go now, the others'
+  // are kept whatever their age.
+  auto idle_cutoff = std::chrono::steady_clock::now() - push_grace_;
+  std::erase_if(uploads_, [&](const auto& u) { return !u.second->busy && u.second->last_used < idle_cutoff; });
   std::set<std::string> sha512;
   auto now = std::chrono::system_clock::now();
+  for (const auto& [id, up] : uploads_) ::futimens(up->fd, nullptr);
   // Pushed within the grace: protected whatever the retention (its manifest may be on its way).
   for (const auto& [name, repo] : repos_)
     for (const auto& d : repo.blobs) {

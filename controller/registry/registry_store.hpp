@@ -95,7 +95,8 @@ class RegistryStore {
   // Removes the blob from the repository (the bytes go at the next GC if nothing uses them).
   bool unlink_blob(const std::string& repo, const Digest& digest);
 
-  // ---- uploads (sessions live in memory; a restart forgets them and clients start again)
+  // ---- uploads (sessions live in memory; a restart forgets them and clients start again;
+  // a session idle past the push grace ends at the next GC)
   std::string start_upload(const std::string& repo);
   std::optional<UploadState> upload(const std::string& repo, const std::string& id) const;
   // Appends the stream at `offset` (which must be where the upload stands, else
@@ -108,6 +109,9 @@ class RegistryStore {
   // either way except on an I/O error.
   RResult<BlobInfo> finish_upload(const std::string& repo, const std::string& id, const Digest& expected);
   bool cancel_upload(const std::string& repo, const std::string& id);
+  // Unlinks the blob from `repo` and deletes its bytes when nothing else holds or names it
+  // (a refused push must not leave its content readable). False when it stays.
+  bool discard_blob(const std::string& repo, const Digest& digest);
   // A whole blob in one request (POST ?digest=), or a final PUT with a body.
   RResult<BlobInfo> put_blob(const std::string& repo, const Digest& expected, const ReadFn& read,
                              std::uint64_t max_bytes);
@@ -155,8 +159,10 @@ class RegistryStore {
 
   std::filesystem::path blob_path(const Digest& d) const;
   Status save(const std::string& name, const Repo& repo) const;  // under mutex_
-  RResult<BlobInfo> commit_temp(int fd, const std::filesystem::path& temp, const Digest& expected,
-                                const Digest& actual, std::uint64_t size);
+  // Checks the digest, then (under the lock) keeps an identical stored blob or renames the
+  // temp file into place, and links the blob into `repo`.
+  RResult<BlobInfo> commit_temp(const std::string& repo, int fd, const std::filesystem::path& temp,
+                                const Digest& expected, const Digest& actual, std::uint64_t size);
   bool holds(const Repo& repo, const std::string& digest) const;
 
   std::filesystem::path root_, blob_root_;

@@ -59,7 +59,10 @@ fetch_oci() {
     local got
     got=sha256:$(skopeo inspect "${auth[@]}" --raw --tls-verify="$tls_verify" "$src" | sha256sum | cut -d' ' -f1)
     [ "$got" = "$IMAGE_DIGEST" ] || die "manifest digest of $IMAGE_OCI is $got, want $IMAGE_DIGEST"
-    src=docker://${IMAGE_OCI%:*}@$IMAGE_DIGEST
+    # Pin to the digest: drop a tag (a ':' after the last '/'), never a registry's port.
+    local name=$IMAGE_OCI
+    [[ ${name##*/} == *:* ]] && name=${name%:*}
+    src=docker://$name@$IMAGE_DIGEST
   fi
   log "pulling $IMAGE_OCI"
   skopeo copy --quiet "${auth[@]}" --src-tls-verify="$tls_verify" "$src" "oci:$dir:image"

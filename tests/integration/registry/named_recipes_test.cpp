@@ -101,8 +101,10 @@ TEST_F(NamedRecipes, VersionsAreImmutableAndLatestFollowsTheNewest) {
 
   // Removing the version 'latest' names takes 'latest' away too.
   EXPECT_EQ(http_request(controller.port(), "DELETE", "/api/v1/recipes/debian/2.0", auth(ControllerProcess::kCiToken)).status, 403);
+  auto v2_digest = get("/api/v1/recipes/debian/2.0").json()["digest"].get<std::string>();
   EXPECT_EQ(http_request(controller.port(), "DELETE", "/api/v1/recipes/debian/2.0", auth(ControllerProcess::kOperatorToken)).status, 204);
   EXPECT_EQ(get("/api/v1/recipes/debian/latest").status, 404);
+  EXPECT_EQ(get("/api/v1/recipes/debian/" + v2_digest).status, 404);  // nor by its digest
   EXPECT_EQ(get("/api/v1/recipes/debian").json()["versions"], nlohmann::json::array({"1.0"}));
 }
 
@@ -185,6 +187,11 @@ TEST_F(NamedRecipes, PushedAsOciArtifactsAndCheckedTheSameWay) {
   auto clear = push_artifact("edge", "3.0", with_secret.dump());
   EXPECT_EQ(clear.status, 400);
   EXPECT_NE(clear.body.find("PUT /api/v1/recipes/edge"), std::string::npos) << clear.body;
+  // Its layer, already uploaded, is gone: not pullable, not on disk.
+  auto layer = registry::digest_of(with_secret.dump());
+  EXPECT_EQ(http_request(controller.port(), "GET", "/v2/recipes/edge/blobs/" + layer.str(),
+                         auth(ControllerProcess::kOperatorToken)).status, 404);
+  EXPECT_FALSE(fs::exists(controller.data_dir() / "artifacts" / "sha256" / layer.hex));
   EXPECT_EQ(push_artifact("edge", "4.0", "not json").status, 400);
   EXPECT_EQ(get("/api/v1/recipes/edge").json()["versions"], nlohmann::json::array({"1.0"}));
   // And the API's versions are pullable artifacts.

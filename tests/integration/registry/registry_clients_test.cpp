@@ -399,6 +399,16 @@ TEST_F(Registry, TokenFlowAndRoles) {
   auto denied = req("POST", "/v2/ci/t/blobs/uploads/", op_token.c_str());
   EXPECT_EQ(denied.status, 403);
   EXPECT_EQ(error_code(denied), "DENIED");
+  // A registry token presented to the token endpoint never yields one that outlives it.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  auto renewed = req("GET", "/v2/token?service=provisioner&scope=repository:ci/t:pull", nullptr,
+                     {{"Authorization", "Basic " + crypto::base64_encode("ci:" + token)}});
+  ASSERT_EQ(renewed.status, 200) << renewed.body;
+  EXPECT_LT(renewed.json()["expires_in"].get<int>(), issued.json()["expires_in"].get<int>());
+  // Refused before its body is read: the answer says the connection closes.
+  auto early = req("PUT", "/v2/ci/t/manifests/v1", nullptr, {}, std::string(100000, 'x'));
+  EXPECT_EQ(early.status, 401);
+  EXPECT_EQ(early.header("connection"), "close");
   // API tokens work directly, as bearer or as Basic passwords.
   EXPECT_EQ(req("POST", "/v2/ci/t/blobs/uploads/", kOperator).status, 403);
   EXPECT_EQ(req("POST", "/v2/ci/t/blobs/uploads/", nullptr, basic(kCi)).status, 202);

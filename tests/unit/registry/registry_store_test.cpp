@@ -240,6 +240,33 @@ TEST_F(RegistryStoreTest, ManifestsNeedTheirBlobsAndSurviveReopen) {
   EXPECT_EQ(code(store->get_manifest("app", put.digest.str())), RegistryErrorCode::manifest_unknown);
 }
 
+TEST_F(RegistryStoreTest, IdleUploadSessionsEndAtGcAndTheirTempFilesGo) {
+  artifacts::ArtifactStore artifacts(blobs);
+  auto idle = store->start_upload("a");
+  ok(store->append_upload("a", idle, 0, from(std::string(1000, 'x')), 1 << 20));
+  EXPECT_EQ(temp_files(blobs / "sha256"), 1u);
+  auto sweep = [&](const std::set<std::string>& roots, std::chrono::seconds keep) { return artifacts.gc(roots, keep); };
+  ASSERT_TRUE(store->collect({}, std::chrono::seconds(0), sweep));
+  EXPECT_TRUE(store->upload("a", idle));  // within the grace (1 s): kept
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  auto live = store->start_upload("a");
+  ASSERT_TRUE(store->collect({}, std::chrono::seconds(0), sweep));
+  EXPECT_FALSE(store->upload("a", idle));
+  EXPECT_TRUE(store->upload("a", live));
+  EXPECT_EQ(temp_files(blobs / "sha256"), 1u);  // the live session's only
+}
+
+TEST_F(RegistryStoreTest, DiscardRemovesABlobNothingElseHolds) {
+  auto mine = push("a", "only here");
+  auto shared = push("a", "also elsewhere");
+  push("b", "also elsewhere");
+  EXPECT_TRUE(store->discard_blob("a", mine));
+  EXPECT_FALSE(fs::exists(blobs / "sha256" / mine.hex));
+  EXPECT_FALSE(store->blob("a", mine));
+  EXPECT_FALSE(store->discard_blob("a", shared));  // b holds it: kept
+  EXPECT_TRUE(store->blob("b", shared));
+}
+
 TEST_F(RegistryStoreTest, ReferrersListArtifactsBySubject) {
   std::string config = "{}", layer = "sbom";
   auto cd = push("app", config), ld = push("app", layer);
