@@ -23,6 +23,7 @@ cmake --build "$build" --target provisioner-controller -j"${JOBS:-2}" >&2
 controller_bin=$build/controller/provisioner-controller
 
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/provisioner-bench-registry-XXXXXX")
+chmod 755 "$work"  # nginx workers (www-data) read the layer file
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -57,17 +58,20 @@ printf '{"imageLayoutVersion":"1.0.0"}' >"$layout/oci-layout"
 printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%d,"annotations":{"org.opencontainers.image.ref.name":"1"}}]}' \
   "$manifest_sha" "${#manifest}" >"$layout/index.json"
 
-# ---- the controller ----------------------------------------------------------------------
+# ---- the registries: started afresh for every round (new data dir, new port), so neither
+# keeps blobs from an earlier round and skopeo's blob-info cache has nothing to mount from ----
 token=bench-ci-token-$RANDOM$RANDOM
-cport=$(free_port)
-aport=$(free_port)
-mkdir -p "$work/controller"
-cat >"$work/controller/c.toml" <<EOF
+start_controller() {  # $1: round; sets cport, cpid
+  cport=$(free_port)
+  local aport d=$work/controller-$1
+  aport=$(free_port)
+  mkdir -p "$d"
+  cat >"$d/c.toml" <<EOF
 listen = "127.0.0.1:$cport"
-data_dir = "$work/controller/data"
+data_dir = "$d/data"
 [log]
 level = "warn"
-file = "$work/controller/controller.log"
+file = "$d/controller.log"
 [artifacts]
 listen = "127.0.0.1:$aport"
 [[tokens]]
@@ -75,28 +79,32 @@ name = "bench"
 role = "admin"
 sha256 = "$(printf %s "$token" | sha256sum | cut -d' ' -f1)"
 EOF
-"$controller_bin" --config "$work/controller/c.toml" >"$work/controller/stdout" 2>&1 &
-pids+=($!)
-wait_port "$cport"
-
-# ---- docker-registry (distribution), its own config --------------------------------------
-rport=$(free_port)
-mkdir -p "$work/distribution"
-cat >"$work/distribution/config.yml" <<EOF
+  "$controller_bin" --config "$d/c.toml" >"$d/stdout" 2>&1 &
+  cpid=$!
+  pids+=("$cpid")
+  wait_port "$cport"
+}
+start_distribution() {  # $1: round; sets rport, rpid
+  rport=$(free_port)
+  local d=$work/distribution-$1
+  mkdir -p "$d"
+  cat >"$d/config.yml" <<EOF
 version: 0.1
 log:
   level: error
 storage:
   filesystem:
-    rootdirectory: $work/distribution/data
+    rootdirectory: $d/data
   delete:
     enabled: true
 http:
   addr: 127.0.0.1:$rport
 EOF
-docker-registry serve "$work/distribution/config.yml" >"$work/distribution/log" 2>&1 &
-pids+=($!)
-wait_port "$rport"
+  docker-registry serve "$d/config.yml" >"$d/log" 2>&1 &
+  rpid=$!
+  pids+=("$rpid")
+  wait_port "$rport"
+}
 
 # ---- nginx serving the layer file (for the 64 concurrent pulls) --------------------------
 nport=$(free_port)
@@ -123,13 +131,16 @@ pids+=($!)
 wait_port "$nport"
 
 # ---- push and pull, alternating registries each round ------------------------------------
-declare -A push pull
+declare -A push pull wire ingest
 for r in $(seq "$rounds"); do
+  start_controller "$r"
+  start_distribution "$r"
   for reg in provisioner distribution; do
     if [ $reg = provisioner ]; then
       host=127.0.0.1:$cport creds=(--dest-creds "bench:$token") src_creds=(--src-creds "bench:$token")
+      header="Authorization: Bearer $token"
     else
-      host=127.0.0.1:$rport creds=() src_creds=()
+      host=127.0.0.1:$rport creds=() src_creds=() header="X-None: 1"
     fi
     sync
     t0=$(now)
@@ -139,11 +150,37 @@ for r in $(seq "$rounds"); do
     skopeo copy --quiet --src-tls-verify=false "${src_creds[@]}" "docker://$host/bench/r$r:1" "oci:$work/pulled:1"
     t2=$(now)
     cmp -s "$work/pulled/blobs/sha256/$layer_sha" "$layout/blobs/sha256/$layer_sha" || { echo "$reg: pulled bytes differ" >&2; exit 1; }
-    p=$(calc "$t1 - $t0") q=$(calc "$t2 - $t1")
+    rm -rf "$work/pulled"
+    # The blob alone over the wire to /dev/null: the server without the client's disk.
+    t3=$(now)
+    curl -sf -o /dev/null -H "$header" "http://$host/v2/bench/r$r/blobs/sha256:$layer_sha"
+    t4=$(now)
+    # The blob alone pushed by curl (POST a session, PUT the whole body with its digest): the
+    # server's ingest (hash, write, fsync) without skopeo's own work.
+    sync
+    loc=$(curl -sf -D - -o /dev/null -X POST -H "$header" "http://$host/v2/bench/c$r/blobs/uploads/" |
+      tr -d '\r' | sed -n 's/^[Ll]ocation: //p')
+    case $loc in http*) ;; *) loc=http://$host$loc ;; esac
+    sep='?'; [[ $loc == *'?'* ]] && sep='&'
+    t5=$(now)
+    code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -T "$layout/blobs/sha256/$layer_sha" -H 'Expect:' -H "$header" \
+      -H 'Content-Type: application/octet-stream' "$loc${sep}digest=sha256:$layer_sha")
+    t6=$(now)
+    [ "$code" = 201 ] || { echo "$reg: curl push answered $code" >&2; exit 1; }
+    p=$(calc "$t1 - $t0") q=$(calc "$t2 - $t1") w=$(calc "$t4 - $t3") u=$(calc "$t6 - $t5")
     push[$reg]+="$p "
     pull[$reg]+="$q "
-    printf 'round %d %-13s push %6.2f s (%5s MB/s)   pull %6.2f s (%5s MB/s)\n' "$r" "$reg" "$p" "$(mbps "$layer_size" "$p")" "$q" "$(mbps "$layer_size" "$q")"
+    wire[$reg]+="$w "
+    ingest[$reg]+="$u "
+    printf 'round %d %-13s skopeo push %6.2f s (%5s MB/s), pull %6.2f s (%5s MB/s); curl PUT %5.2f s (%5s MB/s), GET to /dev/null %5.2f s (%5s MB/s)\n' \
+      "$r" "$reg" "$p" "$(mbps "$layer_size" "$p")" "$q" "$(mbps "$layer_size" "$q")" "$u" "$(mbps "$layer_size" "$u")" \
+      "$w" "$(mbps "$layer_size" "$w")"
   done
+  if [ "$r" -lt "$rounds" ]; then
+    kill "$cpid" "$rpid"
+    wait "$cpid" "$rpid" 2>/dev/null || true
+    rm -rf "$work/controller-$r/data" "$work/distribution-$r/data"
+  fi
   sync
   t0=$(now)
   cp "$layout/blobs/sha256/$layer_sha" "$work/cp-$r"
@@ -159,11 +196,15 @@ done
 med() { tr ' ' '\n' <<<"$1" | grep -v '^$' | median; }
 pp=$(med "${push[provisioner]}") pd=$(med "${push[distribution]}")
 qp=$(med "${pull[provisioner]}") qd=$(med "${pull[distribution]}")
+wp=$(med "${wire[provisioner]}") wd=$(med "${wire[distribution]}")
+up=$(med "${ingest[provisioner]}") ud=$(med "${ingest[distribution]}")
 cpm=$(med "${push[cp]}") cpf=$(med "${push[cp_fsync]}")
 echo
 echo "medians over $rounds rounds, $((layer_size >> 20)) MiB image:"
 printf '  push: provisioner %.2f s, docker-registry %.2f s -> provisioner is %.2fx as fast\n' "$pp" "$pd" "$(calc "$pd / $pp")"
 printf '  pull: provisioner %.2f s, docker-registry %.2f s -> provisioner is %.2fx as fast\n' "$qp" "$qd" "$(calc "$qd / $qp")"
+printf '  blob PUT with curl: provisioner %.2f s, docker-registry %.2f s -> provisioner is %.2fx as fast; %.2fx cp+fsync\n' "$up" "$ud" "$(calc "$ud / $up")" "$(calc "$up / $cpf")"
+printf '  blob GET to /dev/null: provisioner %.2f s, docker-registry %.2f s -> provisioner is %.2fx as fast\n' "$wp" "$wd" "$(calc "$wd / $wp")"
 printf '  cp %.2f s (with fsync %.2f s): provisioner push is %.2fx cp, %.2fx cp+fsync; pull %.2fx cp\n' "$cpm" "$cpf" \
   "$(calc "$pp / $cpm")" "$(calc "$pp / $cpf")" "$(calc "$qp / $cpm")"
 
@@ -174,7 +215,7 @@ fetch_all() {  # url [header]
   seq "$pulls" | xargs -P "$pulls" -I{} curl -sf -o /dev/null -H "$header" "$url"
 }
 fetch_all "http://127.0.0.1:$nport/$layer_sha"  # warm the page cache for both
-t0=$(now); fetch_all "http://127.0.0.1:$cport/v2/bench/r1/blobs/sha256:$layer_sha" "Authorization: Bearer $token"; t1=$(now)
+t0=$(now); fetch_all "http://127.0.0.1:$cport/v2/bench/r$rounds/blobs/sha256:$layer_sha" "Authorization: Bearer $token"; t1=$(now)
 fetch_all "http://127.0.0.1:$nport/$layer_sha"; t2=$(now)
 ours=$(calc "$t1 - $t0") theirs=$(calc "$t2 - $t1")
 total=$((layer_size * pulls))
