@@ -520,3 +520,26 @@ TEST_F(Registry, AJobGetsAPullTokenForItsImageOnly) {
   // Never logged.
   EXPECT_EQ(controller_->log_text().find(token), std::string::npos);
 }
+
+TEST_F(Registry, CurlSeesTheSpecsErrorBodies) {
+  auto url = "http://" + host();
+  auto auth = std::string(" -H 'Authorization: Bearer ") + kOperator + "' ";
+  auto code_of = [&](const std::string& args) {
+    auto r = run("curl -s -w '\\n%{http_code}' " + args);
+    auto nl = r.output.rfind('\n');
+    auto body = nlohmann::json::parse(r.output.substr(0, nl), nullptr, false);
+    auto code = body.is_object() && body.contains("errors") ? body["errors"][0]["code"].get<std::string>() : "(none)";
+    return r.output.substr(nl + 1) + " " + code;
+  };
+  EXPECT_EQ(code_of(url + "/v2/"), "401 UNAUTHORIZED");
+  EXPECT_EQ(code_of(auth + url + "/v2/Bad/manifests/x"), "400 NAME_INVALID");
+  EXPECT_EQ(code_of(auth + url + "/v2/ci/none/manifests/x"), "404 NAME_UNKNOWN");
+  EXPECT_EQ(code_of(auth + url + "/v2/ci/none/blobs/sha256:1234"), "400 DIGEST_INVALID");
+  EXPECT_EQ(code_of(auth + url + "/v2/ci/none/blobs/" + registry::digest_of("x").str()), "404 BLOB_UNKNOWN");
+  EXPECT_EQ(code_of(auth + "-X POST " + url + "/v2/ci/none/blobs/uploads/"), "403 DENIED");
+  auto ci = std::string(" -H 'Authorization: Bearer ") + kCi + "' ";
+  EXPECT_EQ(code_of(ci + "-X PATCH --data-binary x " + url + "/v2/ci/none/blobs/uploads/nope"), "404 BLOB_UPLOAD_UNKNOWN");
+  EXPECT_EQ(code_of(ci + "-X PUT -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' --data-binary '{}' " + url +
+                    "/v2/ci/none/manifests/v1"),
+            "400 MANIFEST_INVALID");
+}
