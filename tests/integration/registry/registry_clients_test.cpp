@@ -543,3 +543,36 @@ TEST_F(Registry, CurlSeesTheSpecsErrorBodies) {
                     "/v2/ci/none/manifests/v1"),
             "400 MANIFEST_INVALID");
 }
+
+// Over HTTPS (the API's [tls]): skopeo pushes and pulls through the edge's TLS, and blob
+// bytes go out through OpenSSL instead of sendfile.
+TEST(RegistryTls, SkopeoPushesAndPullsOverHttps) {
+  TempDir tmp;
+  auto cert = tmp.path() / "cert.pem", key = tmp.path() / "key.pem";
+  ASSERT_EQ(run("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 "
+                "-keyout '" + key.string() + "' -out '" + cert.string() + "'").code, 0);
+  ControllerProcess controller("[tls]\ncert = \"" + cert.string() + "\"\nkey = \"" + key.string() + "\"\n");
+  controller.use_tls();
+  controller.start();
+  auto host = "127.0.0.1:" + std::to_string(controller.port());
+  auto certs = tmp.path() / "certs";
+  fs::create_directories(certs);
+  fs::copy_file(cert, certs / "ca.crt");
+  auto layout = tmp.path() / "layout";
+  fs::create_directories(tmp.path() / "payload");
+  std::ofstream(tmp.path() / "payload" / "big.bin", std::ios::binary) << crypto::random_bytes(3 << 20);
+  ASSERT_EQ(run("umoci init --layout " + layout.string() + " && umoci new --image " + layout.string() + ":v1 && umoci insert --image " +
+                layout.string() + ":v1 " + (tmp.path() / "payload").string() + " /").code, 0);
+  auto push = run("skopeo copy --dest-cert-dir " + certs.string() + " --dest-creds ci:" + kCi + " oci:" + layout.string() +
+                  ":v1 docker://" + host + "/tls/app:v1");
+  ASSERT_EQ(push.code, 0) << push.output;
+  auto back = tmp.path() / "back";
+  auto pull = run("skopeo copy --src-cert-dir " + certs.string() + " --src-creds ci:" + kOperator + " docker://" + host +
+                  "/tls/app:v1 oci:" + back.string() + ":v1");
+  ASSERT_EQ(pull.code, 0) << pull.output;
+  EXPECT_EQ(run("skopeo inspect --format '{{.Digest}}' oci:" + back.string() + ":v1").output,
+            run("skopeo inspect --format '{{.Digest}}' oci:" + layout.string() + ":v1").output);
+  // The challenge names the https realm.
+  auto challenge = run("curl -s -D - -o /dev/null --cacert " + cert.string() + " https://" + host + "/v2/").output;
+  EXPECT_NE(challenge.find("realm=\"https://" + host + "/v2/token\""), std::string::npos) << challenge;
+}
