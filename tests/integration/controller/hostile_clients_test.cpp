@@ -330,13 +330,20 @@ TEST(HostileClients, HalfOpenConnectionsDoNotLockOthersOut) {
     ::send(fd, line.data(), line.size(), MSG_NOSIGNAL);
     idle.push_back(fd);
   }
-  // A request from another address is answered within 1 s (the bound).
+  // A request from another address is answered within 1 s (the bound). An
+  // instrumented controller with 2,000 threads, beside other tests on 2 cores, gets 3 s: the
+  // probe is for a lock-out (no answer at all), not for the sanitizer's speed.
+#ifdef PROVISIONER_SANITIZED_CONTROLLER
+  constexpr int kBound = 3;
+#else
+  constexpr int kBound = 1;
+#endif
   auto started = std::chrono::steady_clock::now();
   auto response = exchange_raw(controller, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
-                               "127.0.0.2", 1);
+                               "127.0.0.2", kBound);
   auto took = std::chrono::steady_clock::now() - started;
   for (int i : idle) ::close(i);
-  ASSERT_FALSE(response.empty()) << "no answer within 1 s";
+  ASSERT_FALSE(response.empty()) << "no answer within " << kBound << " s";
   EXPECT_EQ(parse_response(response).status, 200) << response;
-  EXPECT_LT(took, std::chrono::seconds(1));
+  EXPECT_LT(took, std::chrono::seconds(kBound));
 }
