@@ -119,6 +119,32 @@ std::optional<std::pair<std::uint64_t, std::uint64_t>> parse_content_range(std::
   return std::pair{*a, *b};
 }
 
+// One page of a sorted list (`_catalog`, tags/list): the entries after `last`, at most `n`,
+// and the Link header to the next page when there is one.
+struct Page {
+  std::vector<std::string> entries;
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+Page paginate(const std::vector<std::string>& sorted, const std::optional<std::string>& n_param,
+              const std::optional<std::string>& last, const std::string& path) {
+  Page page;
+  std::size_t n = SIZE_MAX;
+  if (n_param) n = static_cast<std::size_t>(std::strtoull(n_param->c_str(), nullptr, 10));
+  bool more = false;
+  for (const auto& e : sorted) {
+    if (last && e <= *last) continue;
+    if (page.entries.size() == n) {
+      more = true;
+      break;
+    }
+    page.entries.push_back(e);
+  }
+  if (more && !page.entries.empty())
+    page.headers.emplace_back("Link", "<" + path + "?n=" + std::to_string(n) + "&last=" + page.entries.back() +
+                                          ">; rel=\"next\"");
+  return page;
+}
+
 std::string upload_range(std::uint64_t offset) {
   return "0-" + std::to_string(offset == 0 ? 0 : offset - 1);
 }
@@ -430,24 +456,8 @@ bool RegistryService::dispatch(Call& c) {
     case K::catalog: {
       if (m != "GET") return method_not_allowed();
       if (!allowed(Action::list, "")) return true;
-      auto repos = store_.repositories();
-      auto last = c.param("last");
-      std::vector<std::string> page;
-      std::size_t n = SIZE_MAX;
-      if (auto p = c.param("n")) n = static_cast<std::size_t>(std::strtoull(p->c_str(), nullptr, 10));
-      bool more = false;
-      for (const auto& r : repos) {
-        if (last && r <= *last) continue;
-        if (page.size() == n) {
-          more = true;
-          break;
-        }
-        page.push_back(r);
-      }
-      std::vector<std::pair<std::string, std::string>> headers;
-      if (more && !page.empty())
-        headers.emplace_back("Link", "</v2/_catalog?n=" + std::to_string(n) + "&last=" + page.back() + ">; rel=\"next\"");
-      return c.send(200, std::move(headers), json{{"repositories", page}}.dump());
+      auto page = paginate(store_.repositories(), c.param("n"), c.param("last"), "/v2/_catalog");
+      return c.send(200, std::move(page.headers), json{{"repositories", page.entries}}.dump());
     }
 
     case K::gc: {
@@ -669,24 +679,8 @@ bool RegistryService::dispatch(Call& c) {
       if (!allowed(Action::list, name, false) && !allowed(Action::pull, name)) return true;
       auto all = store_.tags(name);
       if (!all) return c.error(404, "NAME_UNKNOWN", "no such repository");
-      auto last = c.param("last");
-      std::size_t n = SIZE_MAX;
-      if (auto p = c.param("n")) n = static_cast<std::size_t>(std::strtoull(p->c_str(), nullptr, 10));
-      std::vector<std::string> page;
-      bool more = false;
-      for (const auto& t : *all) {
-        if (last && t <= *last) continue;
-        if (page.size() == n) {
-          more = true;
-          break;
-        }
-        page.push_back(t);
-      }
-      std::vector<std::pair<std::string, std::string>> headers;
-      if (more && !page.empty())
-        headers.emplace_back("Link", "</v2/" + name + "/tags/list?n=" + std::to_string(n) + "&last=" + page.back() +
-                                         ">; rel=\"next\"");
-      return c.send(200, std::move(headers), json{{"name", name}, {"tags", page}}.dump());
+      auto page = paginate(*all, c.param("n"), c.param("last"), "/v2/" + name + "/tags/list");
+      return c.send(200, std::move(page.headers), json{{"name", name}, {"tags", page.entries}}.dump());
     }
 
     case K::referrers: {
