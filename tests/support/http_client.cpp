@@ -2,6 +2,9 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -122,6 +125,24 @@ bool accepts_connections(std::uint16_t port, const std::string& host) {
 // an ephemeral port stays free only until the next outgoing connection takes it, and tests
 // that open thousands of connections (floods, a thousand BMCs) made a controller's later bind
 // fail now and then. So: a random port below the kernel's ephemeral range, checked free.
+namespace {
+// Test processes run side by side (ctest -j2) and each picks ports that a controller it starts
+// binds only later: two processes could pick the same one in that window. A port is taken only
+// with an flock on /tmp/provisioner-test-ports/<port>, held until this process exits.
+bool reserve_for_this_process(std::uint16_t port) {
+  const char* dir = "/tmp/provisioner-test-ports";
+  ::mkdir(dir, 01777);
+  ::chmod(dir, 01777);
+  int fd = ::open((std::string(dir) + "/" + std::to_string(port)).c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+  if (fd < 0) return true;  // no place for locks: fall back to the bind check alone
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    ::close(fd);
+    return false;  // another live test process holds it
+  }
+  return true;  // fd stays open (and locked) for the life of the process
+}
+}  // namespace
+
 std::uint16_t free_port() {
   int ephemeral_low = 32768;
   if (std::ifstream range("/proc/sys/net/ipv4/ip_local_port_range"); range) range >> ephemeral_low;
@@ -139,7 +160,7 @@ std::uint16_t free_port() {
     addr.sin_port = htons(port);
     bool free = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
     ::close(fd);
-    if (free) return port;
+    if (free && reserve_for_this_process(port)) return port;
   }
   throw std::runtime_error("no free port below the ephemeral range");
 }

@@ -472,14 +472,17 @@ TEST_F(Registry, ConcurrentPushesOfOneLayerAndDroppedUploadsLeaveNothingHalfWrit
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
   ASSERT_EQ(::send(fd, partial.data(), partial.size(), MSG_NOSIGNAL), static_cast<ssize_t>(partial.size()));
-  ::close(fd);
   auto sha_dir = controller_->data_dir() / "artifacts" / "sha256";
   auto temps = [&] {
     int n = 0;
     for (const auto& e : fs::directory_iterator(sha_dir)) n += e.path().filename().string().starts_with(".tmp-");
     return n;
   };
-  for (int i = 0; i < 50 && temps() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  // The push is under way (its temp file exists) before the client drops it.
+  for (int i = 0; i < 100 && temps() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_EQ(temps(), 1) << "the server never started writing the upload";
+  ::close(fd);
+  for (int i = 0; i < 100 && temps() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   EXPECT_EQ(temps(), 0);
   EXPECT_FALSE(fs::exists(sha_dir / other_digest.substr(7)));
   EXPECT_EQ(req("HEAD", "/v2/ci/drop/blobs/" + other_digest, kOperator).status, 404);
