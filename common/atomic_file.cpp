@@ -66,4 +66,13 @@ Result<std::string> read_file(const std::filesystem::path& path) {
   return s.str();
 }
 
+void touch_atime(const std::filesystem::path& path) {
+  struct timespec times[2];
+  times[0].tv_sec = 0;
+  times[0].tv_nsec = UTIME_NOW;
+  times[1].tv_sec = 0;
+  times[1].tv_nsec = UTIME_OMIT;
+  ::utimensat(AT_FDCWD, path.c_str(), times, 0);
+}
+
 }  // namespace provisioner

@@ -12,5 +12,8 @@ namespace provisioner {
 
 Status write_file_atomically(const std::filesystem::path& path, std::string_view bytes, mode_t mode = 0644);
 Result<std::string> read_file(const std::filesystem::path& path);
+// Sets a file's atime to now and leaves its mtime: the stores keep mtime as the creation time
+// (served as Last-Modified) and count GC retention from atime ("last registered / pushed").
+void touch_atime(const std::filesystem::path& path);
 
 }  // namespace provisioner

@@ -13,6 +13,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "common/atomic_file.hpp"
 #include "common/crypto.hpp"
 
 namespace provisioner::artifacts {
@@ -81,14 +82,7 @@ Status fsync_dir(const fs::path& dir) {
 }
 
 // Bumps atime only: mtime is Last-Modified and must stay put.
-void touch_registered(const fs::path& p) {
-  struct timespec times[2];
-  times[0].tv_sec = 0;
-  times[0].tv_nsec = UTIME_NOW;
-  times[1].tv_sec = 0;
-  times[1].tv_nsec = UTIME_OMIT;
-  ::utimensat(AT_FDCWD, p.c_str(), times, 0);
-}
+void touch_registered(const fs::path& p) { touch_atime(p); }
 
 // A file being written in the destination directory; removed unless committed.
 class TempFile {

@@ -21,6 +21,16 @@ bool plausible_media_type(std::string_view t) {
   return true;
 }
 
+// `annotations` (when present) must map strings to strings; `prefix` is "" or "<path>.".
+Result<json> annotations_at(const json& j, const std::string& prefix) {
+  auto an = j.find("annotations");
+  if (an == j.end()) return json();
+  if (!an->is_object()) return invalid(prefix + "annotations: must be an object");
+  for (const auto& [k, v] : an->items())
+    if (!v.is_string()) return invalid(prefix + "annotations." + k + ": must be a string");
+  return *an;
+}
+
 Result<Descriptor> descriptor(const json& j, const std::string& path) {
   if (!j.is_object()) return invalid(path + ": must be an object");
   Descriptor d;
@@ -41,12 +51,9 @@ Result<Descriptor> descriptor(const json& j, const std::string& path) {
     if (!at->is_string()) return invalid(path + ".artifactType: must be a string");
     d.artifact_type = at->get<std::string>();
   }
-  if (auto an = j.find("annotations"); an != j.end()) {
-    if (!an->is_object()) return invalid(path + ".annotations: must be an object");
-    for (const auto& [k, v] : an->items())
-      if (!v.is_string()) return invalid(path + ".annotations." + k + ": must be a string");
-    d.annotations = *an;
-  }
+  auto annotations = annotations_at(j, path + ".");
+  if (!annotations) return annotations.error();
+  d.annotations = std::move(*annotations);
   if (auto urls = j.find("urls"); urls != j.end()) {
     if (!urls->is_array()) return invalid(path + ".urls: must be an array");
     d.foreign = nondistributable(d.media_type) && !urls->empty();
@@ -127,12 +134,9 @@ Result<ParsedManifest> parse_manifest(std::string_view bytes, std::optional<std:
     if (!s) return s.error();
     m.subject = std::move(*s);
   }
-  if (auto an = doc.find("annotations"); an != doc.end()) {
-    if (!an->is_object()) return invalid("annotations: must be an object");
-    for (const auto& [k, v] : an->items())
-      if (!v.is_string()) return invalid("annotations." + k + ": must be a string");
-    m.annotations = *an;
-  }
+  auto annotations = annotations_at(doc, "");
+  if (!annotations) return annotations.error();
+  m.annotations = std::move(*annotations);
   return m;
 }
 

@@ -92,16 +92,9 @@ std::optional<Digest> rehash(int fd, const std::string& algorithm) {
 
 bool is_digest_reference(const std::string& reference) { return reference.find(':') != std::string::npos; }
 
-// Marks a blob as just pushed: atime only (mtime is the artifact server's Last-Modified), which
-// is also what the artifact store's GC counts its retention from.
-void touch_pushed(const fs::path& p) {
-  struct timespec times[2];
-  times[0].tv_sec = 0;
-  times[0].tv_nsec = UTIME_NOW;
-  times[1].tv_sec = 0;
-  times[1].tv_nsec = UTIME_OMIT;
-  ::utimensat(AT_FDCWD, p.c_str(), times, 0);
-}
+// Marks a blob as just pushed, the way the artifact store marks a registration (its GC counts
+// retention from it).
+void touch_pushed(const fs::path& p) { touch_atime(p); }
 
 std::chrono::system_clock::time_point last_pushed(const struct stat& st) {
   return std::chrono::system_clock::from_time_t(std::max(st.st_atime, st.st_mtime));
