@@ -6,7 +6,7 @@
 
 namespace provisioner {
 
-inline constexpr std::array<std::string_view, 2> kMigrations = {
+inline constexpr std::array<std::string_view, 3> kMigrations = {
     R"sql(
 CREATE TABLE jobs (
   seq                INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -70,6 +70,36 @@ CREATE TABLE settings (
   key   TEXT PRIMARY KEY,
   value TEXT NOT NULL
 );
+)sql",
+    R"sql(
+-- Nodes: machines that boot from the network. The record is JSON; the state is a column
+-- because boot requests and the DHCP host list select by it.
+CREATE TABLE nodes (
+  id          TEXT PRIMARY KEY,
+  state       TEXT NOT NULL,
+  record_json TEXT NOT NULL,
+  created_ms  BIGINT NOT NULL,
+  updated_ms  BIGINT NOT NULL
+);
+
+-- One row per identifier (mac:…, uuid:…, serial:…): the primary key makes each one name
+-- at most one node.
+CREATE TABLE node_keys (
+  key     TEXT PRIMARY KEY,
+  node_id TEXT NOT NULL REFERENCES nodes(id) ON DELETE CASCADE
+);
+CREATE INDEX node_keys_node ON node_keys(node_id);
+
+CREATE TABLE node_events (
+  seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+  node_id    TEXT NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
+  from_state TEXT NOT NULL,
+  to_state   TEXT NOT NULL,
+  actor      TEXT NOT NULL,
+  detail     TEXT NOT NULL DEFAULT '',
+  at_ms      BIGINT NOT NULL
+);
+CREATE INDEX node_events_node ON node_events(node_id, seq);
 )sql",
 };
 

@@ -3,10 +3,12 @@
 #include <sqlite3.h>
 
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <unordered_map>
 
+#include "controller/nodes/node_identity.hpp"
 #include "controller/store/migrations.hpp"
 
 namespace provisioner {
@@ -618,6 +620,193 @@ Status SqliteStore::set_setting(const std::string& key, const std::string& value
   s.bind(1, key).bind(2, value);
   if (s.step() != SQLITE_DONE) return db_error(impl_->db, "set setting");
   return Ok{};
+}
+
+// --- nodes ---
+
+namespace {
+
+constexpr const char* kNodeColumns = "id, state, record_json, created_ms, updated_ms";
+
+Result<NodeRecord> node_from_row(const Stmt& s) {
+  NodeRecord n;
+  n.id = s.text(0);
+  auto state = parse_node_state(s.text(1));
+  if (!state) return make_error(ErrorKind::internal, "node " + n.id + " has an unknown state '" + s.text(1) + "'");
+  n.state = *state;
+  n.record = nlohmann::json::parse(s.text(2), nullptr, false);
+  if (!n.record.is_object()) return make_error(ErrorKind::internal, "node " + n.id + " has a stored record that does not parse");
+  n.created_ms = s.integer(3);
+  n.updated_ms = s.integer(4);
+  return n;
+}
+
+}  // namespace
+
+// Replaces a node's identity keys; a key another node holds is a conflict (the caller's
+// transaction rolls back).
+static Status replace_node_keys(sqlite3* db, const std::function<Result<sqlite3_stmt*>(const std::string&)>& prepare,
+                                const NodeRecord& n) {
+  {
+    auto st = prepare("DELETE FROM node_keys WHERE node_id = ?");
+    if (!st) return st.error();
+    Stmt s(*st);
+    s.bind(1, n.id);
+    if (s.step() != SQLITE_DONE) return db_error(db, "replace node keys");
+  }
+  for (const auto& key : node_identity_keys(n.record)) {
+    auto st = prepare("INSERT INTO node_keys (key, node_id) VALUES (?, ?)");
+    if (!st) return st.error();
+    Stmt s(*st);
+    s.bind(1, key).bind(2, n.id);
+    int rc = s.step();
+    if (rc == SQLITE_CONSTRAINT) return make_error(ErrorKind::conflict, "another node has " + key);
+    if (rc != SQLITE_DONE) return db_error(db, "insert node key");
+  }
+  return Ok{};
+}
+
+namespace {
+Result<bool> insert_node_event(sqlite3* db, const std::function<Result<sqlite3_stmt*>(const std::string&)>& prepare,
+                               const std::string& id, const std::string& from, const std::string& to,
+                               const std::string& actor, const std::string& detail, std::int64_t at_ms) {
+  auto st = prepare("INSERT INTO node_events (node_id, from_state, to_state, actor, detail, at_ms) VALUES (?,?,?,?,?,?)");
+  if (!st) return st.error();
+  Stmt s(*st);
+  s.bind(1, id).bind(2, from).bind(3, to).bind(4, actor).bind(5, detail).bind(6, at_ms);
+  if (s.step() != SQLITE_DONE) return db_error(db, "insert node event");
+  return true;
+}
+}  // namespace
+
+Status SqliteStore::insert_node(const NodeRecord& n, const std::string& actor, const std::string& detail) {
+  std::lock_guard lock(impl_->mutex);
+  auto prepare = [this](const std::string& sql) { return impl_->prepare(sql); };
+  auto done = impl_->transaction([&]() -> Result<bool> {
+    auto st = impl_->prepare("INSERT INTO nodes (id, state, record_json, created_ms, updated_ms) VALUES (?,?,?,?,?)");
+    if (!st) return st.error();
+    Stmt s(*st);
+    s.bind(1, n.id).bind(2, std::string(to_string(n.state))).bind(3, n.record.dump()).bind(4, n.created_ms).bind(5, n.updated_ms);
+    int rc = s.step();
+    if (rc == SQLITE_CONSTRAINT) return make_error(ErrorKind::conflict, "a node " + n.id + " exists");
+    if (rc != SQLITE_DONE) return db_error(impl_->db, "insert node");
+    if (auto k = replace_node_keys(impl_->db, prepare, n); !k) return k.error();
+    return insert_node_event(impl_->db, prepare, n.id, "", std::string(to_string(n.state)), actor, detail, n.created_ms);
+  });
+  if (!done) return done.error();
+  return Ok{};
+}
+
+Result<std::optional<NodeRecord>> SqliteStore::get_node(const std::string& id) {
+  auto reader = impl_->reader();
+  if (!reader) return reader.error();
+  auto st = (*reader)->prepare(std::string("SELECT ") + kNodeColumns + " FROM nodes WHERE id = ?");
+  if (!st) return st.error();
+  Stmt s(*st);
+  s.bind(1, id);
+  int rc = s.step();
+  if (rc == SQLITE_ROW) {
+    auto n = node_from_row(s);
+    if (!n) return n.error();
+    return std::optional<NodeRecord>(std::move(*n));
+  }
+  if (rc == SQLITE_DONE) return std::optional<NodeRecord>();
+  return db_error((*reader)->db, "get node");
+}
+
+Result<std::optional<NodeRecord>> SqliteStore::find_node(const std::string& key) {
+  auto reader = impl_->reader();
+  if (!reader) return reader.error();
+  auto st = (*reader)->prepare(
+      "SELECT n.id, n.state, n.record_json, n.created_ms, n.updated_ms FROM node_keys k JOIN nodes n ON n.id = k.node_id "
+      "WHERE k.key = ?");
+  if (!st) return st.error();
+  Stmt s(*st);
+  s.bind(1, key);
+  int rc = s.step();
+  if (rc == SQLITE_ROW) {
+    auto n = node_from_row(s);
+    if (!n) return n.error();
+    return std::optional<NodeRecord>(std::move(*n));
+  }
+  if (rc == SQLITE_DONE) return std::optional<NodeRecord>();
+  return db_error((*reader)->db, "find node");
+}
+
+Result<std::vector<NodeRecord>> SqliteStore::list_nodes(const std::optional<std::string>& after_id, int limit) {
+  auto reader = impl_->reader();
+  if (!reader) return reader.error();
+  auto st = (*reader)->prepare(std::string("SELECT ") + kNodeColumns + " FROM nodes WHERE id > ? ORDER BY id LIMIT ?");
+  if (!st) return st.error();
+  Stmt s(*st);
+  s.bind(1, after_id.value_or("")).bind(2, static_cast<std::int64_t>(limit));
+  std::vector<NodeRecord> out;
+  int rc;
+  while ((rc = s.step()) == SQLITE_ROW) {
+    auto n = node_from_row(s);
+    if (!n) return n.error();
+    out.push_back(std::move(*n));
+  }
+  if (rc != SQLITE_DONE) return db_error((*reader)->db, "list nodes");
+  return out;
+}
+
+Result<bool> SqliteStore::update_node(const NodeRecord& n, std::int64_t expected_updated_ms) {
+  std::lock_guard lock(impl_->mutex);
+  auto prepare = [this](const std::string& sql) { return impl_->prepare(sql); };
+  return impl_->transaction([&]() -> Result<bool> {
+    auto st = impl_->prepare("UPDATE nodes SET record_json = ?, updated_ms = ? WHERE id = ? AND updated_ms = ?");
+    if (!st) return st.error();
+    Stmt s(*st);
+    s.bind(1, n.record.dump()).bind(2, n.updated_ms).bind(3, n.id).bind(4, expected_updated_ms);
+    if (s.step() != SQLITE_DONE) return db_error(impl_->db, "update node");
+    if (sqlite3_changes(impl_->db) == 0) return false;
+    if (auto k = replace_node_keys(impl_->db, prepare, n); !k) return k.error();
+    return true;
+  });
+}
+
+Result<bool> SqliteStore::transition_node(const NodeRecord& n, NodeState expected, const std::string& actor,
+                                          const std::string& detail) {
+  std::lock_guard lock(impl_->mutex);
+  auto prepare = [this](const std::string& sql) { return impl_->prepare(sql); };
+  const std::string from(to_string(expected)), to(to_string(n.state));
+  return impl_->transaction([&]() -> Result<bool> {
+    auto st = impl_->prepare("UPDATE nodes SET state = ?, record_json = ?, updated_ms = ? WHERE id = ? AND state = ?");
+    if (!st) return st.error();
+    Stmt s(*st);
+    s.bind(1, to).bind(2, n.record.dump()).bind(3, n.updated_ms).bind(4, n.id).bind(5, from);
+    if (s.step() != SQLITE_DONE) return db_error(impl_->db, "transition node");
+    if (sqlite3_changes(impl_->db) == 0) return false;
+    if (auto k = replace_node_keys(impl_->db, prepare, n); !k) return k.error();
+    return insert_node_event(impl_->db, prepare, n.id, from, to, actor, detail, n.updated_ms);
+  });
+}
+
+Result<std::vector<NodeEvent>> SqliteStore::node_events(const std::string& id) {
+  auto reader = impl_->reader();
+  if (!reader) return reader.error();
+  auto st = (*reader)->prepare(
+      "SELECT seq, from_state, to_state, actor, detail, at_ms FROM node_events WHERE node_id = ? ORDER BY seq");
+  if (!st) return st.error();
+  Stmt s(*st);
+  s.bind(1, id);
+  std::vector<NodeEvent> out;
+  int rc;
+  while ((rc = s.step()) == SQLITE_ROW)
+    out.push_back(NodeEvent{s.integer(0), s.text(1), s.text(2), s.text(3), s.text(4), s.integer(5)});
+  if (rc != SQLITE_DONE) return db_error((*reader)->db, "node events");
+  return out;
+}
+
+Result<bool> SqliteStore::delete_node(const std::string& id) {
+  std::lock_guard lock(impl_->mutex);
+  auto st = impl_->prepare("DELETE FROM nodes WHERE id = ?");
+  if (!st) return st.error();
+  Stmt s(*st);
+  s.bind(1, id);
+  if (s.step() != SQLITE_DONE) return db_error(impl_->db, "delete node");
+  return sqlite3_changes(impl_->db) == 1;
 }
 
 }  // namespace provisioner

@@ -11,6 +11,7 @@
 
 #include "common/result.hpp"
 #include "controller/jobs/job_status.hpp"
+#include "controller/nodes/node_state.hpp"
 
 namespace provisioner {
 
@@ -60,6 +61,26 @@ struct ServerRecord {
   nlohmann::json record;  // parsed once when read; secrets sealed
   std::int64_t created_ms = 0;
   std::int64_t updated_ms = 0;
+};
+
+// A machine that boots from the network. `record` holds its identity (macs, uuid, serial:
+// normalised, each unique across nodes), name, labels, recipe_ref, the job it is running
+// (job_id), what inspection found (inventory) and its last boot request.
+struct NodeRecord {
+  std::string id;
+  NodeState state = NodeState::discovered;
+  nlohmann::json record = nlohmann::json::object();
+  std::int64_t created_ms = 0;
+  std::int64_t updated_ms = 0;
+};
+
+struct NodeEvent {
+  std::int64_t seq = 0;
+  std::string from;    // previous state ("" for the registration)
+  std::string to;      // new state
+  std::string actor;   // who: "api:<role>", "boot", "job:<id>", "discovery"
+  std::string detail;
+  std::int64_t at_ms = 0;
 };
 
 class Store {
@@ -132,6 +153,23 @@ class Store {
   virtual Result<bool> delete_server(const std::string& id) = 0;
   // Jobs for this serial that are not finished (queued, provisioning, succeeded, failed).
   virtual Result<std::int64_t> count_unfinished_jobs(const std::string& serial) = 0;
+
+  // Nodes. Every identifier (node_identity_keys) is unique: an insert or update that would
+  // give one to a second node is a conflict, and nothing is written. The first event
+  // (from "") records the registration.
+  virtual Status insert_node(const NodeRecord& node, const std::string& actor, const std::string& detail) = 0;
+  virtual Result<std::optional<NodeRecord>> get_node(const std::string& id) = 0;
+  // The node holding an identity key ("mac:aa:bb:…", "uuid:…", "serial:…").
+  virtual Result<std::optional<NodeRecord>> find_node(const std::string& key) = 0;
+  virtual Result<std::vector<NodeRecord>> list_nodes(const std::optional<std::string>& after_id, int limit) = 0;
+  // Compare-and-swap on updated_ms; the state is never changed here (transition_node).
+  virtual Result<bool> update_node(const NodeRecord& node, std::int64_t expected_updated_ms) = 0;
+  // Compare-and-swap on the state: moves the node from `expected` to node.state, stores
+  // node.record, and appends an event, in one transaction. false when it is not in `expected`.
+  virtual Result<bool> transition_node(const NodeRecord& node, NodeState expected, const std::string& actor,
+                                       const std::string& detail) = 0;
+  virtual Result<std::vector<NodeEvent>> node_events(const std::string& id) = 0;
+  virtual Result<bool> delete_node(const std::string& id) = 0;
 };
 
 }  // namespace provisioner

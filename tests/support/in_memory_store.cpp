@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <climits>
 
+#include "controller/nodes/node_identity.hpp"
+
 namespace provisioner::test {
 
 namespace {
@@ -246,6 +248,92 @@ Result<std::int64_t> InMemoryStore::count_unfinished_jobs(const std::string& ser
   for (const auto& [id, j] : jobs_)
     if (j.server_serial == serial && unfinished(j.status)) ++n;
   return n;
+}
+
+std::optional<std::string> InMemoryStore::node_key_clash(const NodeRecord& node) const {
+  auto mine = node_identity_keys(node.record);
+  for (const auto& [id, other] : nodes_) {
+    if (id == node.id) continue;
+    for (const auto& key : node_identity_keys(other.record))
+      if (std::find(mine.begin(), mine.end(), key) != mine.end()) return key;
+  }
+  return std::nullopt;
+}
+
+Status InMemoryStore::insert_node(const NodeRecord& node, const std::string& actor, const std::string& detail) {
+  std::lock_guard lock(mutex_);
+  if (fail_writes_) return write_refused();
+  if (nodes_.count(node.id)) return make_error(ErrorKind::conflict, "a node " + node.id + " exists");
+  if (auto key = node_key_clash(node)) return make_error(ErrorKind::conflict, "another node has " + *key);
+  nodes_[node.id] = node;
+  node_events_[node.id].push_back(
+      NodeEvent{next_node_event_seq_++, "", std::string(to_string(node.state)), actor, detail, node.created_ms});
+  return Ok{};
+}
+
+Result<std::optional<NodeRecord>> InMemoryStore::get_node(const std::string& id) {
+  std::lock_guard lock(mutex_);
+  auto it = nodes_.find(id);
+  if (it == nodes_.end()) return std::optional<NodeRecord>();
+  return std::optional<NodeRecord>(it->second);
+}
+
+Result<std::optional<NodeRecord>> InMemoryStore::find_node(const std::string& key) {
+  std::lock_guard lock(mutex_);
+  for (const auto& [id, node] : nodes_) {
+    auto keys = node_identity_keys(node.record);
+    if (std::find(keys.begin(), keys.end(), key) != keys.end()) return std::optional<NodeRecord>(node);
+  }
+  return std::optional<NodeRecord>();
+}
+
+Result<std::vector<NodeRecord>> InMemoryStore::list_nodes(const std::optional<std::string>& after_id, int limit) {
+  std::lock_guard lock(mutex_);
+  std::vector<NodeRecord> out;
+  for (auto it = nodes_.upper_bound(after_id.value_or("")); it != nodes_.end() && static_cast<int>(out.size()) < limit; ++it)
+    out.push_back(it->second);
+  return out;
+}
+
+Result<bool> InMemoryStore::update_node(const NodeRecord& node, std::int64_t expected_updated_ms) {
+  std::lock_guard lock(mutex_);
+  if (fail_writes_) return write_refused();
+  auto it = nodes_.find(node.id);
+  if (it == nodes_.end() || it->second.updated_ms != expected_updated_ms) return false;
+  if (auto key = node_key_clash(node)) return make_error(ErrorKind::conflict, "another node has " + *key);
+  auto state = it->second.state;  // never changed here
+  it->second = node;
+  it->second.state = state;
+  return true;
+}
+
+Result<bool> InMemoryStore::transition_node(const NodeRecord& node, NodeState expected, const std::string& actor,
+                                            const std::string& detail) {
+  std::lock_guard lock(mutex_);
+  if (fail_writes_) return write_refused();
+  auto it = nodes_.find(node.id);
+  if (it == nodes_.end() || it->second.state != expected) return false;
+  if (auto key = node_key_clash(node)) return make_error(ErrorKind::conflict, "another node has " + *key);
+  auto created = it->second.created_ms;
+  it->second = node;
+  it->second.created_ms = created;
+  node_events_[node.id].push_back(NodeEvent{next_node_event_seq_++, std::string(to_string(expected)),
+                                            std::string(to_string(node.state)), actor, detail, node.updated_ms});
+  return true;
+}
+
+Result<std::vector<NodeEvent>> InMemoryStore::node_events(const std::string& id) {
+  std::lock_guard lock(mutex_);
+  auto it = node_events_.find(id);
+  if (it == node_events_.end()) return std::vector<NodeEvent>();
+  return it->second;
+}
+
+Result<bool> InMemoryStore::delete_node(const std::string& id) {
+  std::lock_guard lock(mutex_);
+  if (fail_writes_) return write_refused();
+  node_events_.erase(id);
+  return nodes_.erase(id) == 1;
 }
 
 }  // namespace provisioner::test

@@ -43,6 +43,15 @@ class InMemoryStore final : public Store {
   Result<bool> update_server(const ServerRecord& server, std::int64_t expected_updated_ms) override;
   Result<bool> delete_server(const std::string& id) override;
   Result<std::int64_t> count_unfinished_jobs(const std::string& serial) override;
+  Status insert_node(const NodeRecord& node, const std::string& actor, const std::string& detail) override;
+  Result<std::optional<NodeRecord>> get_node(const std::string& id) override;
+  Result<std::optional<NodeRecord>> find_node(const std::string& key) override;
+  Result<std::vector<NodeRecord>> list_nodes(const std::optional<std::string>& after_id, int limit) override;
+  Result<bool> update_node(const NodeRecord& node, std::int64_t expected_updated_ms) override;
+  Result<bool> transition_node(const NodeRecord& node, NodeState expected, const std::string& actor,
+                               const std::string& detail) override;
+  Result<std::vector<NodeEvent>> node_events(const std::string& id) override;
+  Result<bool> delete_node(const std::string& id) override;
 
   // For tests that stage a store failure: every call fails with ErrorKind::internal while set.
   void fail_writes(bool fail);
@@ -64,6 +73,11 @@ class InMemoryStore final : public Store {
   std::map<std::string, std::int64_t> webhook_signatures_;  // signature → expires_ms
   std::map<std::string, std::string> settings_;
   std::map<std::string, ServerRecord> servers_;
+  // A key another node holds, if `node` would take one.
+  std::optional<std::string> node_key_clash(const NodeRecord& node) const;
+  std::map<std::string, NodeRecord> nodes_;
+  std::map<std::string, std::vector<NodeEvent>> node_events_;
+  std::int64_t next_node_event_seq_ = 1;
 };
 
 }  // namespace provisioner::test

@@ -184,5 +184,93 @@ TEST_P(StoreContract, ServersAreUniqueBySerialAndUpdatedByCompareAndSwap) {
   EXPECT_FALSE(store->get_setting("none")->has_value());
 }
 
+NodeRecord node(const std::string& id, std::vector<std::string> macs, std::int64_t at = 1000) {
+  NodeRecord n;
+  n.id = id;
+  n.record = {{"macs", macs}};
+  n.created_ms = n.updated_ms = at;
+  return n;
+}
+
+TEST_P(StoreContract, NodesAreFoundByAnyIdentifierAndNoIdentifierNamesTwoNodes) {
+  auto a = node("node_a", {"52:54:00:00:00:01", "52:54:00:00:00:02"});
+  a.record["serial"] = "SER-1";
+  a.record["uuid"] = "4c4c4544-0000-1000-8000-000000000001";
+  ASSERT_TRUE(store->insert_node(a, "test", "registered").ok());
+  for (std::string key : {"mac:52:54:00:00:00:02", "serial:SER-1", "uuid:4c4c4544-0000-1000-8000-000000000001"}) {
+    auto found = store->find_node(key);
+    ASSERT_TRUE(found.ok() && found->has_value()) << key;
+    EXPECT_EQ((*found)->id, "node_a");
+  }
+  EXPECT_FALSE(store->find_node("mac:52:54:00:00:00:09")->has_value());
+
+  // A second node claiming a MAC of the first: refused, and nothing of it written.
+  auto b = node("node_b", {"52:54:00:00:00:03", "52:54:00:00:00:01"});
+  auto clash = store->insert_node(b, "test", "");
+  ASSERT_FALSE(clash.ok());
+  EXPECT_EQ(clash.error().kind, ErrorKind::conflict);
+  EXPECT_FALSE(store->get_node("node_b")->has_value());
+  EXPECT_FALSE(store->find_node("mac:52:54:00:00:00:03")->has_value());
+
+  // An update that would take another node's serial is refused and leaves the record as it was.
+  auto c = node("node_c", {"52:54:00:00:00:04"});
+  ASSERT_TRUE(store->insert_node(c, "test", "").ok());
+  auto c2 = c;
+  c2.record["serial"] = "SER-1";
+  c2.updated_ms = 2000;
+  auto updated = store->update_node(c2, 1000);
+  ASSERT_FALSE(updated.ok());
+  EXPECT_EQ(updated.error().kind, ErrorKind::conflict);
+  EXPECT_EQ((**store->get_node("node_c")).updated_ms, 1000);
+  // An update drops identifiers it no longer has: the old MAC names nobody.
+  c2.record = {{"macs", {"52:54:00:00:00:05"}}};
+  EXPECT_TRUE(*store->update_node(c2, 1000));
+  EXPECT_FALSE(store->find_node("mac:52:54:00:00:00:04")->has_value());
+  EXPECT_EQ((*store->find_node("mac:52:54:00:00:00:05"))->id, "node_c");
+  EXPECT_FALSE(*store->update_node(c2, 1000)) << "stale updated_ms";
+
+  auto page = store->list_nodes(std::nullopt, 1);
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->size(), 1u);
+  EXPECT_EQ((*page)[0].id, "node_a");
+  EXPECT_EQ((*store->list_nodes(std::string("node_a"), 10)).size(), 1u);
+
+  EXPECT_TRUE(*store->delete_node("node_a"));
+  EXPECT_FALSE(*store->delete_node("node_a"));
+  EXPECT_FALSE(store->find_node("serial:SER-1")->has_value());
+}
+
+TEST_P(StoreContract, NodeTransitionsAreCompareAndSwapWithWhoAndWhy) {
+  ASSERT_TRUE(store->insert_node(node("node_a", {"52:54:00:00:00:01"}), "discovery", "first boot request").ok());
+  auto n = **store->get_node("node_a");
+  EXPECT_EQ(n.state, NodeState::discovered);
+  n.state = NodeState::pending;
+  n.record["job_id"] = "job_1";
+  n.updated_ms = 2000;
+  EXPECT_TRUE(*store->transition_node(n, NodeState::discovered, "api:operator", "job job_1"));
+  EXPECT_FALSE(*store->transition_node(n, NodeState::discovered, "api:operator", "again")) << "no longer discovered";
+  auto stored = **store->get_node("node_a");
+  EXPECT_EQ(stored.state, NodeState::pending);
+  EXPECT_EQ(stored.record.value("job_id", ""), "job_1");
+  EXPECT_EQ(stored.created_ms, 1000);
+  // update_node never moves the state.
+  auto edit = stored;
+  edit.state = NodeState::retired;
+  edit.updated_ms = 3000;
+  EXPECT_TRUE(*store->update_node(edit, 2000));
+  EXPECT_EQ((**store->get_node("node_a")).state, NodeState::pending);
+  auto events = store->node_events("node_a");
+  ASSERT_TRUE(events.ok());
+  ASSERT_EQ(events->size(), 2u);
+  EXPECT_EQ((*events)[0].from, "");
+  EXPECT_EQ((*events)[0].to, "discovered");
+  EXPECT_EQ((*events)[0].actor, "discovery");
+  EXPECT_EQ((*events)[1].from, "discovered");
+  EXPECT_EQ((*events)[1].to, "pending");
+  EXPECT_EQ((*events)[1].actor, "api:operator");
+  EXPECT_EQ((*events)[1].detail, "job job_1");
+  EXPECT_EQ((*events)[1].at_ms, 2000);
+}
+
 INSTANTIATE_TEST_SUITE_P(BothStores, StoreContract, testing::Values(StoreKind{"sqlite"}, StoreKind{"memory"}),
                          [](const testing::TestParamInfo<StoreKind>& info) { return info.param.name; });
