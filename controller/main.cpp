@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <iostream>
 #include <stop_token>
+#include <tuple>
 
 #include "common/atomic_file.hpp"
 #include "common/clock.hpp"
@@ -28,6 +29,8 @@
 #include "controller/jobs/job_service.hpp"
 #include "controller/logging/logger.hpp"
 #include "controller/metrics/metrics.hpp"
+#include "controller/nodes/node_service.hpp"
+#include "controller/pxe/boot_service.hpp"
 #include "controller/servers/server_service.hpp"
 #include "controller/store/sqlite_store.hpp"
 
@@ -91,8 +94,8 @@ int run(const ControllerConfig& config) {
   artifact_options.max_connections_per_client = static_cast<std::size_t>(config.artifacts_max_connections_per_client);
   artifact_options.head_timeout = std::chrono::milliseconds(config.artifacts_head_timeout_ms);
   artifact_options.keepalive_timeout = std::chrono::milliseconds(config.artifacts_keepalive_timeout_ms);
-  // ISOs for BMCs (some check the name), and the OS images recipes point at.
-  artifact_options.name_suffixes = {".iso", ".img", ".raw", ".qcow2", ".tar", ".tar.gz", ".tgz", ".tar.xz", ".tar.zst"};
+  // ISOs for BMCs (some check the name), the OS images recipes point at, the network boot kernel.
+  artifact_options.name_suffixes = {".iso", ".img", "vmlinuz", ".raw", ".qcow2", ".tar", ".tar.gz", ".tgz", ".tar.xz", ".tar.zst"};
   if (config.artifacts_tls_cert)
     artifact_options.tls = artifacts::TlsOptions{config.artifacts_tls_cert->string(),
                                                  config.artifacts_tls_key.value_or(*config.artifacts_tls_cert).string(),
@@ -122,7 +125,28 @@ int run(const ControllerConfig& config) {
   } else if (*sealed > 0) {
     log.info("sealed the secrets of recipes stored in clear", {{"jobs", std::to_string(*sealed)}});
   }
+  // Nodes and the network boot path: the maintenance OS as kernel + initrd artifacts (the
+  // artifact server hands them to iPXE like ISOs to BMCs).
+  NodeService nodes(**store, clock, log);
+  jobs.set_nodes(&nodes);
+  BootOptions boot_options{config.public_url, config.pxe_discover, std::nullopt, std::nullopt, config.pxe_kernel_args};
+  std::set<std::string> pinned;
+  for (auto [file, slot, name] : {std::tuple{config.pxe_kernel, &boot_options.kernel, "vmlinuz"},
+                                  std::tuple{config.pxe_initrd, &boot_options.initrd, "initrd.img"}}) {
+    if (!file) continue;
+    auto info = artifact_store.put_file(*file);
+    if (!info) {
+      log.error("cannot register a network boot file", {{"path", file->string()}, {"error", info.error().message}});
+      return 1;
+    }
+    *slot = BootFile{info->sha256, media.url_of(info->sha256, name)};
+    pinned.insert(info->sha256);
+    log.info("network boot file registered", {{"path", file->string()}, {"sha256", info->sha256}});
+  }
+  BootService boot(**store, nodes, clock, log, boot_options);
+
   ReconcilerOptions reconcile;
+  reconcile.pinned = pinned;
   reconcile.tick = std::chrono::milliseconds(config.reconcile_tick_ms);
   reconcile.idle_recheck = std::chrono::milliseconds(config.idle_recheck_ms);
   reconcile.boot_timeout = std::chrono::seconds(config.boot_timeout_seconds);
@@ -152,6 +176,7 @@ int run(const ControllerConfig& config) {
   TokenAuthenticator auth(config.tokens);
   ApiHandler handler(jobs, servers, uploads, artifact_store, **store, metrics, auth, log,
                      config.registry_enabled ? &recipes : nullptr);
+  if (config.pxe_enabled) handler.set_network_boot(&nodes, &boot);
   registry::RegistryOptions registry_options;
   // Empty: the token endpoint at the address the client used (a CI runner and a machine may
   // reach the controller by different addresses).

@@ -12,6 +12,8 @@
 #include "common/redact.hpp"
 #include "controller/logging/logger.hpp"
 #include "controller/metrics/metrics.hpp"
+#include "controller/nodes/node_service.hpp"
+#include "controller/pxe/boot_service.hpp"
 #include "controller/servers/server_service.hpp"
 #include "controller/store/store.hpp"
 
@@ -43,6 +45,15 @@ const std::vector<RouteSpec>& api_routes() {
       {"DELETE", "/api/v1/recipes/{name}/{version}", Permission::operate},
       // Machines in network media mode have no token: see JobService::network_task_for_serial.
       {"GET", "/api/v1/tasks/by-serial/{serial}", Permission::open},
+      {"GET", "/api/v1/nodes", Permission::read},
+      {"POST", "/api/v1/nodes", Permission::operate},
+      {"GET", "/api/v1/nodes/{id}", Permission::read},
+      {"PATCH", "/api/v1/nodes/{id}", Permission::operate},
+      {"DELETE", "/api/v1/nodes/{id}", Permission::operate},
+      {"PATCH", "/api/v1/nodes/{id}/state", Permission::operate},
+      // Firmware has no token: these answer only the asking machine's own boot script.
+      {"GET", "/boot/boot.ipxe", Permission::open},
+      {"GET", "/boot/ipxe", Permission::open},
   };
   return routes;
 }
@@ -293,6 +304,46 @@ ApiResponse ApiHandler::dispatch(const RouteSpec& route, const std::vector<std::
       auto bytes = path ? read_file(*path) : Result<std::string>(make_error(ErrorKind::not_found, "task ISO missing"));
       if (!bytes) return from_error(bytes.error());
       return ApiResponse{200, "application/octet-stream", std::move(*bytes), {{"Cache-Control", "no-store"}}};
+    }
+    if (p.starts_with("/api/v1/nodes")) {
+      if (!nodes_) return error_response(404, "nodes are off");
+      auto token = auth_.authenticate(req.header("Authorization"));
+      std::string actor = "api:" + std::string(token ? to_string(token->role) : "unknown");
+      if (p == "/api/v1/nodes" && route.method == "GET")
+        return from_result(nodes_->list(query_value(req, "state"), query_value(req, "cursor"), query_value(req, "limit")));
+      if (p == "/api/v1/nodes") {
+        auto created = nodes_->create(req.body, actor);
+        auto r = from_result(created, 201);
+        if (created) r.headers.push_back({"Location", "/api/v1/nodes/" + (*created)["id"].get<std::string>()});
+        return r;
+      }
+      if (p == "/api/v1/nodes/{id}" && route.method == "GET") return from_result(nodes_->get(params[0]));
+      if (p == "/api/v1/nodes/{id}" && route.method == "PATCH") return from_result(nodes_->patch(params[0], req.body));
+      if (p == "/api/v1/nodes/{id}") {
+        auto removed = nodes_->remove(params[0]);
+        return removed ? ApiResponse{204, "application/json", "", {}} : from_error(removed.error());
+      }
+      // PATCH …/state: `pending` is a new install, so it is a job (with the node's recipe_ref);
+      // the other moves are the node's own.
+      auto body = parse_json(req.body);
+      if (body && body->is_object() && body->value("state", "") == "pending") {
+        auto node = nodes_->load(params[0]);
+        if (!node) return from_error(node.error());
+        nlohmann::json request{{"node", {{"id", params[0]}}}, {"reprovision", true}};
+        auto created = jobs_.create(request.dump());
+        if (!created) return from_error(created.error());
+        auto r = json_response(201, {{"node", *nodes_->get(params[0])}, {"job", *created}});
+        r.headers.push_back({"Location", "/api/v1/jobs/" + (*created)["id"].get<std::string>()});
+        return r;
+      }
+      return from_result(nodes_->set_state(params[0], req.body, actor));
+    }
+    if (p == "/boot/boot.ipxe" || p == "/boot/ipxe") {
+      if (!boot_) return error_response(404, "network boot is off ([pxe] enabled)");
+      if (p == "/boot/boot.ipxe") return ApiResponse{200, "text/plain", boot_->chain_script(), {{"Cache-Control", "no-store"}}};
+      auto script = boot_->script_for(req.query);
+      if (!script) return from_error(script.error());
+      return ApiResponse{200, "text/plain", std::move(*script), {{"Cache-Control", "no-store"}}};
     }
     if (p == "/api/v1/status-webhook/{serial}")
       return from_result(jobs_.accept_webhook(params[0], req.header(std::string(kWebhookTimestampHeader)),

@@ -14,8 +14,10 @@
 
 namespace provisioner {
 
+class BootService;
 class JobService;
 class NamedRecipes;
+class NodeService;
 class ServerService;
 namespace artifacts {
 class ArtifactStore;
@@ -58,6 +60,12 @@ class ApiHandler {
              const artifacts::ArtifactStore& artifacts, Store& store, Metrics& metrics, const TokenAuthenticator& auth,
              const Logger& log, NamedRecipes* recipes = nullptr);
 
+  // Nodes and the network boot endpoints (null: the routes answer 404 "nodes are off").
+  void set_network_boot(NodeService* nodes, BootService* boot) {
+    nodes_ = nodes;
+    boot_ = boot;
+  }
+
   ApiResponse handle(const ApiRequest& request);
 
   // Judges a request from its line and headers alone, before any body is read: the answer
@@ -91,6 +99,8 @@ class ApiHandler {
   const TokenAuthenticator& auth_;
   const Logger& log_;
   NamedRecipes* recipes_;  // null: the registry is off (no named recipes)
+  NodeService* nodes_ = nullptr;
+  BootService* boot_ = nullptr;
 };
 
 }  // namespace provisioner

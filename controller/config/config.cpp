@@ -303,6 +303,47 @@ Status read_registry(const toml::table& t, const std::string& where, ControllerC
   return Ok{};
 }
 
+Status read_pxe(const toml::table& t, const std::string& where, ControllerConfig& c) {
+  PROVISIONER_TRY(unknown_keys(t, {"enabled", "discover", "kernel", "initrd", "kernel_args", "dhcp", "interface", "subnet",
+                                    "range_start", "range_end", "netmask", "dnsmasq", "ipxe_dir", "arm64_efi",
+                                    "rpi_firmware"},
+                               where + " [pxe]"));
+  TableReader r(t, "pxe");
+  PROVISIONER_TRY(r.boolean("enabled", c.pxe_enabled));
+  PROVISIONER_TRY(r.choice("discover", c.pxe_discover, {"off", "register"}));
+  PROVISIONER_TRY(r.path("kernel", c.pxe_kernel));
+  PROVISIONER_TRY(r.path("initrd", c.pxe_initrd));
+  PROVISIONER_TRY(r.string("kernel_args", c.pxe_kernel_args));
+  PROVISIONER_TRY(r.choice("dhcp", c.pxe_dhcp, {"off", "proxy", "full"}));
+  PROVISIONER_TRY(r.string("interface", c.pxe_interface));
+  PROVISIONER_TRY(r.string("subnet", c.pxe_subnet));
+  PROVISIONER_TRY(r.string("range_start", c.pxe_range_start));
+  PROVISIONER_TRY(r.string("range_end", c.pxe_range_end));
+  PROVISIONER_TRY(r.string("netmask", c.pxe_netmask));
+  PROVISIONER_TRY(r.string("dnsmasq", c.pxe_dnsmasq));
+  PROVISIONER_TRY(r.path("ipxe_dir", c.pxe_ipxe_dir));
+  PROVISIONER_TRY(r.path("arm64_efi", c.pxe_arm64_efi));
+  PROVISIONER_TRY(r.path("rpi_firmware", c.pxe_rpi_firmware));
+  // What dnsmasq would otherwise refuse at start, said here with the key's name.
+  auto ipv4 = [](const std::string& text) {
+    in_addr a{};
+    return inet_pton(AF_INET, text.c_str(), &a) == 1;
+  };
+  if (c.pxe_kernel_args.find_first_of("\n\r") != std::string::npos)
+    return bad_value("pxe.kernel_args", "one line", "a line break");
+  if (c.pxe_dhcp != "off") {
+    if (c.pxe_interface.empty() || c.pxe_interface.size() > 15 ||
+        c.pxe_interface.find_first_of(" /,\n=") != std::string::npos)
+      return bad_value("pxe.interface", "an interface name (dhcp = " + c.pxe_dhcp + " needs one)", "'" + c.pxe_interface + "'");
+    if (c.pxe_dhcp == "proxy" && !ipv4(c.pxe_subnet))
+      return bad_value("pxe.subnet", "the IPv4 network address proxy-DHCP serves", "'" + c.pxe_subnet + "'");
+    if (c.pxe_dhcp == "full" && (!ipv4(c.pxe_range_start) || !ipv4(c.pxe_range_end) || !ipv4(c.pxe_netmask)))
+      return bad_value("pxe.range_start", "IPv4 addresses in range_start, range_end and netmask (dhcp = full)",
+                       "'" + c.pxe_range_start + "'..'" + c.pxe_range_end + "'");
+  }
+  return Ok{};
+}
+
 Status read_reconciler(const toml::table& t, const std::string& where, ControllerConfig& c) {
   PROVISIONER_TRY(unknown_keys(t, {"tick_ms", "boot_timeout_seconds", "install_timeout_seconds", "gc_interval_seconds",
                                     "workers", "idle_recheck_ms"},
@@ -370,7 +411,7 @@ Status read_tokens(const toml::array& tokens, const std::string& where, Controll
 Status read_file_tables(const toml::table& t, const std::string& where, ControllerConfig& c) {
   PROVISIONER_TRY(unknown_keys(t, {"listen", "data_dir", "public_url", "recipes_dir", "max_body_bytes",
                                    "http_threads", "log", "tls", "api", "webhook", "tokens", "artifacts",
-                                   "reconciler", "redfish", "registry"},
+                                   "reconciler", "redfish", "registry", "pxe"},
                                where));
   PROVISIONER_TRY(read_top(t, c));
   TableReader top(t, "");
@@ -386,6 +427,7 @@ Status read_file_tables(const toml::table& t, const std::string& where, Controll
   if (const auto* r = top.table("reconciler", shape)) PROVISIONER_TRY(read_reconciler(*r, where, c));
   if (const auto* rf = top.table("redfish", shape)) PROVISIONER_TRY(read_redfish(*rf, where, c));
   if (const auto* rg = top.table("registry", shape)) PROVISIONER_TRY(read_registry(*rg, where, c));
+  if (const auto* px = top.table("pxe", shape)) PROVISIONER_TRY(read_pxe(*px, where, c));
   if (!shape) return shape;
   if (const auto* node = t.get("tokens")) {
     if (!node->is_array()) return bad_value("tokens", "an array of tables ([[tokens]])", describe(*node));

@@ -68,6 +68,22 @@ struct ControllerConfig {
   // A blob pushed within this is never garbage-collected (its manifest may be on its way).
   std::int64_t registry_gc_grace_seconds = 3600;
 
+  // The network boot path ([pxe]): nodes, /boot/*, and a supervised dnsmasq.
+  bool pxe_enabled = false;
+  std::string pxe_discover = "register";  // off | register: what an unknown machine's boot request does
+  std::optional<std::filesystem::path> pxe_kernel, pxe_initrd;  // the maintenance OS as kernel + initrd
+  std::string pxe_kernel_args = "console=tty0 console=ttyS0,115200";
+  // DHCP: off (the site's DHCP server hands out our boot files), proxy (dnsmasq answers PXE
+  // beside the site's DHCP server), full (dnsmasq hands out addresses from a range too).
+  std::string pxe_dhcp = "off";
+  std::string pxe_interface;               // the interface dnsmasq serves (required unless dhcp = off)
+  std::string pxe_subnet;                  // proxy: the network address served ("10.0.0.0")
+  std::string pxe_range_start, pxe_range_end, pxe_netmask = "255.255.255.0";  // full
+  std::string pxe_dnsmasq = "dnsmasq";     // the binary
+  std::filesystem::path pxe_ipxe_dir = "/usr/lib/ipxe";  // undionly.kpxe, ipxe.efi (Debian's ipxe)
+  std::optional<std::filesystem::path> pxe_arm64_efi;    // an arm64 iPXE EFI binary, where one is at hand
+  std::optional<std::filesystem::path> pxe_rpi_firmware;  // Raspberry Pi firmware files (start4.elf, …)
+
   // Reconciler timing.
   int reconcile_tick_ms = 500;
   int idle_recheck_ms = 5000;

@@ -21,7 +21,7 @@ struct MediaRef {
 };
 
 struct JobMedia {
-  std::string mode;                  // dual-cd | cd-usb | single-iso | network
+  std::string mode;                  // dual-cd | cd-usb | single-iso | network | pxe
   std::optional<MediaRef> boot_iso;  // what the server boots: the maintenance ISO, or the single ISO
   std::optional<MediaRef> task_iso;  // the stand-alone task ISO (every mode but single-iso)
 
@@ -29,7 +29,7 @@ struct JobMedia {
   static JobMedia from_json(const nlohmann::json& j);
 };
 
-// recipe.media_mode, else the server record's media_mode, else dual-cd.
+// pxe for a node's job; else recipe.media_mode, else the server record's media_mode, else dual-cd.
 std::string media_mode_for(const nlohmann::json& recipe, const nlohmann::json& server);
 
 class MaintenanceIso;

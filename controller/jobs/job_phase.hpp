@@ -18,6 +18,7 @@ enum class JobPhase {
   media_fallback_single_iso,
   boot_set,
   reset_issued,
+  netboot_served,
   maint_booted,
   disk_reset_issued,
   cleanup_failed,
@@ -31,7 +32,7 @@ struct JobPhaseInfo {
   std::string_view meaning;
 };
 
-inline constexpr std::array<JobPhaseInfo, 10> kJobPhases = {{
+inline constexpr std::array<JobPhaseInfo, 11> kJobPhases = {{
     {JobPhase::iso_built, "iso_built", false, "the task media were built and recorded"},
     {JobPhase::media_requested, "media_requested", true, "about to insert media (cleanup ejects from here on)"},
     {JobPhase::media_inserted, "media_inserted", false, "the BMC holds the job's media"},
@@ -39,6 +40,8 @@ inline constexpr std::array<JobPhaseInfo, 10> kJobPhases = {{
      "the BMC refused a second medium: the job switched to one ISO"},
     {JobPhase::boot_set, "boot_set", false, "the one-time boot override points at the virtual CD"},
     {JobPhase::reset_issued, "reset_issued", true, "about to reset into the maintenance OS (never sent twice)"},
+    {JobPhase::netboot_served, "netboot_served", true,
+     "a node's network boot was answered with the maintenance OS and this job's task (pxe)"},
     {JobPhase::maint_booted, "maint_booted", false, "the maintenance OS reported"},
     {JobPhase::disk_reset_issued, "disk_reset_issued", true, "about to reset into the installed system"},
     {JobPhase::cleanup_failed, "cleanup_failed", false, "cleanup gave up: media may still be inserted"},

@@ -10,6 +10,7 @@
 #include "controller/jobs/job_phase.hpp"
 #include "controller/logging/logger.hpp"
 #include "controller/metrics/metrics.hpp"
+#include "controller/nodes/node_service.hpp"
 #include "controller/servers/server_service.hpp"
 
 namespace provisioner {
@@ -102,7 +103,35 @@ Result<nlohmann::json> JobService::create(std::string_view body) {
   if (auto errors = request_schema_.validate(*request); !errors.empty())
     return make_error(ErrorKind::invalid_input, "job request is not valid", std::move(errors));
 
+  // The target: a server (BMC or inline) or a node (network boot), exactly one.
+  const bool to_node = request->contains("node");
+  if (to_node == request->contains("server"))
+    return make_error(ErrorKind::invalid_input, "job request is not valid",
+                      {{"/server", to_node ? "give a server or a node, not both" : "required (or a node)"}});
+  if (request->contains("reprovision") && !to_node)
+    return make_error(ErrorKind::invalid_input, "job request is not valid",
+                      {{"/reprovision", "only for a node's job"}});
+  std::optional<NodeRecord> node;
+  if (to_node) {
+    if (!nodes_) return make_error(ErrorKind::invalid_input, "job request is not valid", {{"/node", "nodes are off"}});
+    auto id = (*request)["/node/id"_json_pointer].get<std::string>();
+    auto loaded = nodes_->load(id);
+    if (!loaded && loaded.error().kind == ErrorKind::not_found)
+      return make_error(ErrorKind::invalid_input, "job request is not valid", {{"/node/id", "no node " + id}});
+    if (!loaded) return loaded.error();
+    node = std::move(*loaded);
+    if (auto refused = node_accepts_job(*node, request->value("reprovision", false)); !refused) return refused.error();
+  }
+
   nlohmann::json recipe;
+  if (!request->contains("recipe_ref") && !request->contains("recipe")) {
+    // A node's job may use the node's profile.
+    if (!node || !node->record.contains("recipe_ref"))
+      return make_error(ErrorKind::invalid_input, "job request is not valid",
+                        {{"/recipe", node ? "required: recipe or recipe_ref (the node has no recipe_ref)"
+                                          : "required: recipe or recipe_ref"}});
+    (*request)["recipe_ref"] = node->record["recipe_ref"];
+  }
   if (request->contains("recipe_ref")) {
     auto loaded = load_recipe_ref((*request)["recipe_ref"].get<std::string>());
     if (!loaded) return loaded.error();
@@ -122,9 +151,18 @@ Result<nlohmann::json> JobService::create(std::string_view body) {
 
   // The job keeps a snapshot of its server (password sealed), so later edits of the record
   // cannot change a job half-way.
-  auto resolved = servers_.resolve_for_job((*request)["server"], "/server");
-  if (!resolved) return resolved.error();
-  nlohmann::json server = std::move(*resolved);
+  nlohmann::json server;
+  if (node) {
+    // A node is booted over the network: no BMC, the task by PXE. Its webhooks name the
+    // node id (a serial number from firmware is not always set, nor unique).
+    server = {{"serial", node->id}, {"node_id", node->id}, {"media_mode", "pxe"}};
+    for (const char* key : {"macs", "name", "labels"})
+      if (node->record.contains(key)) server[key] = node->record[key];
+  } else {
+    auto resolved = servers_.resolve_for_job((*request)["server"], "/server");
+    if (!resolved) return resolved.error();
+    server = std::move(*resolved);
+  }
 
   JobRecord job;
   job.status = JobStatus::queued;
@@ -140,6 +178,19 @@ Result<nlohmann::json> JobService::create(std::string_view body) {
     auto inserted = store_.insert_job(job);
     if (inserted) break;
     if (inserted.error().kind != ErrorKind::conflict || attempt == 3) return inserted.error();
+  }
+  if (node) {
+    // The node is pending from here: its next network boot runs this job. A node that moved
+    // meanwhile (another job won) refuses this one, and the job is canceled unstarted.
+    auto moved = nodes_->transition(*node, NodeState::pending, {{"job_id", job.id}}, "api",
+                                    "job " + job.id + (node->state == NodeState::discovered ? "" : " (reprovision)"));
+    if (!moved || !*moved) {
+      auto undone = store_.transition_job(job.id, JobStatus::queued, JobStatus::canceled, {},
+                                          "the node changed before the job could claim it", clock_.now_ms());
+      if (!undone) log_store_error(log_, job, "cancel the unclaimed job", undone.error());
+      if (!moved) return moved.error();
+      return make_error(ErrorKind::conflict, "node " + node->id + " changed meanwhile; try again");
+    }
   }
   metrics_.count_transition("", std::string(to_string(job.status)));
   log_.info("job created", Logger::job_fields(job.id, job.server_serial,
@@ -278,8 +329,54 @@ Result<bool> JobService::transition(const JobRecord& job, JobStatus from, JobSta
                                                        {{"from", std::string(to_string(from))},
                                                         {"to", std::string(to_string(to))},
                                                         {"detail", detail}}));
+    if (job.server.contains("node_id") && (to == JobStatus::succeeded || to == JobStatus::failed || to == JobStatus::canceled))
+      node_job_ended(job, to);
   }
   return applied;
+}
+
+Status JobService::node_accepts_job(const NodeRecord& node, bool reprovision) const {
+  auto state = std::string(to_string(node.state));
+  switch (node.state) {
+    case NodeState::discovered: return Ok{};
+    case NodeState::installed:
+    case NodeState::active:
+      if (reprovision) return Ok{};
+      return make_error(ErrorKind::conflict, "node " + node.id + " is " + state +
+                                                 ": installing over it needs \"reprovision\": true");
+    case NodeState::pending:
+    case NodeState::installing:
+      return make_error(ErrorKind::conflict, "node " + node.id + " is " + state + " with job " +
+                                                 node.record.value("job_id", "") + "; cancel it first");
+    case NodeState::retired:
+      return make_error(ErrorKind::conflict, "node " + node.id + " is retired: re-enroll it (state discovered) first");
+  }
+  return make_error(ErrorKind::conflict, "node " + node.id + " is " + state);
+}
+
+void JobService::node_job_ended(const JobRecord& job, JobStatus outcome) {
+  // The node follows its job: installed on success; on a failure or a cancel, back to
+  // discovered, so that its next boot is a local one (never a second install by itself).
+  auto id = job.server["node_id"].get<std::string>();
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    auto node = nodes_ ? nodes_->load(id) : Result<NodeRecord>(make_error(ErrorKind::not_found, "nodes are off"));
+    if (!node) {
+      log_.warn("the job's node is gone", Logger::job_fields(job.id, job.server_serial, {{"node", id}}));
+      return;
+    }
+    if (node->record.value("job_id", "") != job.id) return;  // another job owns it now
+    NodeState to = outcome == JobStatus::succeeded ? NodeState::installed : NodeState::discovered;
+    if (node->state != NodeState::pending && node->state != NodeState::installing) return;
+    if (to == NodeState::installed && node->state != NodeState::installing) to = NodeState::discovered;
+    nlohmann::json changes{{"job_id", nullptr},
+                           {"last_job", {{"id", job.id}, {"outcome", std::string(to_string(outcome))}}}};
+    auto moved = nodes_->transition(*node, to, changes, "job:" + job.id, "job " + std::string(to_string(outcome)));
+    if (!moved) {
+      log_.error("cannot move the job's node", Logger::job_fields(job.id, job.server_serial, {{"error", moved.error().message}}));
+      return;
+    }
+    if (*moved) return;
+  }
 }
 
 Result<nlohmann::json> JobService::cancel(const std::string& id) {

@@ -23,6 +23,7 @@ namespace provisioner {
 class Logger;
 class Metrics;
 class NamedRecipes;
+class NodeService;
 class ServerService;
 
 struct JobServiceOptions {
@@ -83,6 +84,8 @@ class JobService {
   // Called after a new job or an applied report, so the reconciler acts without waiting for
   // its next tick.
   void on_change(std::function<void(const std::string& job_id)> callback) { on_change_ = std::move(callback); }
+  // Set once at start-up: jobs may then target nodes ({"node": {"id"}}), booted over PXE.
+  void set_nodes(NodeService* nodes) { nodes_ = nodes; }
   // Set once at start-up, before any job is built (the registry is made after the jobs).
   void set_registry_pull_token(decltype(JobServiceOptions::registry_pull_token) issue) {
     options_.registry_pull_token = std::move(issue);
@@ -111,6 +114,10 @@ class JobService {
   // concurrent changes; a repeated outcome is accepted, a contradicting one conflicts.
   Result<nlohmann::json> apply_report(JobRecord job, const WebhookReport& report);
   Result<nlohmann::json> load_recipe_ref(const std::string& name) const;
+  // Whether a node may be given a new job now (409 with the reason when not).
+  Status node_accepts_job(const NodeRecord& node, bool reprovision) const;
+  // A node's job ended: the node follows (installed, or back to discovered).
+  void node_job_ended(const JobRecord& job, JobStatus outcome);
   Result<nlohmann::json> view(const JobRecord& job);
 
   Store& store_;
@@ -121,6 +128,7 @@ class JobService {
   std::string secret_key_;
   JobServiceOptions options_;
   std::function<void(const std::string&)> on_change_;
+  NodeService* nodes_ = nullptr;
   JsonSchema request_schema_;
   RecipeValidator recipe_validator_;
 };

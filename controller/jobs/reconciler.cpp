@@ -178,9 +178,13 @@ bool JobReconciler::check_timeouts(const JobRecord& job) {
   auto events = store_.job_events(job.id);
   if (!events) return false;
   std::int64_t started = 0, booted = 0;
+  // A node's job waits for the node to boot, which may be any time (someone powers it on):
+  // its boot clock starts when its network boot is answered.
+  const bool network_boot = job.media.value("mode", "") == "pxe";
   for (const auto& e : *events) {
-    if (e.kind == "transition" && e.name == "provisioning") started = e.at_ms;
-    if (e.kind == "phase" && (e.name == to_string(JobPhase::reset_issued))) started = e.at_ms;  // the clock restarts at the reset
+    if (e.kind == "transition" && e.name == "provisioning" && !network_boot) started = e.at_ms;
+    if (e.kind == "phase" && (e.name == to_string(JobPhase::reset_issued) || e.name == to_string(JobPhase::netboot_served)))
+      started = e.at_ms;  // the clock restarts at the reset
     if (e.kind == "phase" && e.name == to_string(JobPhase::maint_booted)) booted = e.at_ms;
   }
   auto recipe = job.recipe;
@@ -218,6 +222,7 @@ Result<artifacts::GcReport> JobReconciler::collect_garbage() {
   if (!in_use) return in_use.error();
   std::set<std::string> referenced;
   if (auto current = maintenance_.current()) referenced.insert(*current);  // what the next job boots
+  referenced.insert(options_.pinned.begin(), options_.pinned.end());
   for (const auto& stored : *in_use) {
     auto media = JobMedia::from_json(stored);
     if (media.boot_iso) referenced.insert(media.boot_iso->sha256);

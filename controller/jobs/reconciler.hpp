@@ -42,6 +42,8 @@ struct ReconcilerOptions {
   // How the sweep runs over the roots the jobs need (default: the artifact store's gc). The
   // registry wraps it to add what it references, under its lock (registry_store.hpp).
   std::function<Result<artifacts::GcReport>(const std::set<std::string>&, std::chrono::seconds)> gc;
+  // Artifacts kept whatever the jobs need (the network boot kernel and initrd).
+  std::set<std::string> pinned;
 };
 
 class JobReconciler {

@@ -1,0 +1,366 @@
+#include "controller/nodes/node_service.hpp"
+
+#include <algorithm>
+#include <cctype>
+
+#include "common/crypto.hpp"
+#include "common/redact.hpp"
+#include "controller/logging/logger.hpp"
+#include "controller/nodes/node_identity.hpp"
+
+namespace provisioner {
+
+namespace embedded {
+extern const std::string_view node_schema;
+}
+
+namespace {
+
+bool is_node_id(const std::string& id) {
+  return id.size() == 21 && id.rfind("node_", 0) == 0 &&
+         id.find_first_not_of("0123456789abcdef", 5) == std::string::npos;
+}
+
+std::string lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+bool is_uuid(const std::string& s) {
+  if (s.size() != 36) return false;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash ? s[i] != '-' : !std::isxdigit(static_cast<unsigned char>(s[i]))) return false;
+  }
+  return true;
+}
+
+// Serial numbers firmware ships when nobody set one: never an identifier.
+bool placeholder_serial(const std::string& s) {
+  static const char* kPlaceholders[] = {"to be filled by o.e.m.", "not specified", "default string", "none", "0",
+                                        "system serial number", "not applicable", "n/a", "123456789"};
+  auto l = lower(s);
+  return std::any_of(std::begin(kPlaceholders), std::end(kPlaceholders), [&](const char* p) { return l == p; });
+}
+
+}  // namespace
+
+std::optional<std::string> normalise_mac(const std::string& text) {
+  if (text.size() != 17) return std::nullopt;
+  std::string out;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (i % 3 == 2) {
+      if (c != ':' && c != '-') return std::nullopt;
+      out += ':';
+    } else {
+      if (!std::isxdigit(static_cast<unsigned char>(c))) return std::nullopt;
+      out += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    }
+  }
+  return out;
+}
+
+Result<BootIdentity> parse_boot_identity(const std::string& mac, const std::string& uuid, const std::string& serial,
+                                         const std::string& arch, const std::string& platform) {
+  std::vector<FieldError> errors;
+  BootIdentity who;
+  if (auto m = normalise_mac(mac)) who.mac = *m;
+  else errors.push_back({"mac", mac.empty() ? "required" : "not a MAC address (aa:bb:cc:dd:ee:ff)"});
+  if (!uuid.empty()) {
+    if (!is_uuid(uuid)) errors.push_back({"uuid", "not a UUID (8-4-4-4-12 hex digits)"});
+    else if (auto l = lower(uuid); l != "00000000-0000-0000-0000-000000000000" && l != "ffffffff-ffff-ffff-ffff-ffffffffffff")
+      who.uuid = l;
+  }
+  if (!serial.empty()) {
+    // Firmware puts spaces in placeholders ("To Be Filled By O.E.M."); anything else outside
+    // this set is not a serial number.
+    bool ok = serial.size() <= 64 && std::all_of(serial.begin(), serial.end(), [](char c) {
+      return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-' || c == ' ' || c == '/';
+    });
+    if (!ok) errors.push_back({"serial", "not a serial number (letters, digits, . _ - / space; at most 64)"});
+    else if (!placeholder_serial(serial) && serial.find_first_of(" /") == std::string::npos) who.serial = serial;
+  }
+  static const char* kArchs[] = {"i386", "x86_64", "arm64", "arm32", "riscv64"};
+  if (!arch.empty() && std::none_of(std::begin(kArchs), std::end(kArchs), [&](const char* a) { return arch == a; }))
+    errors.push_back({"arch", "not an iPXE build architecture (i386, x86_64, arm64, arm32, riscv64)"});
+  else who.arch = arch;
+  if (!platform.empty() && platform != "pcbios" && platform != "efi")
+    errors.push_back({"platform", "not an iPXE platform (pcbios, efi)"});
+  else who.platform = platform;
+  if (!errors.empty()) return make_error(ErrorKind::invalid_input, "bad boot request", std::move(errors));
+  return who;
+}
+
+NodeService::NodeService(Store& store, const Clock& clock, const Logger& log)
+    : store_(store), clock_(clock), log_(log), schema_(embedded::node_schema) {}
+
+Result<nlohmann::json> NodeService::check(nlohmann::json record) const {
+  if (!record.is_object())
+    return make_error(ErrorKind::invalid_input, "node is not valid", {{"", "expected a JSON object"}});
+  // Members the controller keeps on the record are not client input; they survive a patch.
+  nlohmann::json kept = nlohmann::json::object();
+  for (const char* key : {"job_id", "inventory", "last_boot"})
+    if (record.contains(key)) {
+      kept[key] = record[key];
+      record.erase(key);
+    }
+  auto errors = schema_.validate(record);
+  if (errors.empty() && !record.contains("macs") && !record.contains("uuid") && !record.contains("serial"))
+    errors.push_back({"/macs", "a node needs at least one identifier: macs, uuid or serial"});
+  if (!errors.empty()) return make_error(ErrorKind::invalid_input, "node is not valid", std::move(errors));
+  if (record.contains("macs")) {
+    nlohmann::json macs = nlohmann::json::array();
+    for (const auto& m : record["macs"]) {
+      auto n = *normalise_mac(m.get<std::string>());
+      if (std::find(macs.begin(), macs.end(), n) != macs.end())
+        return make_error(ErrorKind::invalid_input, "node is not valid", {{"/macs", "lists " + n + " twice"}});
+      macs.push_back(n);
+    }
+    record["macs"] = std::move(macs);
+  }
+  if (record.contains("uuid")) record["uuid"] = lower(record["uuid"].get<std::string>());
+  record.update(kept);
+  return record;
+}
+
+nlohmann::json NodeService::view(const NodeRecord& node) {
+  nlohmann::json out = node.record;
+  out["id"] = node.id;
+  out["state"] = std::string(to_string(node.state));
+  out["created_at"] = format_rfc3339_ms(node.created_ms);
+  out["updated_at"] = format_rfc3339_ms(node.updated_ms);
+  return redact(out);
+}
+
+Result<nlohmann::json> NodeService::create(std::string_view body, const std::string& actor) {
+  auto doc = parse_json(body);
+  if (!doc) return doc.error();
+  auto record = check(std::move(*doc));
+  if (!record) return record.error();
+  for (const char* key : {"job_id", "inventory", "last_boot"}) record->erase(key);
+  NodeRecord node;
+  node.state = NodeState::discovered;
+  node.record = std::move(*record);
+  node.created_ms = node.updated_ms = clock_.now_ms();
+  for (int attempt = 0;; ++attempt) {
+    node.id = "node_" + crypto::random_token(8);
+    auto inserted = store_.insert_node(node, actor, "registered through the API");
+    if (inserted) break;
+    // A clash of an identifier is the client's conflict; of the id, try another.
+    if (inserted.error().kind != ErrorKind::conflict || inserted.error().message.find("another node") != std::string::npos ||
+        attempt == 3)
+      return inserted.error();
+  }
+  log_.info("node registered", {{"node", node.id}, {"by", actor}});
+  changed();
+  return view(node);
+}
+
+Result<NodeRecord> NodeService::load(const std::string& id) {
+  if (!is_node_id(id)) return make_error(ErrorKind::not_found, "no node " + id);
+  auto node = store_.get_node(id);
+  if (!node) return node.error();
+  if (!*node) return make_error(ErrorKind::not_found, "no node " + id);
+  return std::move(**node);
+}
+
+Result<nlohmann::json> NodeService::get(const std::string& id) {
+  auto node = load(id);
+  if (!node) return node.error();
+  auto events = store_.node_events(id);
+  if (!events) return events.error();
+  auto out = view(*node);
+  nlohmann::json history = nlohmann::json::array();
+  for (const auto& e : *events) {
+    nlohmann::json entry{{"to", e.to}, {"by", e.actor}, {"at", format_rfc3339_ms(e.at_ms)}};
+    if (!e.from.empty()) entry["from"] = e.from;
+    if (!e.detail.empty()) entry["detail"] = e.detail;
+    history.push_back(std::move(entry));
+  }
+  out["history"] = std::move(history);
+  return out;
+}
+
+Result<nlohmann::json> NodeService::list(const std::optional<std::string>& state,
+                                         const std::optional<std::string>& cursor,
+                                         const std::optional<std::string>& limit_text) {
+  int limit = 100;
+  if (limit_text) {
+    try {
+      std::size_t used = 0;
+      limit = std::stoi(*limit_text, &used);
+      if (used != limit_text->size()) limit = 0;
+    } catch (...) {
+      limit = 0;
+    }
+    if (limit < 1 || limit > 500)
+      return make_error(ErrorKind::invalid_input, "bad query", {{"limit", "must be an integer from 1 to 500"}});
+  }
+  std::optional<NodeState> want;
+  if (state) {
+    want = parse_node_state(*state);
+    if (!want)
+      return make_error(ErrorKind::invalid_input, "bad query",
+                        {{"state", "one of discovered, pending, installing, installed, active, retired"}});
+  }
+  if (cursor && !is_node_id(*cursor))
+    return make_error(ErrorKind::invalid_input, "bad query", {{"cursor", "not a cursor from this API"}});
+  // A state filter scans pages until it has `limit` matches (nodes number in the thousands).
+  nlohmann::json items = nlohmann::json::array();
+  std::optional<std::string> after = cursor, next;
+  for (;;) {
+    auto rows = store_.list_nodes(after, 500);
+    if (!rows) return rows.error();
+    for (const auto& r : *rows) {
+      if (want && r.state != *want) continue;
+      if (static_cast<int>(items.size()) == limit) {
+        next = items.back()["id"].get<std::string>();
+        break;
+      }
+      items.push_back(view(r));
+    }
+    if (next || rows->size() < 500) break;
+    after = rows->back().id;
+  }
+  return nlohmann::json{{"nodes", std::move(items)}, {"next_cursor", next ? nlohmann::json(*next) : nlohmann::json()}};
+}
+
+Result<nlohmann::json> NodeService::patch(const std::string& id, std::string_view body) {
+  auto patch = parse_json(body);
+  if (!patch) return patch.error();
+  if (!patch->is_object())
+    return make_error(ErrorKind::invalid_input, "node patch is not valid", {{"", "expected a JSON merge patch object"}});
+  for (const char* key : {"state", "id", "job_id", "inventory", "last_boot", "created_at", "updated_at", "history"})
+    if (patch->contains(key))
+      return make_error(ErrorKind::invalid_input, "node patch is not valid",
+                        {{std::string("/") + key, std::string(key) == "state"
+                                                       ? "the state moves through PATCH /api/v1/nodes/{id}/state"
+                                                       : "kept by the controller; not patchable"}});
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    auto node = load(id);
+    if (!node) return node.error();
+    auto record = node->record;
+    record.merge_patch(*patch);
+    auto checked = check(std::move(record));
+    if (!checked) return checked.error();
+    auto expected = node->updated_ms;
+    node->record = std::move(*checked);
+    node->updated_ms = std::max(clock_.now_ms(), expected + 1);
+    auto updated = store_.update_node(*node, expected);
+    if (!updated) return updated.error();
+    if (*updated) {
+      changed();
+      return view(*node);
+    }
+  }
+  return make_error(ErrorKind::conflict, "node " + id + " kept changing; try again");
+}
+
+Status NodeService::remove(const std::string& id) {
+  auto node = load(id);
+  if (!node) return node.error();
+  if (node->state == NodeState::pending || node->state == NodeState::installing)
+    return make_error(ErrorKind::conflict, "node " + id + " is " + std::string(to_string(node->state)) +
+                                               ": cancel its job " + node->record.value("job_id", "") + " first");
+  auto removed = store_.delete_node(id);
+  if (!removed) return removed.error();
+  if (!*removed) return make_error(ErrorKind::not_found, "no node " + id);
+  log_.info("node removed", {{"node", id}});
+  changed();
+  return Ok{};
+}
+
+Result<bool> NodeService::transition(const NodeRecord& node, NodeState to, const nlohmann::json& changes,
+                                     const std::string& actor, const std::string& detail) {
+  if (!find_node_transition(node.state, to))
+    return make_error(ErrorKind::conflict, "node " + node.id + " cannot go from " + std::string(to_string(node.state)) +
+                                               " to " + std::string(to_string(to)));
+  NodeRecord next = node;
+  next.state = to;
+  next.record.merge_patch(changes);
+  next.updated_ms = std::max(clock_.now_ms(), node.updated_ms + 1);
+  auto moved = store_.transition_node(next, node.state, actor, detail);
+  if (!moved) return moved.error();
+  if (*moved) {
+    log_.info("node state changed", {{"node", node.id}, {"from", std::string(to_string(node.state))},
+                                     {"to", std::string(to_string(to))}, {"by", actor}});
+    changed();
+  }
+  return *moved;
+}
+
+Result<nlohmann::json> NodeService::set_state(const std::string& id, std::string_view body, const std::string& actor) {
+  auto doc = parse_json(body);
+  if (!doc) return doc.error();
+  if (!doc->is_object() || !doc->contains("state") || !(*doc)["state"].is_string())
+    return make_error(ErrorKind::invalid_input, "state change is not valid", {{"/state", "required: the new state"}});
+  for (const auto& [key, value] : doc->items())
+    if (key != "state" && key != "reason")
+      return make_error(ErrorKind::invalid_input, "state change is not valid", {{"/" + key, "unknown member"}});
+  if (doc->contains("reason") && (!(*doc)["reason"].is_string() || (*doc)["reason"].get<std::string>().size() > 500))
+    return make_error(ErrorKind::invalid_input, "state change is not valid", {{"/reason", "a string of at most 500 characters"}});
+  auto to = parse_node_state((*doc)["state"].get<std::string>());
+  if (!to)
+    return make_error(ErrorKind::invalid_input, "state change is not valid",
+                      {{"/state", "one of discovered, pending, installing, installed, active, retired"}});
+  auto node = load(id);
+  if (!node) return node.error();
+  auto rule = find_node_transition(node->state, *to);
+  if (!rule || !rule->explicit_request)
+    return make_error(ErrorKind::conflict, "node " + id + " is " + std::string(to_string(node->state)) +
+                                               ": an operator cannot move it to " + std::string(to_string(*to)));
+  std::string reason = doc->value("reason", std::string(rule->why));
+  auto moved = transition(*node, *to, nlohmann::json::object(), actor, reason);
+  if (!moved) return moved.error();
+  if (!*moved) return make_error(ErrorKind::conflict, "node " + id + " changed meanwhile; try again");
+  return get(id);
+}
+
+Result<std::optional<NodeRecord>> NodeService::identify(const BootIdentity& who) {
+  std::vector<std::string> keys{"mac:" + who.mac};
+  if (who.uuid) keys.push_back("uuid:" + *who.uuid);
+  if (who.serial) keys.push_back("serial:" + *who.serial);
+  for (const auto& key : keys) {
+    auto found = store_.find_node(key);
+    if (!found) return found.error();
+    if (*found) return found;
+  }
+  return std::optional<NodeRecord>();
+}
+
+Result<NodeRecord> NodeService::register_discovered(const BootIdentity& who) {
+  NodeRecord node;
+  node.state = NodeState::discovered;
+  node.record = {{"macs", {who.mac}}};
+  if (who.uuid) node.record["uuid"] = *who.uuid;
+  if (who.serial) node.record["serial"] = *who.serial;
+  if (who.platform == "pcbios" || who.platform == "efi") node.record["platform"] = who.platform;
+  node.created_ms = node.updated_ms = clock_.now_ms();
+  for (int attempt = 0;; ++attempt) {
+    node.id = "node_" + crypto::random_token(8);
+    auto inserted = store_.insert_node(node, "discovery", "first network boot request");
+    if (inserted) break;
+    if (inserted.error().kind != ErrorKind::conflict || attempt == 3) return inserted.error();
+    // Two boot requests of one machine at once: the other registered it.
+    auto again = identify(who);
+    if (again && *again) return std::move(**again);
+  }
+  log_.info("node discovered", {{"node", node.id}, {"mac", who.mac}});
+  changed();
+  return node;
+}
+
+Result<std::vector<NodeRecord>> NodeService::all() {
+  std::vector<NodeRecord> out;
+  std::optional<std::string> after;
+  for (;;) {
+    auto rows = store_.list_nodes(after, 500);
+    if (!rows) return rows.error();
+    for (auto& r : *rows) out.push_back(std::move(r));
+    if (rows->size() < 500) return out;
+    after = out.back().id;
+  }
+}
+
+}  // namespace provisioner

@@ -1,0 +1,109 @@
+#include "controller/pxe/boot_service.hpp"
+
+#include "controller/jobs/job_phase.hpp"
+#include "controller/logging/logger.hpp"
+#include "controller/nodes/node_service.hpp"
+#include "controller/store/store.hpp"
+
+namespace provisioner {
+
+namespace {
+
+std::string query_or_empty(const std::map<std::string, std::string>& q, const char* key) {
+  auto it = q.find(key);
+  return it == q.end() ? std::string() : it->second;
+}
+
+}  // namespace
+
+BootService::BootService(Store& store, NodeService& nodes, const Clock& clock, const Logger& log,
+                         BootOptions options)
+    : store_(store), nodes_(nodes), clock_(clock), log_(log), options_(std::move(options)) {
+  while (!options_.public_url.empty() && options_.public_url.back() == '/') options_.public_url.pop_back();
+}
+
+std::string BootService::chain_script() const {
+  // ${mac:hexhyp} keeps the URL free of ':'; ${serial:uristring} escapes what firmware puts
+  // there. iPXE fills ${uuid} from SMBIOS.
+  return "#!ipxe\n"
+         "chain " + options_.public_url +
+         "/boot/ipxe?mac=${mac:hexhyp}&uuid=${uuid}&serial=${serial:uristring}&arch=${buildarch}&platform=${platform}\n";
+}
+
+std::string BootService::local_boot(const BootIdentity& who, const std::string& why) const {
+  std::string script = "#!ipxe\necho provisioner: " + why + ": booting from the local disk\n";
+  // UEFI: leave iPXE so the firmware goes on to its next boot entry. BIOS: boot the first disk.
+  if (who.platform == "efi") return script + "exit\n";
+  return script + "sanboot --no-describe --drive 0x80 || exit\n";
+}
+
+Result<std::string> BootService::script_for(const std::map<std::string, std::string>& query) {
+  for (const auto& [key, value] : query)
+    if (key != "mac" && key != "uuid" && key != "serial" && key != "arch" && key != "platform")
+      return make_error(ErrorKind::invalid_input, "bad boot request", {{key, "unknown parameter"}});
+  auto who = parse_boot_identity(query_or_empty(query, "mac"), query_or_empty(query, "uuid"),
+                                 query_or_empty(query, "serial"), query_or_empty(query, "arch"),
+                                 query_or_empty(query, "platform"));
+  if (!who) return who.error();
+  auto node = nodes_.identify(*who);
+  if (!node) return node.error();
+  if (!*node) {
+    if (options_.discover == "off") return local_boot(*who, "unknown machine");
+    auto registered = nodes_.register_discovered(*who);
+    if (!registered) return registered.error();
+    return local_boot(*who, "discovered as " + registered->id);
+  }
+  return answer_node(**node, *who);
+}
+
+Result<std::string> BootService::answer_node(const NodeRecord& node, const BootIdentity& who) {
+  const auto state = node.state;
+  if (state != NodeState::pending && state != NodeState::installing)
+    return local_boot(who, "node " + node.id + " is " + std::string(to_string(state)));
+  auto job_id = node.record.value("job_id", "");
+  auto job = store_.get_job(job_id);
+  if (!job) return job.error();
+  if (!*job || (**job).server.value("node_id", "") != node.id)
+    return local_boot(who, "node " + node.id + " has no job");
+  const auto& j = **job;
+  if (j.status == JobStatus::queued)
+    // The task ISO is being built (a second or so): ask again shortly, still no install.
+    return "#!ipxe\necho provisioner: job " + j.id + " is being prepared\nsleep 3\nchain " + options_.public_url +
+           "/boot/ipxe?mac=${mac:hexhyp}&uuid=${uuid}&serial=${serial:uristring}&arch=${buildarch}&platform=${platform}\n";
+  if (j.status != JobStatus::provisioning) return local_boot(who, "job " + j.id + " is " + std::string(to_string(j.status)));
+  auto task = j.media.value("task_iso", nlohmann::json::object());
+  if (!task.contains("url") || !task.contains("sha256") || !options_.kernel || !options_.initrd) {
+    log_.error("cannot answer a network boot: no maintenance kernel/initrd ([pxe] kernel, initrd) or no task ISO",
+               Logger::job_fields(j.id, j.server_serial));
+    return local_boot(who, "the controller has no network boot files");
+  }
+  // The intent is recorded first and only while the job is provisioning: a cancel that won
+  // means local boot.
+  auto recorded = store_.record_phase_if_status(j.id, phase_name(JobPhase::netboot_served), JobStatus::provisioning,
+                                                who.mac + " " + who.platform, clock_.now_ms());
+  if (!recorded) return recorded.error();
+  if (!*recorded) {
+    auto fresh = store_.get_job(j.id);
+    if (!fresh) return fresh.error();
+    if (!*fresh || (**fresh).status != JobStatus::provisioning)
+      return local_boot(who, "job " + j.id + " ended");
+    // Served before (the node rebooted mid-install): the same task again.
+  }
+  if (state == NodeState::pending) {
+    auto moved = nodes_.transition(node, NodeState::installing, {{"last_boot", {{"mac", who.mac}, {"platform", who.platform},
+                                                                               {"arch", who.arch}}}},
+                                   "boot", "network boot answered with job " + j.id);
+    if (!moved) return moved.error();
+  }
+  log_.info("network boot: installing", Logger::job_fields(j.id, j.server_serial, {{"node", node.id}, {"mac", who.mac}}));
+  const auto& kernel = *options_.kernel;
+  const auto& initrd = *options_.initrd;
+  return "#!ipxe\n"
+         "echo provisioner: node " + node.id + ": job " + j.id + "\n"
+         "kernel " + kernel.url + " initrd=initrd.img " + options_.kernel_args +
+         " provision.task=" + task["url"].get<std::string>() + " provision.sha256=" + task["sha256"].get<std::string>() + "\n"
+         "initrd --name initrd.img " + initrd.url + "\n"
+         "boot\n";
+}
+
+}  // namespace provisioner
