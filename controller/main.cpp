@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <iostream>
+#include <memory>
 #include <stop_token>
 #include <tuple>
 
@@ -31,6 +32,7 @@
 #include "controller/metrics/metrics.hpp"
 #include "controller/nodes/node_service.hpp"
 #include "controller/pxe/boot_service.hpp"
+#include "controller/pxe/dnsmasq.hpp"
 #include "controller/servers/server_service.hpp"
 #include "controller/store/sqlite_store.hpp"
 
@@ -95,7 +97,7 @@ int run(const ControllerConfig& config) {
   artifact_options.head_timeout = std::chrono::milliseconds(config.artifacts_head_timeout_ms);
   artifact_options.keepalive_timeout = std::chrono::milliseconds(config.artifacts_keepalive_timeout_ms);
   // ISOs for BMCs (some check the name), the OS images recipes point at, the network boot kernel.
-  artifact_options.name_suffixes = {".iso", ".img", "vmlinuz", ".raw", ".qcow2", ".tar", ".tar.gz", ".tgz", ".tar.xz", ".tar.zst"};
+  artifact_options.name_suffixes = {".iso", ".img", "vmlinuz", ".efi", ".raw", ".qcow2", ".tar", ".tar.gz", ".tgz", ".tar.xz", ".tar.zst"};
   if (config.artifacts_tls_cert)
     artifact_options.tls = artifacts::TlsOptions{config.artifacts_tls_cert->string(),
                                                  config.artifacts_tls_key.value_or(*config.artifacts_tls_cert).string(),
@@ -144,6 +146,38 @@ int run(const ControllerConfig& config) {
     log.info("network boot file registered", {{"path", file->string()}, {"sha256", info->sha256}});
   }
   BootService boot(**store, nodes, clock, log, boot_options);
+  // DHCP/TFTP for the network boot path: a supervised dnsmasq, reloaded when nodes change.
+  std::unique_ptr<DnsmasqSupervisor> dnsmasq;
+  if (config.pxe_enabled && config.pxe_dhcp != "off") {
+    DnsmasqOptions d;
+    d.binary = config.pxe_dnsmasq;
+    d.ipxe_dir = config.pxe_ipxe_dir;
+    d.arm64_efi = config.pxe_arm64_efi;
+    d.rpi_firmware = config.pxe_rpi_firmware;
+    d.dhcp.mode = config.pxe_dhcp;
+    d.dhcp.interface = config.pxe_interface;
+    d.dhcp.subnet = config.pxe_subnet;
+    d.dhcp.range_start = config.pxe_range_start;
+    d.dhcp.range_end = config.pxe_range_end;
+    d.dhcp.netmask = config.pxe_netmask;
+    d.dhcp.boot_script_url = config.public_url + "/boot/boot.ipxe";
+    d.dhcp.discover = config.pxe_discover != "off";
+    d.dhcp.arm64 = config.pxe_arm64_efi.has_value();
+    d.dhcp.dir = config.data_dir / "pxe";
+    if (config.pxe_dhcp == "full") {
+      // UEFI HTTP Boot clients fetch ipxe.efi by URL from the artifact server.
+      auto efi = artifact_store.put_file(config.pxe_ipxe_dir / "ipxe.efi");
+      if (!efi) {
+        log.error("cannot register ipxe.efi for HTTP boot", {{"error", efi.error().message}});
+        return 1;
+      }
+      pinned.insert(efi->sha256);
+      d.dhcp.http_boot_url = media.url_of(efi->sha256, "ipxe.efi");
+    }
+    dnsmasq = std::make_unique<DnsmasqSupervisor>(
+        d, [&nodes] { return nodes.all(); }, [&boot] { return boot.rpi_boots(); }, log);
+    nodes.on_change([&dnsmasq] { dnsmasq->nodes_changed(); });
+  }
 
   ReconcilerOptions reconcile;
   reconcile.pinned = pinned;
@@ -218,6 +252,15 @@ int run(const ControllerConfig& config) {
     return 1;
   }
   reconciler.start();
+  if (dnsmasq) {
+    if (auto s = dnsmasq->start(); !s) {
+      log.error("cannot start dnsmasq", {{"error", s.error().message}});
+      server.stop();
+      reconciler.stop();
+      artifact_server.stop();
+      return 1;
+    }
+  }
   log.info("controller listening", {{"url", server.base_url()},
                                     {"artifacts_url", config.artifacts_public_url},
                                     {"max_connections", std::to_string(server.max_connections())},
@@ -228,6 +271,7 @@ int run(const ControllerConfig& config) {
   sigwait(&signals, &sig);
   log.info("controller stopping", {{"signal", std::to_string(sig)}});
   shutdown.request_stop();
+  if (dnsmasq) dnsmasq->stop();
   server.stop();
   reconciler.stop();
   artifact_server.stop();

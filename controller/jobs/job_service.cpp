@@ -354,6 +354,16 @@ Status JobService::node_accepts_job(const NodeRecord& node, bool reprovision) co
   return make_error(ErrorKind::conflict, "node " + node.id + " is " + state);
 }
 
+void JobService::node_job_booted(const JobRecord& job) {
+  // A node that booted without asking /boot/ipxe (a Raspberry Pi reads its task from TFTP):
+  // its maintenance OS reporting is what makes it installing.
+  auto node = nodes_ ? nodes_->load(job.server["node_id"].get<std::string>()) : Result<NodeRecord>(make_error(ErrorKind::not_found, ""));
+  if (!node || node->state != NodeState::pending || node->record.value("job_id", "") != job.id) return;
+  auto moved = nodes_->transition(*node, NodeState::installing, nlohmann::json::object(), "job:" + job.id,
+                                  "its maintenance OS reported");
+  if (!moved) log_.error("cannot move the job's node", Logger::job_fields(job.id, job.server_serial, {{"error", moved.error().message}}));
+}
+
 void JobService::node_job_ended(const JobRecord& job, JobStatus outcome) {
   // The node follows its job: installed on success; on a failure or a cancel, back to
   // discovered, so that its next boot is a local one (never a second install by itself).
@@ -535,6 +545,7 @@ Result<nlohmann::json> JobService::apply_report(JobRecord job, const WebhookRepo
         auto p = store_.record_phase(job.id, phase_name(JobPhase::maint_booted), "", clock_.now_ms());
         if (!p) return p.error();
         applied |= *p;
+        if (*p && job.server.contains("node_id")) node_job_booted(job);
         if (!report.step.empty()) {
           auto s = store_.record_phase(job.id, step_phase(report.step), "", clock_.now_ms());
           if (!s) return s.error();

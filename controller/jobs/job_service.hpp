@@ -118,6 +118,7 @@ class JobService {
   Status node_accepts_job(const NodeRecord& node, bool reprovision) const;
   // A node's job ended: the node follows (installed, or back to discovered).
   void node_job_ended(const JobRecord& job, JobStatus outcome);
+  void node_job_booted(const JobRecord& job);
   Result<nlohmann::json> view(const JobRecord& job);
 
   Store& store_;

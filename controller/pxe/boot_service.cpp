@@ -106,4 +106,22 @@ Result<std::string> BootService::answer_node(const NodeRecord& node, const BootI
          "boot\n";
 }
 
+std::vector<RpiBoot> BootService::rpi_boots() {
+  std::vector<RpiBoot> out;
+  auto nodes = nodes_.all();
+  if (!nodes) return out;
+  for (const auto& node : *nodes) {
+    if (!node.record.contains("rpi_serial")) continue;
+    if (node.state != NodeState::pending && node.state != NodeState::installing) continue;
+    auto job = store_.get_job(node.record.value("job_id", ""));
+    if (!job || !*job || (**job).status != JobStatus::provisioning) continue;
+    auto task = (**job).media.value("task_iso", nlohmann::json::object());
+    if (!task.contains("url") || !task.contains("sha256")) continue;
+    out.push_back(RpiBoot{node.record["rpi_serial"].get<std::string>(),
+                          options_.rpi_kernel_args + " provision.task=" + task["url"].get<std::string>() +
+                              " provision.sha256=" + task["sha256"].get<std::string>()});
+  }
+  return out;
+}
+
 }  // namespace provisioner

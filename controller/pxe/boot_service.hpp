@@ -12,6 +12,9 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
+
+#include "controller/pxe/dnsmasq.hpp"
 
 #include "common/clock.hpp"
 #include "common/result.hpp"
@@ -35,6 +38,7 @@ struct BootOptions {
   std::optional<BootFile> kernel;     // the maintenance OS as kernel + initrd (artifacts)
   std::optional<BootFile> initrd;
   std::string kernel_args = "console=tty0 console=ttyS0,115200";
+  std::string rpi_kernel_args = "console=serial0,115200 console=tty1";
 };
 
 class BootService {
@@ -51,6 +55,11 @@ class BootService {
   Result<std::string> script_for(const std::map<std::string, std::string>& query);
 
   const BootOptions& options() const { return options_; }
+
+  // The Raspberry Pi folders to serve now: nodes with rpi_serial, pending or installing,
+  // whose job is provisioning with its task ISO built. cmdline.txt carries the same
+  // provision.task= and provision.sha256= as the iPXE answer.
+  std::vector<RpiBoot> rpi_boots();
 
  private:
   std::string local_boot(const BootIdentity& who, const std::string& why) const;
