@@ -133,8 +133,8 @@ int run(const ControllerConfig& config) {
   jobs.set_nodes(&nodes);
   BootOptions boot_options{config.public_url, config.pxe_discover, std::nullopt, std::nullopt, config.pxe_kernel_args};
   std::set<std::string> pinned;
-  for (auto [file, slot, name] : {std::tuple{config.pxe_kernel, &boot_options.kernel, "vmlinuz"},
-                                  std::tuple{config.pxe_initrd, &boot_options.initrd, "initrd.img"}}) {
+  for (auto [file, slot, name] : {std::tuple{config.pxe_kernel, &boot_options.kernel, "maintenance.vmlinuz"},
+                                  std::tuple{config.pxe_initrd, &boot_options.initrd, "maintenance-initrd.img"}}) {
     if (!file) continue;
     auto info = artifact_store.put_file(*file);
     if (!info) {

@@ -28,15 +28,16 @@ TempDir::~TempDir() {
   std::filesystem::remove_all(path_, ec);
 }
 
-ControllerProcess::ControllerProcess(std::string extra_toml, std::string log_format, std::string artifacts_toml)
+ControllerProcess::ControllerProcess(std::string extra_toml, std::string log_format, std::string artifacts_toml,
+                                     std::string listen_host)
     : data_dir_(dir_.path() / "data"), port_(free_port()), artifacts_port_(free_port()) {
   std::ostringstream config;
-  config << "listen = \"127.0.0.1:" << port_ << "\"\n"
+  config << "listen = \"" << listen_host << ":" << port_ << "\"\n"
          << "data_dir = \"" << data_dir_.string() << "\"\n"
          << "recipes_dir = \"" << PROVISIONER_SOURCE_DIR << "/recipes\"\n"
          << extra_toml << "\n"
          << "[log]\nformat = \"" << log_format << "\"\nlevel = \"debug\"\n"
-         << "[artifacts]\nlisten = \"127.0.0.1:" << artifacts_port_ << "\"\n"
+         << "[artifacts]\nlisten = \"" << listen_host << ":" << artifacts_port_ << "\"\n"
          << artifacts_toml << "\n";
   // A fast tick keeps tests quick; a caller with a [reconciler] table of its own sets it there.
   if (extra_toml.find("[reconciler]") == std::string::npos)

@@ -35,9 +35,10 @@ class ControllerProcess {
   static constexpr const char* kCiToken = "test-ci-token-71a5e9f3c0";
 
   // `extra_toml` is added to the generated config's top level, `artifacts_toml` inside its
-  // [artifacts] table.
+  // [artifacts] table. `listen_host`: what the API and the artifact server bind (0.0.0.0
+  // only inside a network namespace the test made, where every address is private).
   explicit ControllerProcess(std::string extra_toml = "", std::string log_format = "text",
-                             std::string artifacts_toml = "");
+                             std::string artifacts_toml = "", std::string listen_host = "127.0.0.1");
   ~ControllerProcess();
 
   void start();               // returns once /healthz answers (or the port accepts, with TLS)
