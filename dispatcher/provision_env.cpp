@@ -178,6 +178,12 @@ Status write_run_files(const Task& task, const fs::path& run_dir) {
   } else {
     fs::remove(run_dir / "registry-auth.json", ec);  // never an earlier task's credentials
   }
+  // The marker provision-reboot-after-success.service waits for (network-booted jobs).
+  if (task.reboot_after_success) {
+    if (auto s = put("reboot-after-success", "", 0644); !s) return s;
+  } else {
+    fs::remove(run_dir / "reboot-after-success", ec);
+  }
   if (auto s = put("layout.json", layout_json_text(task), 0644); !s) return s;
   // recipe.json without its secrets: steps that need one read secrets.env.
   json visible = task.recipe;

@@ -39,6 +39,10 @@ Result<Task> read_task_job(const fs::path& root) {
   if (auto ra = job->find("registry_auth"); ra != job->end() && ra->is_object())
     for (const auto& [host, token] : ra->items())
       if (token.is_string()) task.registry_auth[host] = token.get<std::string>();
+  if (auto after = job->find("after_success"); after != job->end()) {
+    if (!after->is_string() || *after != "reboot") return bad("job.json after_success must be \"reboot\"");
+    task.reboot_after_success = true;
+  }
   if (task.job_id.empty()) return bad("job.json has no id");
   if (task.webhook_url.empty()) return bad("job.json has no webhook_url");
   if (task.signing_key.empty()) return bad("job.json has no signing_key");

@@ -25,6 +25,9 @@ struct Task {
   // Registry credentials the controller issued for this job (job.json "registry_auth":
   // {"host:port": "<token>"}): secrets, never logged.
   std::map<std::string, std::string> registry_auth;
+  // job.json "after_success": "reboot": no BMC will reset this machine (it booted from the
+  // network), so the maintenance OS reboots itself once its success report is delivered.
+  bool reboot_after_success = false;
 };
 
 // True when `root` holds the marker with a first line we understand.

@@ -103,7 +103,7 @@ cp "${plain[@]}" "$root/etc/systemd/system/"
 # The host's own unit files give the defaults (sysinit.target, ...); stubs stand in for the
 # programs the units run, so verify checks the units, not this machine.
 cp -a /lib/systemd/system "$root/usr/lib/systemd/"
-for b in podman provisioner-dispatcher; do
+for b in podman provisioner-dispatcher systemctl; do
   printf '#!/bin/sh\nexit 0\n' >"$root/usr/bin/$b"
   chmod 755 "$root/usr/bin/$b"
 done

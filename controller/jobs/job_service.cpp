@@ -459,6 +459,9 @@ Result<iso::TaskIsoInputs> JobService::task_inputs(const JobRecord& job) const {
                           {"controller_url", options_.public_url},
                           {"signing_key_id", job.id + "/v1"},
                           {"signing_key", *key}};
+  // A node booted from the network has no BMC to reset it into the installed system: its
+  // maintenance OS reboots itself once the success report is delivered.
+  if (job.server.contains("node_id")) job_json["after_success"] = "reboot";
   auto recipe = open_recipe_secrets(job.recipe, secret_key_);
   if (!recipe) return recipe.error();
   // An image in this controller's own registry: the job gets a pull token for that repository
