@@ -210,21 +210,45 @@ Status DnsmasqSupervisor::spawn() {
     return make_error(ErrorKind::unavailable, "cannot fork dnsmasq");
   }
   if (pid == 0) {
-    // The child: only async-signal-safe calls. It dies with the controller (even a SIGKILLed
-    // one), so no orphan keeps the DHCP port.
+    // The guardian: it dies with the controller (PR_SET_PDEATHSIG, even for a SIGKILLed
+    // controller) and takes dnsmasq with it, so no orphan keeps the DHCP port. dnsmasq cannot
+    // be its own guardian: dropping its privileges clears the parent-death signal. It passes
+    // SIGHUP and SIGTERM on, and exits as dnsmasq did. Only async-signal-safe calls here.
     ::prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (::getppid() != parent) ::_exit(1);
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    sigset_t forwarded;
+    sigemptyset(&forwarded);
+    for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&forwarded, sig);
+    ::sigprocmask(SIG_SETMASK, &forwarded, nullptr);
     int devnull = ::open("/dev/null", O_RDONLY);
     if (devnull >= 0) ::dup2(devnull, 0);
     if (log_fd >= 0) {
       ::dup2(log_fd, 1);
       ::dup2(log_fd, 2);
     }
-    ::execvp(argv[0], argv.data());
-    ::_exit(127);
+    pid_t child = ::fork();
+    if (child < 0) ::_exit(126);
+    if (child == 0) {
+      sigset_t none;
+      sigemptyset(&none);
+      ::sigprocmask(SIG_SETMASK, &none, nullptr);
+      ::execvp(argv[0], argv.data());
+      ::_exit(127);
+    }
+    for (;;) {
+      int status = 0;
+      if (::waitpid(child, &status, WNOHANG) == child)
+        ::_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+      timespec tick{0, 200'000'000};
+      siginfo_t info;
+      int sig = ::sigtimedwait(&forwarded, &info, &tick);
+      if (sig == SIGHUP) ::kill(child, SIGHUP);
+      if (sig == SIGTERM || sig == SIGINT) {
+        ::kill(child, SIGTERM);
+        ::waitpid(child, &status, 0);
+        ::_exit(0);
+      }
+    }
   }
   if (log_fd >= 0) ::close(log_fd);
   pid_ = pid;
@@ -293,7 +317,24 @@ void DnsmasqSupervisor::refresh() {
     return;
   }
   hosts_ = std::move(hosts);
-  if (pid_ > 0) ::kill(pid_, SIGHUP);  // dnsmasq re-reads dhcp-hostsfile
+  if (pid_ <= 0) return;  // the watcher starts it with the new list
+  if (options_.dhcp.mode != "proxy") {
+    ::kill(pid_, SIGHUP);  // dnsmasq re-reads dhcp-hostsfile
+    return;
+  }
+  // Proxy mode: dnsmasq 2.90 (Debian 12) crashes on a SIGHUP once it has answered a host of
+  // its dhcp-hostsfile (a use-after-free; see controller/pxe/README.md). A proxy holds no
+  // leases, so a restart loses nothing: the new list is applied by one.
+  ::kill(pid_, SIGTERM);
+  for (int i = 0; i < 50 && ::waitpid(pid_, nullptr, WNOHANG) != pid_; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  if (::kill(pid_, 0) == 0 && ::waitpid(pid_, nullptr, WNOHANG) != pid_) {
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+  }
+  pid_ = -1;
+  if (auto s = spawn(); !s) log_.error("dnsmasq: cannot restart with the new host list", {{"error", s.error().message}});
+  else log_.debug("dnsmasq restarted with the new host list", {{"pid", std::to_string(pid_)}});
 }
 
 void DnsmasqSupervisor::watch() {
@@ -309,9 +350,10 @@ void DnsmasqSupervisor::watch() {
       if (pid_ > 0) {
         int status = 0;
         if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+          // The guardian exits as dnsmasq did: 128 + N for a signal.
+          int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
           log_.warn("dnsmasq exited; restarting it",
-                    {{"status", WIFEXITED(status) ? "exit " + std::to_string(WEXITSTATUS(status))
-                                                  : "signal " + std::to_string(WTERMSIG(status))},
+                    {{"status", code > 128 ? "signal " + std::to_string(code - 128) : "exit " + std::to_string(code)},
                      {"log", (options_.dhcp.dir / "dnsmasq.log").string()}});
           pid_ = -1;
           restart_at = std::chrono::steady_clock::now() + backoff;

@@ -75,10 +75,12 @@ class DnsmasqSupervisor {
   // Writes the TFTP root, the config and the host list (each checked with --test), starts
   // dnsmasq and the thread that watches it.
   Status start();
-  // Rebuild the host list (and Pi folders) now; a change reloads dnsmasq (SIGHUP).
+  // Rebuild the host list (and Pi folders) now; a change reloads dnsmasq (SIGHUP; a
+  // restart in proxy mode, where dnsmasq 2.90 crashes on SIGHUP).
   void nodes_changed();
   void stop();
 
+  // The guardian process in front of dnsmasq (see spawn()).
   pid_t pid() const;
   int restarts() const;
 
