@@ -34,6 +34,7 @@
 #include "common/crypto.hpp"
 #include "tests/support/controller_process.hpp"
 #include "tests/support/http_client.hpp"
+#include "tests/support/netns_lab.hpp"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -85,13 +86,14 @@ struct Images {
   fs::path maint_iso;
   fs::path rootfs;
   std::string rootfs_sha256;
+  fs::path vmlinuz, initrd;  // the maintenance OS as kernel + initrd (the PXE path)
 };
 
 const Images& images() {
   static const Images built = [] {
     fs::path dir = E2E_IMAGES_DIR;
     if (const char* e = std::getenv("PROVISIONER_E2E_IMAGES")) dir = e;
-    Images i{dir / "maint.iso", dir / "rootfs.tar.zst", ""};
+    Images i{dir / "maint.iso", dir / "rootfs.tar.zst", "", dir / "vmlinuz", dir / "initrd.img"};
     if (!std::getenv("PROVISIONER_E2E_IMAGES")) {
       // Normally done by the e2e_images ctest fixture; a direct run builds (or finds cached) here.
       // Cheap when cached: the scripts hash their inputs and link the cached files.
@@ -206,6 +208,9 @@ struct Scenario {
   // The image as CI would ship it: pushed with skopeo into the controller's registry, and
   // pulled by the image step with the job's own token, instead of the artifact URL.
   bool image_from_registry = false;
+  // Where the guest reaches the controller: QEMU's user network maps the host's loopback to
+  // 10.0.2.2; the PXE scenario's network has the controller on its bridge.
+  std::string controller_host = "10.0.2.2";
 };
 
 // The e2e rootfs (a zstd tarball) as a one-layer OCI image layout, without recompressing it.
@@ -248,12 +253,12 @@ json recipe_for(const Scenario& s, const ControllerProcess& controller, const st
   const auto& sha = images().rootfs_sha256;
   if (s.image_from_registry) {
     // The controller's own registry, as the guest reaches it (the webhook origin).
-    r["image"] = {{"oci", "10.0.2.2:" + std::to_string(controller.port()) + "/os/debian:12"},
+    r["image"] = {{"oci", s.controller_host + ":" + std::to_string(controller.port()) + "/os/debian:12"},
                   {"digest", oci_manifest_digest},
                   {"format", "rootfs-tar"}};
   } else {
-    r["image"]["url"] =
-        "http://10.0.2.2:" + std::to_string(controller.artifacts_port()) + "/artifacts/" + sha + "/rootfs.tar.zst";
+    r["image"]["url"] = "http://" + s.controller_host + ":" + std::to_string(controller.artifacts_port()) + "/artifacts/" +
+                        sha + "/rootfs.tar.zst";
     r["image"]["digest"] = "sha256:" + sha;
   }
   r["boot_mode"] = s.firmware == "uefi" ? "uefi" : "bios";
@@ -437,6 +442,203 @@ void run_scenario(const Scenario& s) {
   print_report(s.name, job, *proof_s, proof_s);
 }
 
+// ---- the PXE path: a machine without a BMC on a real DHCP/TFTP network -----------------------
+
+// A QEMU machine with no BMC: network first, then its disk, on a tap device of the lab's
+// bridge. Power is this process: start() powers it on, stop() off (QEMU exits cleanly on
+// SIGTERM, its disk flushed).
+class NetbootMachine {
+ public:
+  NetbootMachine(fs::path dir, std::string mac, std::string tap) : dir_(std::move(dir)), mac_(std::move(mac)), tap_(std::move(tap)) {
+    fs::create_directories(dir_);
+    auto r = std::system(("qemu-img create -q -f qcow2 " + (dir_ / "disk.qcow2").string() + " 6G").c_str());
+    if (r != 0) throw std::runtime_error("qemu-img create failed");
+  }
+  ~NetbootMachine() { stop(); }
+
+  void start() {
+    std::vector<std::string> args = {
+        "qemu-system-x86_64", "-machine", "q35,accel=tcg", "-m", "3072", "-smp", "2", "-display", "none",
+        "-nodefaults", "-no-user-config", "-smbios", "type=1,manufacturer=QEMU,product=netboot,serial=E2E-PXE",
+        "-drive", "if=none,id=disk0,format=qcow2,file=" + (dir_ / "disk.qcow2").string(),
+        "-device", "virtio-blk-pci,drive=disk0,bootindex=2",
+        // Debian's iPXE ROM (ipxe-qemu) on the NIC, booted first.
+        "-netdev", "tap,id=net0,ifname=" + tap_ + ",script=no,downscript=no",
+        "-device", "virtio-net-pci,netdev=net0,mac=" + mac_ + ",bootindex=1",
+        // SeaBIOS mirrors the text console (iPXE's messages too) to the serial port.
+        "-fw_cfg", "name=etc/sercon-port,string=1016",
+        "-chardev", "file,id=console0,append=on,path=" + console_log().string(), "-serial", "chardev:console0"};
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      FILE* f = std::freopen((dir_ / "qemu.log").c_str(), "a", stdout);
+      (void)f;
+      ::dup2(::fileno(stdout), 2);
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execvp(argv[0], argv.data());
+      ::_exit(127);
+    }
+  }
+
+  void stop() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGTERM);
+    for (int i = 0; i < 100; ++i) {
+      if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
+        pid_ = -1;
+        return;
+      }
+      std::this_thread::sleep_for(100ms);
+    }
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
+
+  fs::path console_log() const { return dir_ / "console.log"; }
+  std::string console_text() const { return fs::exists(console_log()) ? slurp(console_log()) : ""; }
+
+ private:
+  fs::path dir_;
+  std::string mac_, tap_;
+  pid_t pid_ = -1;
+};
+
+std::size_t count_of(const std::string& text, const std::string& what) {
+  std::size_t n = 0;
+  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + what.size())) ++n;
+  return n;
+}
+
+void run_pxe_scenario() {
+  const Images& im = images();  // built (or found) before the network goes private
+  const std::string name = "pxe-bios", mac = "52:54:00:e2:e0:01";
+  std::string why;
+  auto lab = provisioner::test::NetnsLab::enter(why);
+  if (!lab) GTEST_SKIP() << why;
+  lab->add_tap("tapq");
+  TempDir dir;
+
+  ControllerProcess controller(
+      "[reconciler]\ntick_ms = 500\nboot_timeout_seconds = 600\ninstall_timeout_seconds = 840\n"
+      "[pxe]\nenabled = true\ndhcp = \"proxy\"\ninterface = \"br0\"\nsubnet = \"10.77.0.0\"\n"
+      "kernel = \"" + fs::canonical(im.vmlinuz).string() + "\"\ninitrd = \"" + fs::canonical(im.initrd).string() + "\"\n"
+      "kernel_args = \"console=tty0 console=ttyS0,115200 systemd.unit=multi-user.target\"\n",
+      "text", "retention_seconds = 3600\n", "0.0.0.0");
+  ::setenv("PROVISIONER_PUBLIC_URL", ("http://10.77.0.1:" + std::to_string(controller.port())).c_str(), 1);
+  ::setenv("PROVISIONER_ARTIFACTS_PUBLIC_URL", ("http://10.77.0.1:" + std::to_string(controller.artifacts_port())).c_str(), 1);
+  controller.start();
+  {
+    std::string body = slurp(im.rootfs);
+    auto r = http_request(controller.port(), "POST",
+                          "/api/v1/artifacts?digest=sha256:" + im.rootfs_sha256 + "&name=rootfs.tar.zst",
+                          {{"Authorization", std::string("Bearer ") + ControllerProcess::kCiToken},
+                           {"Content-Type", "application/octet-stream"}},
+                          body);
+    ASSERT_TRUE(r.status == 201 || r.status == 200) << r.status << " " << r.body;
+  }
+
+  // The node, and a job for it: pending, so its next network boot installs.
+  auto node = controller.post("/api/v1/nodes", json{{"macs", {mac}}, {"name", "e2e-pxe"}}.dump());
+  ASSERT_EQ(node.status, 201) << node.body;
+  const std::string node_id = node.json()["id"];
+  Scenario s{.name = name, .firmware = "bios", .media_mode = "dual-cd", .controller_host = "10.77.0.1"};
+  auto recipe = recipe_for(s, controller, "");
+  recipe.erase("media_mode");
+  // Every boot of the installed system says so on the console (cloud-init's bootcmd runs at
+  // each boot; the proof line only at the first).
+  std::string ud = recipe["user_data"];
+  ud = std::regex_replace(ud, std::regex("#cloud-config\n"),
+                          "#cloud-config\nbootcmd:\n  - [sh, -c, 'echo \"provisioner-disk-boot host=$(hostname)\" >/dev/ttyS0']\n");
+  recipe["user_data"] = ud;
+  auto created = controller.post("/api/v1/jobs", json{{"node", {{"id", node_id}}}, {"recipe", recipe}}.dump());
+  ASSERT_EQ(created.status, 201) << created.body;
+  const std::string id = created.json().at("id");
+
+  NetbootMachine machine(dir.path() / "machine", mac, "tapq");
+  auto powered_on = Clock::now();
+  machine.start();
+  say(name, "job " + id + " for node " + node_id + "; machine powered on (BIOS, iPXE ROM, proxy-DHCP beside the site's server)");
+
+  json job;
+  std::size_t shown = 0;
+  auto deadline = powered_on + 900s;
+  while (Clock::now() < deadline) {
+    try {
+      job = controller.get("/api/v1/jobs/" + id).json();
+    } catch (const std::exception&) {
+      std::this_thread::sleep_for(1s);
+      continue;
+    }
+    for (; shown < job["phases"].size(); ++shown) {
+      std::ostringstream line;
+      line << std::fixed << std::setprecision(1) << seconds_since(powered_on) << " s: phase "
+           << job["phases"][shown].value("name", "?");
+      say(name, line.str());
+    }
+    if (job.value("status", "") == "complete") break;
+    std::this_thread::sleep_for(1s);
+  }
+  ASSERT_EQ(job.value("status", ""), "complete") << job.dump(2) << "\ncontroller log tail:\n" << tail(controller.log_text())
+                                                 << "\nconsole tail:\n" << tail(machine.console_text());
+  EXPECT_EQ(job["outcome"], "succeeded") << job.dump(2);
+  for (const char* p : {"iso_built", "netboot_served", "maint_booted", "step:provision-partition.service",
+                        "step:provision-image-linux.service", "step:provision-bootloader-linux.service",
+                        "step:provision-config-drive.service", "cleanup_done"})
+    EXPECT_TRUE(has_phase(job, p)) << "phase " << p << " missing: " << job["phases"].dump();
+  EXPECT_EQ(controller.get("/api/v1/nodes/" + node_id).json()["state"], "installed");
+
+  // The maintenance OS reboots itself; the installed node gets no PXE offer, so the machine
+  // goes on to its disk, and the installed system proves itself.
+  const std::regex proof("provisioner-proof job=(\\S+) host=(\\S+) marker=(\\S*) user=(\\S*)");
+  std::smatch m;
+  std::optional<double> proof_s;
+  std::string console;
+  for (auto until = Clock::now() + 300s; Clock::now() < until;) {
+    console = machine.console_text();
+    if (std::regex_search(console, m, proof)) {
+      proof_s = seconds_since(powered_on);
+      break;
+    }
+    std::this_thread::sleep_for(1s);
+  }
+  ASSERT_TRUE(proof_s) << "no proof line from the installed system; console tail:\n" << tail(console, 8000)
+                       << "\ncontroller log tail:\n" << tail(controller.log_text());
+  say(name, "proof: " + m.str(0));
+  EXPECT_EQ(m[1].str(), id);
+  EXPECT_EQ(m[2].str(), "e2e-" + name);
+  EXPECT_EQ(m[3].str(), "ok");
+  EXPECT_EQ(m[4].str(), "ops");
+  auto dnsmasq_log = slurp(controller.data_dir() / "pxe/dnsmasq.log");
+  EXPECT_NE(dnsmasq_log.find(mac + " proxy-ignored"), std::string::npos)
+      << "the installed node's network boot was not refused: " << tail(dnsmasq_log, 3000);
+  print_report(name, job, *proof_s, proof_s);
+
+  // Offline: the controller (and with it DHCP proxy and TFTP) is down; a power cycle still
+  // boots the installed system from its disk.
+  int status = 0;
+  ASSERT_TRUE(controller.stop(SIGTERM, std::chrono::milliseconds(20000), &status).has_value());
+  auto boots = count_of(machine.console_text(), "provisioner-disk-boot host=e2e-" + name);
+  EXPECT_GE(boots, 1u) << "bootcmd marker missing";
+  machine.stop();
+  auto cycled = Clock::now();
+  machine.start();
+  bool booted = false;
+  for (auto until = Clock::now() + 300s; Clock::now() < until && !booted;) {
+    booted = count_of(machine.console_text(), "provisioner-disk-boot host=e2e-" + name) > boots;
+    if (!booted) std::this_thread::sleep_for(1s);
+  }
+  ASSERT_TRUE(booted) << "the machine did not boot its disk with the controller down; console tail:\n"
+                      << tail(machine.console_text(), 8000);
+  std::ostringstream line;
+  line << std::fixed << std::setprecision(1) << "controller down: power cycle → installed system up in "
+       << seconds_since(cycled) << " s";
+  say(name, line.str());
+  std::ofstream(E2E_REPORT_FILE, std::ios::app) << "[e2e " << name << "] " << line.str() << "\n";
+}
+
 }  // namespace
 
 TEST(E2E, DualCdBiosInstallsDebianAndBootsItFromDisk) {
@@ -454,3 +656,5 @@ TEST(E2E, MissingDiskFailsTheJobAtPartitionAndLeavesTheMachineOffTheIso) {
 TEST(E2E, ControllerKilledDuringTheInstallStillCompletesTheJob) {
   run_scenario({.name = "controller-kill", .kill_controller = true});
 }
+
+TEST(E2E, PxeBiosInstallsDebianOverTheNetworkAndBootsItFromDiskEvenWithTheControllerDown) { run_pxe_scenario(); }

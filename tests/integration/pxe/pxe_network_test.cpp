@@ -1,11 +1,10 @@
 // The network boot path on a real DHCP/TFTP network, not QEMU's built-in TFTP.
 //
-// The test process moves into a network namespace of its own (unshare) where a bridge br0
-// (10.77.0.1/24) joins two more namespaces by veth pairs:
-//   site   — the site's DHCP server: a plain dnsmasq on 10.77.0.2 handing out .100–.150;
-//   client — the machines: busybox udhcpc (a real DHCP client), dhcp_probe (the DHCP
-//            exchange of a PXE ROM: DISCOVER, proxy offer, boot server request on 4011) and
-//            tftp-hpa's client.
+// The test process moves into a network namespace of its own (tests/support/netns_lab.hpp):
+// a bridge br0 (10.77.0.1/24), the site's DHCP server in a namespace of its own, and a client
+// namespace for the machines: busybox udhcpc (a real DHCP client), dhcp_probe (the DHCP
+// exchange of a PXE ROM: DISCOVER, proxy offer, boot server request on 4011) and tftp-hpa's
+// client.
 // The controller listens beside br0 with its supervised dnsmasq in proxy mode. Every address
 // exists only inside these namespaces, IPv6 is off in all of them (no multicast), and there
 // is no route out.
@@ -31,115 +30,32 @@
 #include "tests/integration/controller/test_jobs.hpp"
 #include "tests/integration/controller/webhook_signer.hpp"
 #include "tests/support/controller_process.hpp"
+#include "tests/support/netns_lab.hpp"
 
 using namespace provisioner;
 using namespace provisioner::test;
 
 namespace {
 
-const std::string kSite = "pxs-" + std::to_string(::getpid());
-const std::string kClient = "pxc-" + std::to_string(::getpid());
-
-struct Run {
-  int status;
-  std::string output;
-};
-
-Run sh(const std::string& command) {
-  FILE* p = ::popen((command + " 2>&1").c_str(), "r");
-  if (!p) return {-1, "popen failed"};
-  std::string out;
-  char buf[4096];
-  while (auto n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  int rc = ::pclose(p);
-  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, out};
-}
-
-void must(const std::string& command) {
-  auto r = sh(command);
-  if (r.status != 0) throw std::runtime_error(command + " → " + std::to_string(r.status) + ": " + r.output);
-}
-
-bool write_proc(const char* path, const char* value) {
-  std::ofstream f(path);
-  f << value;
-  return static_cast<bool>(f);
-}
-
-// The namespaces and the site's DHCP server, once per test process.
+// The lab, once per test process (it moves the process into its own network namespace).
 class Lab : public testing::Environment {
  public:
-  static inline bool ready = false;
+  static inline std::unique_ptr<NetnsLab> lab;
   static inline std::string why_not;
-  static inline TempDir* dir = nullptr;
-  static inline pid_t site_dhcp = -1;
-
   void SetUp() override {
-    if (::geteuid() != 0) {
-      why_not = "needs root (network namespaces)";
+    if (shell("command -v tftp").status != 0) {
+      why_not = "needs tftp (tftp-hpa, scripts/install-deps)";
       return;
     }
-    for (const char* tool : {"ip", "dnsmasq", "busybox", "tftp"})
-      if (sh(std::string("command -v ") + tool).status != 0) {
-        why_not = std::string("needs ") + tool + " (scripts/install-deps)";
-        return;
-      }
-    if (::unshare(CLONE_NEWNET) != 0) {
-      why_not = "unshare(CLONE_NEWNET) failed";
-      return;
-    }
-    dir = new TempDir();
-    try {
-      // IPv6 off before any interface exists: no router solicitation, no DAD, no multicast.
-      write_proc("/proc/sys/net/ipv6/conf/all/disable_ipv6", "1");
-      write_proc("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1");
-      must("ip link set lo up");
-      for (const auto& ns : {kSite, kClient}) {
-        must("ip netns add " + ns);
-        must("ip netns exec " + ns + " sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
-        must("ip -n " + ns + " link set lo up");
-      }
-      must("ip link add br0 type bridge && ip addr add 10.77.0.1/24 dev br0 && ip link set br0 up");
-      must("ip link add s0 type veth peer name s1 netns " + kSite);
-      must("ip link add c0 type veth peer name c1 netns " + kClient);
-      must("ip link set s0 master br0 up && ip link set c0 master br0 up");
-      must("ip -n " + kSite + " addr add 10.77.0.2/24 dev s1 && ip -n " + kSite + " link set s1 up");
-      must("ip -n " + kClient + " link set c1 up");
-      // The site's DHCP server: addresses only, no PXE.
-      site_dhcp = ::fork();
-      if (site_dhcp == 0) {
-        std::string leases = "--dhcp-leasefile=" + (dir->path() / "site.leases").string();
-        std::string log = "--log-facility=" + (dir->path() / "site.log").string();
-        ::execlp("ip", "ip", "netns", "exec", kSite.c_str(), "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
-                 "--no-resolv", "--no-hosts", "--port=0", "--interface=s1", "--bind-interfaces", "--user=root",
-                 "--dhcp-range=10.77.0.100,10.77.0.150,255.255.255.0,10m", leases.c_str(), "--pid-file=", log.c_str(),
-                 "--log-dhcp", static_cast<char*>(nullptr));
-        ::_exit(127);
-      }
-      // The client's DHCP script: take the address the site's server leased.
-      std::ofstream(dir->path() / "udhcpc.sh") << "#!/bin/sh\n"
-                                                  "[ \"$1\" = bound ] || exit 0\n"
-                                                  "ip addr flush dev \"$interface\"\n"
-                                                  "ip addr add \"$ip/$mask\" dev \"$interface\"\n"
-                                                  "echo \"$ip\" > \"$(dirname \"$0\")/lease\"\n";
-      must("chmod 755 " + (dir->path() / "udhcpc.sh").string());
-      ready = true;
-    } catch (const std::exception& e) {
-      why_not = e.what();
-    }
+    lab = NetnsLab::enter(why_not);
   }
-
-  void TearDown() override {
-    if (site_dhcp > 0) {
-      ::kill(site_dhcp, SIGTERM);
-      ::waitpid(site_dhcp, nullptr, 0);
-    }
-    for (const auto& ns : {kSite, kClient}) (void)sh("ip netns del " + ns);
-    delete dir;
-  }
+  void TearDown() override { lab.reset(); }
 };
 
-[[maybe_unused]] testing::Environment* const lab = testing::AddGlobalTestEnvironment(new Lab);
+[[maybe_unused]] testing::Environment* const lab_environment = testing::AddGlobalTestEnvironment(new Lab);
+
+ShellRun sh(const std::string& command) { return shell(command); }
+void must(const std::string& command) { shell_must(command); }
 
 const char* kBiosVendor = "PXEClient:Arch:00000:UNDI:002001";
 const char* kUefiVendor = "PXEClient:Arch:00007:UNDI:003016";
@@ -154,7 +70,8 @@ std::string decode_hex(const std::string& text) {
 class PxeNetwork : public testing::Test {
  protected:
   void SetUp() override {
-    if (!Lab::ready) GTEST_SKIP() << Lab::why_not;
+    if (!Lab::lab) GTEST_SKIP() << Lab::why_not;
+    client = Lab::lab->client();
     std::ofstream(files.path() / "vmlinuz") << "stand-in kernel";
     std::ofstream(files.path() / "initrd.img") << "stand-in initrd";
     auto fw = files.path() / "rpi-firmware";
@@ -197,26 +114,21 @@ class PxeNetwork : public testing::Test {
   }
 
   void set_client_mac(const std::string& mac) {
-    must("ip -n " + kClient + " link set c1 down && ip -n " + kClient + " link set c1 address " + mac + " && ip -n " +
-         kClient + " addr flush dev c1 && ip -n " + kClient + " link set c1 up");
+    must("ip -n " + client + " link set c1 down && ip -n " + client + " link set c1 address " + mac + " && ip -n " +
+         client + " addr flush dev c1 && ip -n " + client + " link set c1 up");
   }
 
   // A real DHCP client takes an address from the site's server.
   std::string take_lease() {
-    std::filesystem::remove(Lab::dir->path() / "lease");
-    auto r = sh("ip netns exec " + kClient + " busybox udhcpc -i c1 -n -q -f -t 5 -T 1 -s " +
-                (Lab::dir->path() / "udhcpc.sh").string());
-    auto lease = read_file(Lab::dir->path() / "lease");
-    EXPECT_TRUE(lease.ok()) << r.output;
-    std::string ip = lease ? *lease : "";
-    while (!ip.empty() && ip.back() == '\n') ip.pop_back();
+    auto ip = Lab::lab->take_lease();
+    EXPECT_FALSE(ip.empty()) << "no lease from the site's DHCP server";
     return ip;
   }
 
   // What a PXE ROM with this identity is told (dhcp_probe's summary line).
   nlohmann::json pxe(const std::string& mac, int arch, const std::string& vendor, const std::string& user_class = "",
                      const std::string& ciaddr = "") {
-    std::string cmd = "ip netns exec " + kClient + " " + std::string(PROVISIONER_DHCP_PROBE) + " --interface c1 --mac " +
+    std::string cmd = "ip netns exec " + client + " " + std::string(PROVISIONER_DHCP_PROBE) + " --interface c1 --mac " +
                       mac + " --arch " + std::to_string(arch) + " --vendor-class " + vendor + " --wait-ms 1500 --pxe";
     if (!user_class.empty()) cmd += " --user-class " + user_class;
     if (!ciaddr.empty()) cmd += " --ciaddr " + ciaddr;
@@ -231,9 +143,9 @@ class PxeNetwork : public testing::Test {
 
   // tftp-hpa's client, from the client namespace.
   std::optional<std::string> tftp_get(const std::string& path) {
-    auto local = Lab::dir->path() / "tftp-out";
+    auto local = Lab::lab->dir() / "tftp-out";
     std::filesystem::remove(local);
-    auto r = sh("ip netns exec " + kClient + " tftp -m binary 10.77.0.1 -c get " + path + " " + local.string());
+    auto r = sh("ip netns exec " + client + " tftp -m binary 10.77.0.1 -c get " + path + " " + local.string());
     auto bytes = read_file(local);
     // tftp-hpa exits 0 whatever happened; anything it says is an error.
     if (r.status != 0 || !bytes || !r.output.empty()) return std::nullopt;
@@ -271,6 +183,7 @@ class PxeNetwork : public testing::Test {
   }
 
   TempDir files;
+  std::string client;
   std::unique_ptr<ControllerProcess> controller;
 };
 
@@ -309,7 +222,7 @@ TEST_F(PxeNetwork, RomsGetTheirIpxeBinaryAndIpxeGetsTheBootScriptBesideTheSitesD
   EXPECT_EQ(*efi, *read_file("/usr/lib/ipxe/ipxe.efi"));
   EXPECT_FALSE(tftp_get("../../etc/passwd").has_value());
   // The script, over HTTP from the client's network.
-  auto script = sh("ip netns exec " + kClient + " busybox wget -q -O - " + script_url);
+  auto script = sh("ip netns exec " + client + " busybox wget -q -O - " + script_url);
   EXPECT_NE(script.output.find("chain http://10.77.0.1:"), std::string::npos) << script.output;
   // And what the controller wrote passes dnsmasq's own check.
   EXPECT_EQ(sh("dnsmasq --test --conf-file=" + (controller->data_dir() / "pxe/dnsmasq.conf").string()).status, 0);
@@ -321,7 +234,7 @@ TEST_F(PxeNetwork, InstalledAndActiveNodesGetNoPxeOfferAtAll) {
   set_client_mac(mac);
   auto ip = take_lease();
   auto id = create_node({{"macs", {mac}}});
-  EXPECT_EQ(pxe(mac, 0, kBiosVendor, "", ip)["pxe"], true) << "discovered: answered";
+  EXPECT_TRUE(eventually([&] { return pxe(mac, 0, kBiosVendor, "", ip)["pxe"] == true; })) << "discovered: answered";
 
   install(id, "52-54-00-aa-bb-02");
   ASSERT_EQ(controller->get("/api/v1/nodes/" + id).json()["state"], "installed");
@@ -340,7 +253,7 @@ TEST_F(PxeNetwork, InstalledAndActiveNodesGetNoPxeOfferAtAll) {
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   EXPECT_EQ(pxe(mac, 0, kBiosVendor, "", ip)["pxe"], false) << "active: no offer";
   // Another machine, unknown, is still answered while discovery is on.
-  EXPECT_EQ(pxe("52:54:00:aa:bb:03", 0, kBiosVendor, "", ip)["pxe"], true);
+  EXPECT_TRUE(eventually([&] { return pxe("52:54:00:aa:bb:03", 0, kBiosVendor, "", ip)["pxe"] == true; }));
 }
 
 TEST_F(PxeNetwork, WithDiscoveryOffOnlyKnownNodesAreAnswered) {
@@ -363,8 +276,9 @@ TEST_F(PxeNetwork, ARaspberryPiGetsOption43AndReadsItsFolderOnlyWhileItHasAJob) 
   set_client_mac(mac);
   take_lease();  // the site's server gives the Pi its address; ours only the boot answer
   auto id = create_node({{"macs", {mac}}, {"rpi_serial", "1a2b3c4d"}});
-  auto offer = pxe(mac, 0, kBiosVendor);
-  EXPECT_EQ(offer["pxe"], true) << offer;
+  // The host list changed: dnsmasq applies it (a restart in proxy mode) within a moment.
+  nlohmann::json offer;
+  EXPECT_TRUE(eventually([&] { return (offer = pxe(mac, 0, kBiosVendor))["pxe"] == true; })) << offer;
   EXPECT_NE(decode_hex(offer.value("option43", "")).find("Raspberry Pi Boot"), std::string::npos) << offer;
   EXPECT_FALSE(tftp_get("1a2b3c4d/start4.elf").has_value()) << "no job: nothing to boot";
 
