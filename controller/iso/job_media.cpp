@@ -29,7 +29,8 @@ JobMedia JobMedia::from_json(const nlohmann::json& j) {
 }
 
 std::string media_mode_for(const nlohmann::json& recipe, const nlohmann::json& server) {
-  if (server.contains("node_id")) return "pxe";  // a node boots from the network, whatever the recipe prefers
+  // A node without a BMC boots from the network, whatever the recipe prefers.
+  if (server.contains("node_id") && !server.contains("bmc")) return "pxe";
   if (recipe.contains("media_mode")) return recipe["media_mode"].get<std::string>();
   if (server.contains("media_mode")) return server["media_mode"].get<std::string>();
   return "dual-cd";

@@ -29,7 +29,7 @@ struct JobMedia {
   static JobMedia from_json(const nlohmann::json& j);
 };
 
-// pxe for a node's job; else recipe.media_mode, else the server record's media_mode, else dual-cd.
+// pxe for a node's job (one without a BMC); else recipe.media_mode, else the server record's media_mode, else dual-cd.
 std::string media_mode_for(const nlohmann::json& recipe, const nlohmann::json& server);
 
 class MaintenanceIso;

@@ -152,7 +152,14 @@ Result<nlohmann::json> JobService::create(std::string_view body) {
   // The job keeps a snapshot of its server (password sealed), so later edits of the record
   // cannot change a job half-way.
   nlohmann::json server;
-  if (node) {
+  if (node && node->record.contains("server_id")) {
+    // The same machine has a BMC (a server record): its job goes through virtual media, and
+    // the node follows it.
+    auto resolved = servers_.resolve_for_job({{"id", node->record["server_id"]}}, "/node");
+    if (!resolved) return resolved.error();
+    server = std::move(*resolved);
+    server["node_id"] = node->id;
+  } else if (node) {
     // A node is booted over the network: no BMC, the task by PXE. Its webhooks name the
     // node id (a serial number from firmware is not always set, nor unique).
     server = {{"serial", node->id}, {"node_id", node->id}, {"media_mode", "pxe"}};
@@ -461,7 +468,7 @@ Result<iso::TaskIsoInputs> JobService::task_inputs(const JobRecord& job) const {
                           {"signing_key", *key}};
   // A node booted from the network has no BMC to reset it into the installed system: its
   // maintenance OS reboots itself once the success report is delivered.
-  if (job.server.contains("node_id")) job_json["after_success"] = "reboot";
+  if (job.server.contains("node_id") && !job.server.contains("bmc")) job_json["after_success"] = "reboot";
   auto recipe = open_recipe_secrets(job.recipe, secret_key_);
   if (!recipe) return recipe.error();
   // An image in this controller's own registry: the job gets a pull token for that repository

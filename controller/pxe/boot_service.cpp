@@ -71,6 +71,8 @@ Result<std::string> BootService::answer_node(const NodeRecord& node, const BootI
     return "#!ipxe\necho provisioner: job " + j.id + " is being prepared\nsleep 3\nchain " + options_.public_url +
            "/boot/ipxe?mac=${mac:hexhyp}&uuid=${uuid}&serial=${serial:uristring}&arch=${buildarch}&platform=${platform}\n";
   if (j.status != JobStatus::provisioning) return local_boot(who, "job " + j.id + " is " + std::string(to_string(j.status)));
+  // A node with a BMC runs its job from virtual media: its network boot is not the way in.
+  if (j.media.value("mode", "") != "pxe") return local_boot(who, "job " + j.id + " boots from virtual media");
   auto task = j.media.value("task_iso", nlohmann::json::object());
   if (!task.contains("url") || !task.contains("sha256") || !options_.kernel || !options_.initrd) {
     log_.error("cannot answer a network boot: no maintenance kernel/initrd ([pxe] kernel, initrd) or no task ISO",

@@ -242,3 +242,29 @@ TEST_F(NodesApi, MalformedBootRequestsAre400AndRegisterNothing) {
   EXPECT_NE(chain.body.find("#!ipxe"), std::string::npos);
   EXPECT_NE(chain.body.find("/boot/ipxe?mac=${mac:hexhyp}&uuid=${uuid}&serial=${serial:uristring}"), std::string::npos);
 }
+
+TEST_F(NodesApi, ANodeWithABmcIsTheSameMachineAsItsServerAndItsJobGoesThroughTheBmc) {
+  auto server = controller->post("/api/v1/servers", R"({"serial": "SRV-9", "macs": ["52:54:00:aa:bb:09"],
+                                                        "bmc": {"address": "http://127.0.0.1:1", "username": "admin", "password": "s3cret-bmc"}})");
+  ASSERT_EQ(server.status, 201) << server.body;
+  std::string server_id = server.json()["id"];
+  auto bad = call(*controller, "POST", "/api/v1/nodes", R"({"macs": ["52:54:00:aa:bb:09"], "server_id": "nope"})");
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_NE(bad.body.find("/server_id"), std::string::npos);
+  auto id = create_node({{"macs", {"52:54:00:aa:bb:09"}}, {"server_id", server_id}});
+  auto job = submit(id);
+  auto view = controller->get("/api/v1/jobs/" + job).json();
+  EXPECT_EQ(view["server"]["serial"], "SRV-9") << view;
+  EXPECT_EQ(view["server"]["bmc"]["address"], "http://127.0.0.1:1");
+  EXPECT_EQ(view["server"]["bmc"]["password"], "<redacted>") << "sealed, never shown";
+  EXPECT_EQ(view["server"]["node_id"], id);
+  EXPECT_EQ(node(id)["state"], "pending");
+  EXPECT_EQ(boot("mac=52-54-00-aa-bb-09").body.find("kernel"), std::string::npos) << "never a network install";
+  // Virtual media, through the BMC: this controller has no maintenance ISO, so the BMC step
+  // fails the job, and the node follows it back to discovered.
+  auto done = controller->wait_for_status(job, "complete");
+  EXPECT_EQ(done["media"]["mode"], "dual-cd");
+  EXPECT_NE(done.value("error", "").find("media_inserted"), std::string::npos) << done;
+  EXPECT_EQ(node(id)["state"], "discovered");
+  EXPECT_EQ(node(id)["last_job"]["outcome"], "failed");
+}
