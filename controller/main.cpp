@@ -145,6 +145,10 @@ int run(const ControllerConfig& config) {
     pinned.insert(info->sha256);
     log.info("network boot file registered", {{"path", file->string()}, {"sha256", info->sha256}});
   }
+  boot_options.inspect_token = [inspect_key = crypto::hmac_sha256_hex(*key, "inspect-token-v1")](const std::string& node,
+                                                                                               const std::string& nonce) {
+    return crypto::hmac_sha256_hex(inspect_key, node + "/" + nonce);
+  };
   BootService boot(**store, nodes, clock, log, boot_options);
   // DHCP/TFTP for the network boot path: a supervised dnsmasq, reloaded when nodes change.
   std::unique_ptr<DnsmasqSupervisor> dnsmasq;

@@ -35,7 +35,7 @@ ProvisionCmdline provision_options(const std::map<std::string, std::string>& cmd
     return it->second;
   };
   return ProvisionCmdline{get("provision.task"), get("provision.sha256"), get("provision.controller"),
-                          get("provision.serial")};
+                          get("provision.serial"), get("provision.inspect"), get("provision.inspect_token")};
 }
 
 }  // namespace provisioner::dispatcher

@@ -18,6 +18,10 @@ struct ProvisionCmdline {
   std::optional<std::string> task_sha256;  // provision.sha256=<hex> (required with task_url)
   std::optional<std::string> controller;   // provision.controller=<base URL>
   std::optional<std::string> serial;       // provision.serial=<serial> (overrides DMI)
+  // Inspection (a network boot with [pxe] discover = "inspect"): report the inventory here,
+  // with this token, then reboot. No task.
+  std::optional<std::string> inspect_url;    // provision.inspect=<URL>
+  std::optional<std::string> inspect_token;  // provision.inspect_token=<token>
 };
 
 ProvisionCmdline provision_options(const std::map<std::string, std::string>& cmdline);

@@ -7,6 +7,9 @@
 #include <vector>
 
 #include "dispatcher/dispatcher.hpp"
+#include "dispatcher/cmdline.hpp"
+#include "dispatcher/inventory.hpp"
+#include "common/atomic_file.hpp"
 
 using namespace provisioner;
 using namespace provisioner::dispatcher;
@@ -82,6 +85,16 @@ int main(int argc, char** argv) {
   SleepFn sleep = [](std::int64_t ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); };
 
   if (command == "run") {
+    // A network boot for inspection: report what this machine has, then boot its disk.
+    if (auto text = read_file(run.discovery.cmdline_file)) {
+      auto opts = provision_options(parse_kernel_cmdline(*text));
+      if (opts.inspect_url) {
+        InspectOptions inspect;
+        inspect.url = *opts.inspect_url;
+        inspect.token = opts.inspect_token.value_or("");
+        return run_inspect(inspect, clock, sleep);
+      }
+    }
     SystemMounter mounter;
     return run_dispatcher(run, mounter, clock, sleep);
   }

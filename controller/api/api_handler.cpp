@@ -51,6 +51,8 @@ const std::vector<RouteSpec>& api_routes() {
       {"PATCH", "/api/v1/nodes/{id}", Permission::operate},
       {"DELETE", "/api/v1/nodes/{id}", Permission::operate},
       {"PATCH", "/api/v1/nodes/{id}/state", Permission::operate},
+      // An inspection boot's report: authenticated by the inspection's own token (NodeService).
+      {"POST", "/api/v1/nodes/{id}/inventory", Permission::open},
       // Firmware has no token: these answer only the asking machine's own boot script.
       {"GET", "/boot/boot.ipxe", Permission::open},
       {"GET", "/boot/ipxe", Permission::open},
@@ -317,6 +319,9 @@ ApiResponse ApiHandler::dispatch(const RouteSpec& route, const std::vector<std::
         if (created) r.headers.push_back({"Location", "/api/v1/nodes/" + (*created)["id"].get<std::string>()});
         return r;
       }
+      if (p == "/api/v1/nodes/{id}/inventory")
+        return from_result(nodes_->accept_inventory(params[0], req.header("Authorization"), req.body,
+                                                    boot_ ? boot_->options().inspect_token : nullptr));
       if (p == "/api/v1/nodes/{id}" && route.method == "GET") return from_result(nodes_->get(params[0]));
       if (p == "/api/v1/nodes/{id}" && route.method == "PATCH") return from_result(nodes_->patch(params[0], req.body));
       if (p == "/api/v1/nodes/{id}") {

@@ -310,7 +310,7 @@ Status read_pxe(const toml::table& t, const std::string& where, ControllerConfig
                                where + " [pxe]"));
   TableReader r(t, "pxe");
   PROVISIONER_TRY(r.boolean("enabled", c.pxe_enabled));
-  PROVISIONER_TRY(r.choice("discover", c.pxe_discover, {"off", "register"}));
+  PROVISIONER_TRY(r.choice("discover", c.pxe_discover, {"off", "register", "inspect"}));
   PROVISIONER_TRY(r.path("kernel", c.pxe_kernel));
   PROVISIONER_TRY(r.path("initrd", c.pxe_initrd));
   PROVISIONER_TRY(r.string("kernel_args", c.pxe_kernel_args));

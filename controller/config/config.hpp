@@ -70,7 +70,9 @@ struct ControllerConfig {
 
   // The network boot path ([pxe]): nodes, /boot/*, and a supervised dnsmasq.
   bool pxe_enabled = false;
-  std::string pxe_discover = "register";  // off | register: what an unknown machine's boot request does
+  // What an unknown machine's boot request does: off (local boot), register (as discovered,
+  // then local boot), inspect (registered, then the maintenance OS reports its inventory).
+  std::string pxe_discover = "register";
   std::optional<std::filesystem::path> pxe_kernel, pxe_initrd;  // the maintenance OS as kernel + initrd
   std::string pxe_kernel_args = "console=tty0 console=ttyS0,115200";
   // DHCP: off (the site's DHCP server hands out our boot files), proxy (dnsmasq answers PXE

@@ -100,7 +100,7 @@ Result<nlohmann::json> NodeService::check(nlohmann::json record) const {
     return make_error(ErrorKind::invalid_input, "node is not valid", {{"", "expected a JSON object"}});
   // Members the controller keeps on the record are not client input; they survive a patch.
   nlohmann::json kept = nlohmann::json::object();
-  for (const char* key : {"job_id", "inventory", "last_boot"})
+  for (const char* key : {"job_id", "inventory", "last_boot", "last_job", "inspection"})
     if (record.contains(key)) {
       kept[key] = record[key];
       record.erase(key);
@@ -130,6 +130,7 @@ nlohmann::json NodeService::view(const NodeRecord& node) {
   out["state"] = std::string(to_string(node.state));
   out["created_at"] = format_rfc3339_ms(node.created_ms);
   out["updated_at"] = format_rfc3339_ms(node.updated_ms);
+  if (out.contains("inspection")) out["inspection"] = {{"open", true}};  // its nonce makes the token: never shown
   return redact(out);
 }
 
@@ -138,7 +139,7 @@ Result<nlohmann::json> NodeService::create(std::string_view body, const std::str
   if (!doc) return doc.error();
   auto record = check(std::move(*doc));
   if (!record) return record.error();
-  for (const char* key : {"job_id", "inventory", "last_boot"}) record->erase(key);
+  for (const char* key : {"job_id", "inventory", "last_boot", "last_job", "inspection"}) record->erase(key);
   NodeRecord node;
   node.state = NodeState::discovered;
   node.record = std::move(*record);
@@ -231,7 +232,8 @@ Result<nlohmann::json> NodeService::patch(const std::string& id, std::string_vie
   if (!patch) return patch.error();
   if (!patch->is_object())
     return make_error(ErrorKind::invalid_input, "node patch is not valid", {{"", "expected a JSON merge patch object"}});
-  for (const char* key : {"state", "id", "job_id", "inventory", "last_boot", "created_at", "updated_at", "history"})
+  for (const char* key : {"state", "id", "job_id", "inventory", "last_boot", "last_job", "inspection", "created_at",
+                          "updated_at", "history"})
     if (patch->contains(key))
       return make_error(ErrorKind::invalid_input, "node patch is not valid",
                         {{std::string("/") + key, std::string(key) == "state"
@@ -349,6 +351,88 @@ Result<NodeRecord> NodeService::register_discovered(const BootIdentity& who) {
   log_.info("node discovered", {{"node", node.id}, {"mac", who.mac}});
   changed();
   return node;
+}
+
+Result<NodeRecord> NodeService::update_kept(const std::string& id, const nlohmann::json& changes) {
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    auto node = load(id);
+    if (!node) return node.error();
+    auto expected = node->updated_ms;
+    node->record.merge_patch(changes);
+    node->updated_ms = std::max(clock_.now_ms(), expected + 1);
+    auto updated = store_.update_node(*node, expected);
+    if (!updated) return updated.error();
+    if (*updated) return std::move(*node);
+  }
+  return make_error(ErrorKind::conflict, "node " + id + " kept changing; try again");
+}
+
+Result<nlohmann::json> NodeService::accept_inventory(
+    const std::string& id, std::string_view authorization, std::string_view body,
+    const std::function<std::string(const std::string&, const std::string&)>& token_for) {
+  auto node = load(id);
+  if (!node) return node.error();
+  auto open = node->record.value("inspection", nlohmann::json::object());
+  const std::string prefix = "Bearer ";
+  if (!open.contains("nonce") || !token_for || authorization.substr(0, prefix.size()) != prefix ||
+      !crypto::constant_time_equal(authorization.substr(prefix.size()), token_for(id, open["nonce"].get<std::string>()))) {
+    // A used token (the inspection closed) is a conflict only for the right token's holder;
+    // anyone else learns nothing.
+    return make_error(ErrorKind::unauthorized, "no open inspection for this token");
+  }
+  auto doc = parse_json(body);
+  if (!doc) return doc.error();
+  std::vector<FieldError> errors;
+  auto count = [&](const char* key) {
+    if (!doc->contains(key) || !(*doc)[key].is_number_integer() || (*doc)[key].get<std::int64_t>() < 0)
+      errors.push_back({std::string("/") + key, "a non-negative integer"});
+  };
+  if (!doc->is_object()) return make_error(ErrorKind::invalid_input, "inventory is not valid", {{"", "expected an object"}});
+  count("cpus");
+  count("memory_bytes");
+  for (const char* key : {"disks", "nics"})
+    if (!doc->contains(key) || !(*doc)[key].is_array() || (*doc)[key].size() > 256)
+      errors.push_back({std::string("/") + key, "an array (at most 256)"});
+  nlohmann::json macs = node->record.value("macs", nlohmann::json::array());
+  if (doc->contains("nics") && (*doc)["nics"].is_array() && (*doc)["nics"].size() <= 256)
+    for (std::size_t i = 0; i < (*doc)["nics"].size(); ++i) {
+      const auto& nic = (*doc)["nics"][i];
+      auto mac = nic.is_object() && nic.contains("mac") && nic["mac"].is_string() ? normalise_mac(nic["mac"].get<std::string>())
+                                                                                   : std::nullopt;
+      if (!mac) {
+        errors.push_back({"/nics/" + std::to_string(i) + "/mac", "not a MAC address"});
+        continue;
+      }
+      if (std::find(macs.begin(), macs.end(), *mac) != macs.end()) continue;
+      auto other = store_.find_node("mac:" + *mac);
+      if (other && !*other && macs.size() < 16) macs.push_back(*mac);  // another node's MAC stays its own
+    }
+  if (!errors.empty()) return make_error(ErrorKind::invalid_input, "inventory is not valid", std::move(errors));
+  nlohmann::json changes{{"inventory", *doc}, {"inspection", nullptr}, {"macs", macs}};
+  changes["inventory"]["reported_at"] = format_rfc3339_ms(clock_.now_ms());
+  auto smbios = doc->value("smbios", nlohmann::json::object());
+  if (smbios.is_object()) {
+    auto who = parse_boot_identity(macs.empty() ? "00:00:00:00:00:00" : macs[0].get<std::string>(),
+                                   smbios.value("uuid", ""), smbios.value("serial", ""), "", "");
+    auto free = [&](const std::string& key) {
+      auto other = store_.find_node(key);
+      return other && (!*other || (**other).id == id);
+    };
+    if (who && who->uuid && !node->record.contains("uuid") && free("uuid:" + *who->uuid)) changes["uuid"] = *who->uuid;
+    if (who && who->serial && !node->record.contains("serial") && free("serial:" + *who->serial)) changes["serial"] = *who->serial;
+  }
+  // Compare-and-swap against the node as read: a second report with the same token finds the
+  // inspection closed.
+  auto expected = node->updated_ms;
+  node->record.merge_patch(changes);
+  node->updated_ms = std::max(clock_.now_ms(), expected + 1);
+  auto updated = store_.update_node(*node, expected);
+  if (!updated) return updated.error();
+  if (!*updated) return make_error(ErrorKind::conflict, "node " + id + " changed meanwhile; the inspection stays open");
+  log_.info("node inspected", {{"node", id}, {"cpus", std::to_string((*doc)["cpus"].get<std::int64_t>())},
+                               {"disks", std::to_string((*doc)["disks"].size())}});
+  changed();
+  return view(*node);
 }
 
 Result<std::vector<NodeRecord>> NodeService::all() {

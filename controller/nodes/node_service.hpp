@@ -65,6 +65,19 @@ class NodeService {
   Result<bool> transition(const NodeRecord& node, NodeState to, const nlohmann::json& changes,
                           const std::string& actor, const std::string& detail);
 
+  // Merges controller-kept members (inspection, last_boot, …) into a node's record, never
+  // its state (compare-and-swap on updated_ms, retried).
+  Result<NodeRecord> update_kept(const std::string& id, const nlohmann::json& changes);
+
+  // POST /nodes/{id}/inventory from an inspection boot: `authorization` must be "Bearer
+  // <the token of the node's open inspection>" (401 otherwise, before the body is looked at);
+  // the inspection closes with it, so the same token never reports twice (401). The inventory is stored on the
+  // node, and its MACs, SMBIOS serial and UUID join the node's identifiers where no other node
+  // has them.
+  Result<nlohmann::json> accept_inventory(const std::string& id, std::string_view authorization, std::string_view body,
+                                          const std::function<std::string(const std::string& node_id,
+                                                                          const std::string& nonce)>& token_for);
+
   // Every node, for the DHCP host list.
   Result<std::vector<NodeRecord>> all();
 

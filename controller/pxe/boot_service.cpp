@@ -1,5 +1,6 @@
 #include "controller/pxe/boot_service.hpp"
 
+#include "common/crypto.hpp"
 #include "controller/jobs/job_phase.hpp"
 #include "controller/logging/logger.hpp"
 #include "controller/nodes/node_service.hpp"
@@ -51,9 +52,33 @@ Result<std::string> BootService::script_for(const std::map<std::string, std::str
     if (options_.discover == "off") return local_boot(*who, "unknown machine");
     auto registered = nodes_.register_discovered(*who);
     if (!registered) return registered.error();
+    if (options_.discover == "inspect") return inspect(*registered, *who);
     return local_boot(*who, "discovered as " + registered->id);
   }
+  if (options_.discover == "inspect" && (**node).state == NodeState::discovered && !(**node).record.contains("inventory"))
+    return inspect(**node, *who);
   return answer_node(**node, *who);
+}
+
+Result<std::string> BootService::inspect(const NodeRecord& node, const BootIdentity& who) {
+  if (!options_.kernel || !options_.initrd || !options_.inspect_token)
+    return local_boot(who, "the controller has no network boot files for an inspection");
+  // One open inspection per node: a nonce on the record, kept until its report arrives (a
+  // machine that reboots before reporting gets the same token again).
+  std::string nonce = node.record.value("/inspection/nonce"_json_pointer, std::string());
+  if (nonce.empty()) {
+    nonce = crypto::random_token(16);
+    auto updated = nodes_.update_kept(node.id, {{"inspection", {{"nonce", nonce}, {"issued_at", format_rfc3339_ms(clock_.now_ms())}}}});
+    if (!updated) return updated.error();
+  }
+  log_.info("network boot: inspecting", {{"node", node.id}, {"mac", who.mac}});
+  return "#!ipxe\n"
+         "echo provisioner: node " + node.id + ": inspection\n"
+         "kernel " + options_.kernel->url + " initrd=initrd.img " + options_.kernel_args +
+         " provision.inspect=" + options_.public_url + "/api/v1/nodes/" + node.id + "/inventory provision.inspect_token=" +
+         options_.inspect_token(node.id, nonce) + "\n"
+         "initrd --name initrd.img " + options_.initrd->url + "\n"
+         "boot\n";
 }
 
 Result<std::string> BootService::answer_node(const NodeRecord& node, const BootIdentity& who) {

@@ -9,6 +9,7 @@
 //   everything else       → local boot (BIOS: sanboot the first disk; UEFI: exit to firmware)
 // The endpoints are unauthenticated (firmware has no token), so an answer reveals nothing but
 // the script the asking machine is entitled to: no recipe, no secret, no other node's data.
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -34,11 +35,15 @@ struct BootFile {
 
 struct BootOptions {
   std::string public_url;             // where nodes reach the API: "http://10.0.0.1:8080"
-  std::string discover = "register";  // off: unknown machines are only told to boot locally
+  std::string discover = "register";  // off: unknown machines are only told to boot locally;
+                                      // inspect: the maintenance OS reports their inventory first
   std::optional<BootFile> kernel;     // the maintenance OS as kernel + initrd (artifacts)
   std::optional<BootFile> initrd;
   std::string kernel_args = "console=tty0 console=ttyS0,115200";
   std::string rpi_kernel_args = "console=serial0,115200 console=tty1";
+  // The token an inspection boot reports with: derived from a secret, the node and the
+  // inspection's nonce (so it is never stored, and a new inspection gets a new one).
+  std::function<std::string(const std::string& node_id, const std::string& nonce)> inspect_token;
 };
 
 class BootService {
@@ -64,6 +69,8 @@ class BootService {
  private:
   std::string local_boot(const BootIdentity& who, const std::string& why) const;
   Result<std::string> answer_node(const NodeRecord& node, const BootIdentity& who);
+  // The maintenance OS in inspection mode, for a discovered node without an inventory.
+  Result<std::string> inspect(const NodeRecord& node, const BootIdentity& who);
 
   Store& store_;
   NodeService& nodes_;

@@ -268,3 +268,59 @@ TEST_F(NodesApi, ANodeWithABmcIsTheSameMachineAsItsServerAndItsJobGoesThroughThe
   EXPECT_EQ(node(id)["state"], "discovered");
   EXPECT_EQ(node(id)["last_job"]["outcome"], "failed");
 }
+
+TEST(NodesInspection, AnUnknownMachineIsInspectedOnceWithItsOwnTokenThenBootsItsDisk) {
+  TempDir files;
+  std::ofstream(files.path() / "vmlinuz") << "k";
+  std::ofstream(files.path() / "initrd.img") << "i";
+  ControllerProcess controller("[pxe]\nenabled = true\ndiscover = \"inspect\"\nkernel = \"" + (files.path() / "vmlinuz").string() +
+                               "\"\ninitrd = \"" + (files.path() / "initrd.img").string() + "\"\n");
+  controller.start();
+  auto boot = [&] { return http_request(controller.port(), "GET", "/boot/ipxe?mac=52-54-00-aa-bb-0a&platform=pcbios"); };
+  auto script = boot();
+  ASSERT_EQ(script.status, 200) << script.body;
+  auto nodes = controller.get("/api/v1/nodes").json()["nodes"];
+  ASSERT_EQ(nodes.size(), 1u);
+  std::string id = nodes[0]["id"];
+  EXPECT_EQ(nodes[0]["state"], "discovered");
+  EXPECT_EQ(nodes[0]["inspection"], (nlohmann::json{{"open", true}})) << "the nonce is never shown";
+  std::string url = "http://127.0.0.1:" + std::to_string(controller.port()) + "/api/v1/nodes/" + id + "/inventory";
+  auto at = script.body.find("provision.inspect=" + url + " provision.inspect_token=");
+  ASSERT_NE(at, std::string::npos) << script.body;
+  auto token = script.body.substr(script.body.find("provision.inspect_token=") + 24, 64);
+  EXPECT_EQ(boot().body.find(token) != std::string::npos, true) << "a reboot before reporting: the same inspection";
+
+  const std::string inventory = R"({"cpus": 2, "memory_bytes": 3221225472,
+    "disks": [{"name": "vda", "size_bytes": 6442450944, "rotational": true}],
+    "nics": [{"name": "ens3", "mac": "52:54:00:aa:bb:0a"}, {"name": "ens4", "mac": "52:54:00:aa:bb:0b"}],
+    "smbios": {"serial": "INSPECT-1", "uuid": "4C4C4544-0000-1000-8000-00000000000A", "vendor": "QEMU"}})";
+  auto post = [&](const std::string& auth, const std::string& body) {
+    Headers h{{"Content-Type", "application/json"}};
+    if (!auth.empty()) h.push_back({"Authorization", auth});
+    return http_request(controller.port(), "POST", "/api/v1/nodes/" + id + "/inventory", h, body);
+  };
+  EXPECT_EQ(post("", inventory).status, 401);
+  EXPECT_EQ(post("Bearer " + std::string(64, 'a'), inventory).status, 401);
+  EXPECT_EQ(post(std::string("Bearer ") + ControllerProcess::kAdminToken, inventory).status, 401) << "an API token is not it";
+  auto bad = post("Bearer " + token, R"({"cpus": -1, "memory_bytes": 1, "disks": [], "nics": [{"mac": "zz"}]})");
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_NE(bad.body.find("/cpus"), std::string::npos) << bad.body;
+  EXPECT_NE(bad.body.find("/nics/0/mac"), std::string::npos) << bad.body;
+  auto ok = post("Bearer " + token, inventory);
+  ASSERT_EQ(ok.status, 200) << ok.body;
+  auto n = controller.get("/api/v1/nodes/" + id).json();
+  EXPECT_EQ(n["inventory"]["cpus"], 2);
+  EXPECT_EQ(n["inventory"]["disks"][0]["size_bytes"], 6442450944LL);
+  EXPECT_EQ(n["macs"], (nlohmann::json{"52:54:00:aa:bb:0a", "52:54:00:aa:bb:0b"})) << "its second NIC joins its identity";
+  EXPECT_EQ(n["serial"], "INSPECT-1");
+  EXPECT_EQ(n["uuid"], "4c4c4544-0000-1000-8000-00000000000a");
+  EXPECT_FALSE(n.contains("inspection"));
+  EXPECT_EQ(n["state"], "discovered") << "inspected, nothing installed";
+  EXPECT_EQ(post("Bearer " + token, inventory).status, 401) << "the inspection is closed: the token is spent";
+  // Known now: its next boot is a local one, and it is found by its other NIC too.
+  auto next = boot();
+  EXPECT_EQ(next.body.find("provision.inspect"), std::string::npos) << next.body;
+  EXPECT_NE(next.body.find("sanboot"), std::string::npos);
+  EXPECT_EQ(http_request(controller.port(), "GET", "/boot/ipxe?mac=52-54-00-aa-bb-0b").body.find("inspect"), std::string::npos);
+  EXPECT_EQ(controller.get("/api/v1/nodes").json()["nodes"].size(), 1u);
+}
