@@ -53,3 +53,37 @@ TEST(Config, MistakesAreReported) {
   EXPECT_TRUE(std::holds_alternative<ExitWith>(parse({}))) << "no tokens at all";
   EXPECT_TRUE(std::holds_alternative<ExitWith>(parse({"--admin-token-sha256", kHash, "--log-format", "xml"})));
 }
+
+TEST(Config, ThePxeSectionIsReadAndItsMistakesNameTheKey) {
+  test::TempDir dir;
+  auto file = dir.path() / "c.toml";
+  std::ofstream(file) << "[pxe]\nenabled = true\ndiscover = \"inspect\"\ndhcp = \"proxy\"\ninterface = \"br0\"\n"
+                         "subnet = \"10.0.0.0\"\nkernel = \"/srv/vmlinuz\"\ninitrd = \"/srv/initrd.img\"\n"
+                         "kernel_args = \"console=ttyS0\"\narm64_efi = \"/srv/a.efi\"\n";
+  auto r = parse({"--config", file.string(), "--admin-token-sha256", kHash});
+  ASSERT_TRUE(std::holds_alternative<RunController>(r)) << std::get<ExitWith>(r).output;
+  auto c = std::get<RunController>(r).config;
+  EXPECT_TRUE(c.pxe_enabled);
+  EXPECT_EQ(c.pxe_discover, "inspect");
+  EXPECT_EQ(c.pxe_dhcp, "proxy");
+  EXPECT_EQ(c.pxe_interface, "br0");
+  EXPECT_EQ(*c.pxe_kernel, "/srv/vmlinuz");
+  EXPECT_EQ(*c.pxe_arm64_efi, "/srv/a.efi");
+  struct Bad {
+    std::string toml, key;
+  };
+  for (const auto& b : std::vector<Bad>{
+           {"[pxe]\ndiscover = \"always\"\n", "pxe.discover"},
+           {"[pxe]\ndhcp = \"relay\"\n", "pxe.dhcp"},
+           {"[pxe]\ndhcp = \"proxy\"\nsubnet = \"10.0.0.0\"\n", "pxe.interface"},
+           {"[pxe]\ndhcp = \"proxy\"\ninterface = \"br0,eth0\"\nsubnet = \"10.0.0.0\"\n", "pxe.interface"},
+           {"[pxe]\ndhcp = \"proxy\"\ninterface = \"br0\"\nsubnet = \"ten\"\n", "pxe.subnet"},
+           {"[pxe]\ndhcp = \"full\"\ninterface = \"br0\"\nrange_start = \"10.0.0.1\"\n", "pxe.range_start"},
+           {"[pxe]\nkernel_args = \"a\\nb\"\n", "pxe.kernel_args"},
+           {"[pxe]\ntftp_root = \"/x\"\n", "tftp_root"}}) {
+    std::ofstream(file) << b.toml;
+    auto bad = parse({"--config", file.string(), "--admin-token-sha256", kHash});
+    ASSERT_TRUE(std::holds_alternative<ExitWith>(bad)) << b.toml;
+    EXPECT_NE(std::get<ExitWith>(bad).output.find(b.key), std::string::npos) << b.toml << " → " << std::get<ExitWith>(bad).output;
+  }
+}
