@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "common/crypto.hpp"
+#include "common/list_limit.hpp"
 #include "common/redact.hpp"
 #include "common/webhook.hpp"
 #include "controller/jobs/job_phase.hpp"
@@ -281,16 +282,9 @@ Result<nlohmann::json> JobService::list(const JobListQuery& q) {
     if (!filter.before_seq) errors.push_back({"cursor", "not a cursor from this API"});
   }
   if (q.limit) {
-    int limit = 0;
-    try {
-      std::size_t used = 0;
-      limit = std::stoi(*q.limit, &used);
-      if (used != q.limit->size()) limit = 0;
-    } catch (...) {
-    }
-    if (limit < 1 || limit > options_.max_list_limit)
-      errors.push_back({"limit", "must be an integer from 1 to " + std::to_string(options_.max_list_limit)});
-    filter.limit = limit;
+    auto limit = parse_list_limit(*q.limit, options_.max_list_limit);
+    if (!limit) errors.push_back({"limit", "must be an integer from 1 to " + std::to_string(options_.max_list_limit)});
+    filter.limit = limit.value_or(0);
   }
   if (!errors.empty()) return make_error(ErrorKind::invalid_input, "bad query", std::move(errors));
 

@@ -4,6 +4,7 @@
 #include <cctype>
 
 #include "common/crypto.hpp"
+#include "common/list_limit.hpp"
 #include "common/redact.hpp"
 #include "controller/logging/logger.hpp"
 #include "controller/nodes/node_identity.hpp"
@@ -188,15 +189,9 @@ Result<nlohmann::json> NodeService::list(const std::optional<std::string>& state
                                          const std::optional<std::string>& limit_text) {
   int limit = 100;
   if (limit_text) {
-    try {
-      std::size_t used = 0;
-      limit = std::stoi(*limit_text, &used);
-      if (used != limit_text->size()) limit = 0;
-    } catch (...) {
-      limit = 0;
-    }
-    if (limit < 1 || limit > 500)
-      return make_error(ErrorKind::invalid_input, "bad query", {{"limit", "must be an integer from 1 to 500"}});
+    auto parsed = parse_list_limit(*limit_text, 500);
+    if (!parsed) return make_error(ErrorKind::invalid_input, "bad query", {{"limit", "must be an integer from 1 to 500"}});
+    limit = *parsed;
   }
   std::optional<NodeState> want;
   if (state) {

@@ -1,6 +1,7 @@
 #include "controller/servers/server_service.hpp"
 
 #include "common/crypto.hpp"
+#include "common/list_limit.hpp"
 #include "common/recipe.hpp"
 #include "common/redact.hpp"
 #include "controller/logging/logger.hpp"
@@ -103,15 +104,9 @@ Result<nlohmann::json> ServerService::list(const std::optional<std::string>& cur
                                            const std::optional<std::string>& limit_text) {
   int limit = 100;
   if (limit_text) {
-    try {
-      std::size_t used = 0;
-      limit = std::stoi(*limit_text, &used);
-      if (used != limit_text->size()) limit = 0;
-    } catch (...) {
-      limit = 0;
-    }
-    if (limit < 1 || limit > 500)
-      return make_error(ErrorKind::invalid_input, "bad query", {{"limit", "must be an integer from 1 to 500"}});
+    auto parsed = parse_list_limit(*limit_text, 500);
+    if (!parsed) return make_error(ErrorKind::invalid_input, "bad query", {{"limit", "must be an integer from 1 to 500"}});
+    limit = *parsed;
   }
   if (cursor && !is_server_id(*cursor))
     return make_error(ErrorKind::invalid_input, "bad query", {{"cursor", "not a cursor from this API"}});

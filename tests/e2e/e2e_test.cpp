@@ -247,6 +247,18 @@ fs::path rootfs_oci_layout(const fs::path& dir) {
   return layout;
 }
 
+// The installed system's image, uploaded to the controller's artifact server as CI would.
+void upload_rootfs(const ControllerProcess& controller) {
+  const auto& im = images();
+  std::string body = slurp(im.rootfs);
+  auto r = http_request(controller.port(), "POST",
+                        "/api/v1/artifacts?digest=sha256:" + im.rootfs_sha256 + "&name=rootfs.tar.zst",
+                        {{"Authorization", std::string("Bearer ") + ControllerProcess::kCiToken},
+                         {"Content-Type", "application/octet-stream"}},
+                        body);
+  ASSERT_TRUE(r.status == 201 || r.status == 200) << r.status << " " << r.body;
+}
+
 json recipe_for(const Scenario& s, const ControllerProcess& controller, const std::string& oci_manifest_digest) {
   std::ifstream in(std::string(PROVISIONER_SOURCE_DIR) + "/recipes/debian-12.json");
   json r = json::parse(in);
@@ -331,13 +343,7 @@ void run_scenario(const Scenario& s) {
     oci_digest = head.header("docker-content-digest");
     say(s.name, "image pushed to the controller's registry as os/debian:12 (" + oci_digest + ")");
   } else {
-    std::string body = slurp(im.rootfs);
-    auto r = http_request(controller.port(), "POST",
-                          "/api/v1/artifacts?digest=sha256:" + im.rootfs_sha256 + "&name=rootfs.tar.zst",
-                          {{"Authorization", std::string("Bearer ") + ControllerProcess::kCiToken},
-                           {"Content-Type", "application/octet-stream"}},
-                          body);
-    ASSERT_TRUE(r.status == 201 || r.status == 200) << r.status << " " << r.body;
+    upload_rootfs(controller);
   }
 
   json request = {{"server",
@@ -532,15 +538,7 @@ void run_pxe_scenario() {
   ::setenv("PROVISIONER_PUBLIC_URL", ("http://10.77.0.1:" + std::to_string(controller.port())).c_str(), 1);
   ::setenv("PROVISIONER_ARTIFACTS_PUBLIC_URL", ("http://10.77.0.1:" + std::to_string(controller.artifacts_port())).c_str(), 1);
   controller.start();
-  {
-    std::string body = slurp(im.rootfs);
-    auto r = http_request(controller.port(), "POST",
-                          "/api/v1/artifacts?digest=sha256:" + im.rootfs_sha256 + "&name=rootfs.tar.zst",
-                          {{"Authorization", std::string("Bearer ") + ControllerProcess::kCiToken},
-                           {"Content-Type", "application/octet-stream"}},
-                          body);
-    ASSERT_TRUE(r.status == 201 || r.status == 200) << r.status << " " << r.body;
-  }
+  upload_rootfs(controller);
 
   // An unknown machine powers on: its first network boot registers it and inspects it.
   NetbootMachine machine(dir.path() / "machine", mac, "tapq");
