@@ -119,6 +119,14 @@ int run(const ControllerConfig& config) {
   registry::RecipeCatalog recipes(registry_store, *key);
   JobServiceOptions job_options{config.recipes_dir, config.public_url, config.webhook_max_skew_seconds};
   if (config.registry_enabled) job_options.named_recipes = &recipes;
+  job_options.profile_for_labels = [profiles = config.pxe_profiles](const nlohmann::json& labels) -> std::optional<std::string> {
+    for (const auto& p : profiles) {
+      bool all = true;
+      for (const auto& [k, v] : p.match) all = all && labels.contains(k) && labels[k] == v;
+      if (all) return p.recipe_ref;
+    }
+    return std::nullopt;
+  };
   JobService jobs(**store, servers, clock, log, metrics, *key, job_options);
   // Jobs stored by a version that kept recipe secrets in clear get them sealed now.
   if (auto sealed = jobs.seal_stored_recipes(); !sealed) {

@@ -306,7 +306,7 @@ Status read_registry(const toml::table& t, const std::string& where, ControllerC
 Status read_pxe(const toml::table& t, const std::string& where, ControllerConfig& c) {
   PROVISIONER_TRY(unknown_keys(t, {"enabled", "discover", "kernel", "initrd", "kernel_args", "dhcp", "interface", "subnet",
                                     "range_start", "range_end", "netmask", "dnsmasq", "ipxe_dir", "arm64_efi",
-                                    "rpi_firmware"},
+                                    "rpi_firmware", "profiles"},
                                where + " [pxe]"));
   TableReader r(t, "pxe");
   PROVISIONER_TRY(r.boolean("enabled", c.pxe_enabled));
@@ -324,6 +324,27 @@ Status read_pxe(const toml::table& t, const std::string& where, ControllerConfig
   PROVISIONER_TRY(r.path("ipxe_dir", c.pxe_ipxe_dir));
   PROVISIONER_TRY(r.path("arm64_efi", c.pxe_arm64_efi));
   PROVISIONER_TRY(r.path("rpi_firmware", c.pxe_rpi_firmware));
+  if (const auto* node = t.get("profiles")) {
+    const auto* list = node->as_array();
+    if (!list) return bad_value("pxe.profiles", "an array of tables ([[pxe.profiles]])", describe(*node));
+    for (std::size_t i = 0; i < list->size(); ++i) {
+      std::string at = "pxe.profiles[" + std::to_string(i) + "]";
+      const auto* entry = (*list)[i].as_table();
+      if (!entry) return bad_value(at, "a table", describe((*list)[i]));
+      PROVISIONER_TRY(unknown_keys(*entry, {"match", "recipe_ref"}, where + " " + at));
+      ControllerConfig::PxeProfile profile;
+      PROVISIONER_TRY(TableReader(*entry, at).string("recipe_ref", profile.recipe_ref));
+      if (profile.recipe_ref.empty()) return bad_value(at + ".recipe_ref", "a recipe name (name, name@version)", "nothing");
+      const auto* match = entry->get("match");
+      if (!match || !match->as_table() || match->as_table()->empty())
+        return bad_value(at + ".match", "a table of labels ({role = \"web\"})", match ? describe(*match) : "nothing");
+      for (const auto& [k, v] : *match->as_table()) {
+        if (!v.is_string()) return bad_value(at + ".match." + std::string(k.str()), "a string", describe(v));
+        profile.match.emplace_back(std::string(k.str()), *v.value<std::string>());
+      }
+      c.pxe_profiles.push_back(std::move(profile));
+    }
+  }
   // What dnsmasq would otherwise refuse at start, said here with the key's name.
   auto ipv4 = [](const std::string& text) {
     in_addr a{};
@@ -331,7 +352,7 @@ Status read_pxe(const toml::table& t, const std::string& where, ControllerConfig
   };
   if (c.pxe_kernel_args.find_first_of("\n\r") != std::string::npos)
     return bad_value("pxe.kernel_args", "one line", "a line break");
-  if (c.pxe_dhcp != "off") {
+  if (c.pxe_enabled && c.pxe_dhcp != "off") {
     if (c.pxe_interface.empty() || c.pxe_interface.size() > 15 ||
         c.pxe_interface.find_first_of(" /,\n=") != std::string::npos)
       return bad_value("pxe.interface", "an interface name (dhcp = " + c.pxe_dhcp + " needs one)", "'" + c.pxe_interface + "'");

@@ -75,9 +75,10 @@ struct ControllerConfig {
   std::string pxe_discover = "register";
   std::optional<std::filesystem::path> pxe_kernel, pxe_initrd;  // the maintenance OS as kernel + initrd
   std::string pxe_kernel_args = "console=tty0 console=ttyS0,115200";
-  // DHCP: off (the site's DHCP server hands out our boot files), proxy (dnsmasq answers PXE
-  // beside the site's DHCP server), full (dnsmasq hands out addresses from a range too).
-  std::string pxe_dhcp = "off";
+  // DHCP: proxy (dnsmasq answers PXE beside the site's DHCP server; the default), full
+  // (dnsmasq hands out addresses from a range too), off (the site's DHCP server points
+  // machines at our boot script itself).
+  std::string pxe_dhcp = "proxy";
   std::string pxe_interface;               // the interface dnsmasq serves (required unless dhcp = off)
   std::string pxe_subnet;                  // proxy: the network address served ("10.0.0.0")
   std::string pxe_range_start, pxe_range_end, pxe_netmask = "255.255.255.0";  // full
@@ -85,6 +86,13 @@ struct ControllerConfig {
   std::filesystem::path pxe_ipxe_dir = "/usr/lib/ipxe";  // undionly.kpxe, ipxe.efi (Debian's ipxe)
   std::optional<std::filesystem::path> pxe_arm64_efi;    // an arm64 iPXE EFI binary, where one is at hand
   std::optional<std::filesystem::path> pxe_rpi_firmware;  // Raspberry Pi firmware files (start4.elf, …)
+  // Profiles by label ([[pxe.profiles]] match = {role = "web"}, recipe_ref = "web@1"): the
+  // recipe a node's job uses when neither the job nor the node names one. First match wins.
+  struct PxeProfile {
+    std::vector<std::pair<std::string, std::string>> match;
+    std::string recipe_ref;
+  };
+  std::vector<PxeProfile> pxe_profiles;
 
   // Reconciler timing.
   int reconcile_tick_ms = 500;

@@ -126,12 +126,17 @@ Result<nlohmann::json> JobService::create(std::string_view body) {
 
   nlohmann::json recipe;
   if (!request->contains("recipe_ref") && !request->contains("recipe")) {
-    // A node's job may use the node's profile.
-    if (!node || !node->record.contains("recipe_ref"))
+    // A node's job may use the node's own recipe_ref (its profile by MAC), else the first
+    // profile whose labels the node carries.
+    std::optional<std::string> profile;
+    if (node && node->record.contains("recipe_ref")) profile = node->record["recipe_ref"].get<std::string>();
+    else if (node && options_.profile_for_labels)
+      profile = options_.profile_for_labels(node->record.value("labels", nlohmann::json::object()));
+    if (!profile)
       return make_error(ErrorKind::invalid_input, "job request is not valid",
-                        {{"/recipe", node ? "required: recipe or recipe_ref (the node has no recipe_ref)"
+                        {{"/recipe", node ? "required: recipe or recipe_ref (the node has no recipe_ref, and no profile matches its labels)"
                                           : "required: recipe or recipe_ref"}});
-    (*request)["recipe_ref"] = node->record["recipe_ref"];
+    (*request)["recipe_ref"] = *profile;
   }
   if (request->contains("recipe_ref")) {
     auto loaded = load_recipe_ref((*request)["recipe_ref"].get<std::string>());

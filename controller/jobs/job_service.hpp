@@ -39,6 +39,9 @@ struct JobServiceOptions {
   // registry is on; a job whose image.oci names this controller gets one in its job.json.
   std::function<std::string(const std::string& job_id, const std::string& repository, std::int64_t expires_s)>
       registry_pull_token;
+  // Profiles by label: the recipe_ref for a node's job when neither the job nor the node names
+  // one (nullopt: none matches).
+  std::function<std::optional<std::string>(const nlohmann::json& labels)> profile_for_labels;
 };
 
 struct JobListQuery {

@@ -28,8 +28,9 @@ class NodesApi : public testing::Test {
     std::ofstream(files.path() / "vmlinuz") << "stand-in kernel";
     std::ofstream(files.path() / "initrd.img") << "stand-in initrd";
     controller = std::make_unique<ControllerProcess>(
-        "[pxe]\nenabled = true\nkernel = \"" + (files.path() / "vmlinuz").string() + "\"\ninitrd = \"" +
-        (files.path() / "initrd.img").string() + "\"\nkernel_args = \"console=ttyS0,115200\"\n");
+        "[pxe]\nenabled = true\ndhcp = \"off\"\nkernel = \"" + (files.path() / "vmlinuz").string() + "\"\ninitrd = \"" +
+        (files.path() / "initrd.img").string() + "\"\nkernel_args = \"console=ttyS0,115200\"\n"
+        "[[pxe.profiles]]\nmatch = {role = \"web\", rack = \"r1\"}\nrecipe_ref = \"debian-12\"\n");
     controller->start();
   }
 
@@ -273,7 +274,7 @@ TEST(NodesInspection, AnUnknownMachineIsInspectedOnceWithItsOwnTokenThenBootsIts
   TempDir files;
   std::ofstream(files.path() / "vmlinuz") << "k";
   std::ofstream(files.path() / "initrd.img") << "i";
-  ControllerProcess controller("[pxe]\nenabled = true\ndiscover = \"inspect\"\nkernel = \"" + (files.path() / "vmlinuz").string() +
+  ControllerProcess controller("[pxe]\nenabled = true\ndhcp = \"off\"\ndiscover = \"inspect\"\nkernel = \"" + (files.path() / "vmlinuz").string() +
                                "\"\ninitrd = \"" + (files.path() / "initrd.img").string() + "\"\n");
   controller.start();
   auto boot = [&] { return http_request(controller.port(), "GET", "/boot/ipxe?mac=52-54-00-aa-bb-0a&platform=pcbios"); };
@@ -323,4 +324,17 @@ TEST(NodesInspection, AnUnknownMachineIsInspectedOnceWithItsOwnTokenThenBootsIts
   EXPECT_NE(next.body.find("sanboot"), std::string::npos);
   EXPECT_EQ(http_request(controller.port(), "GET", "/boot/ipxe?mac=52-54-00-aa-bb-0b").body.find("inspect"), std::string::npos);
   EXPECT_EQ(controller.get("/api/v1/nodes").json()["nodes"].size(), 1u);
+}
+
+TEST_F(NodesApi, AProfileByLabelGivesAJobItsRecipeWhenNobodyNamedOne) {
+  auto web = create_node({{"macs", {"52:54:00:aa:bb:0c"}}, {"labels", {{"role", "web"}, {"rack", "r1"}}}});
+  auto r = call(*controller, "PATCH", "/api/v1/nodes/" + web + "/state", R"({"state": "pending"})");
+  ASSERT_EQ(r.status, 201) << r.body;
+  EXPECT_EQ(r.json()["job"]["recipe"]["hostname"], "debian-node") << "recipes/debian-12.json";
+  // A partial match is no match; nothing is created.
+  auto db = create_node({{"macs", {"52:54:00:aa:bb:0d"}}, {"labels", {{"role", "web"}, {"rack", "r2"}}}});
+  auto none = call(*controller, "PATCH", "/api/v1/nodes/" + db + "/state", R"({"state": "pending"})");
+  EXPECT_EQ(none.status, 400) << none.body;
+  EXPECT_NE(none.body.find("/recipe"), std::string::npos);
+  EXPECT_EQ(node(db)["state"], "discovered");
 }

@@ -75,10 +75,10 @@ TEST(Config, ThePxeSectionIsReadAndItsMistakesNameTheKey) {
   for (const auto& b : std::vector<Bad>{
            {"[pxe]\ndiscover = \"always\"\n", "pxe.discover"},
            {"[pxe]\ndhcp = \"relay\"\n", "pxe.dhcp"},
-           {"[pxe]\ndhcp = \"proxy\"\nsubnet = \"10.0.0.0\"\n", "pxe.interface"},
-           {"[pxe]\ndhcp = \"proxy\"\ninterface = \"br0,eth0\"\nsubnet = \"10.0.0.0\"\n", "pxe.interface"},
-           {"[pxe]\ndhcp = \"proxy\"\ninterface = \"br0\"\nsubnet = \"ten\"\n", "pxe.subnet"},
-           {"[pxe]\ndhcp = \"full\"\ninterface = \"br0\"\nrange_start = \"10.0.0.1\"\n", "pxe.range_start"},
+           {"[pxe]\nenabled = true\nsubnet = \"10.0.0.0\"\n", "pxe.interface"},  // proxy by default: it needs one
+           {"[pxe]\nenabled = true\ndhcp = \"proxy\"\ninterface = \"br0,eth0\"\nsubnet = \"10.0.0.0\"\n", "pxe.interface"},
+           {"[pxe]\nenabled = true\ndhcp = \"proxy\"\ninterface = \"br0\"\nsubnet = \"ten\"\n", "pxe.subnet"},
+           {"[pxe]\nenabled = true\ndhcp = \"full\"\ninterface = \"br0\"\nrange_start = \"10.0.0.1\"\n", "pxe.range_start"},
            {"[pxe]\nkernel_args = \"a\\nb\"\n", "pxe.kernel_args"},
            {"[pxe]\ntftp_root = \"/x\"\n", "tftp_root"}}) {
     std::ofstream(file) << b.toml;
