@@ -259,15 +259,20 @@ TEST_F(NodesApi, ANodeWithABmcIsTheSameMachineAsItsServerAndItsJobGoesThroughThe
   EXPECT_EQ(view["server"]["bmc"]["address"], "http://127.0.0.1:1");
   EXPECT_EQ(view["server"]["bmc"]["password"], "<redacted>") << "sealed, never shown";
   EXPECT_EQ(view["server"]["node_id"], id);
-  EXPECT_EQ(node(id)["state"], "pending");
   EXPECT_EQ(boot("mac=52-54-00-aa-bb-09").body.find("kernel"), std::string::npos) << "never a network install";
   // Virtual media, through the BMC: this controller has no maintenance ISO, so the BMC step
   // fails the job, and the node follows it back to discovered.
   auto done = controller->wait_for_status(job, "complete");
   EXPECT_EQ(done["media"]["mode"], "dual-cd");
   EXPECT_NE(done.value("error", "").find("media_inserted"), std::string::npos) << done;
-  EXPECT_EQ(node(id)["state"], "discovered");
-  EXPECT_EQ(node(id)["last_job"]["outcome"], "failed");
+  auto n = node(id);
+  EXPECT_EQ(n["state"], "discovered");
+  EXPECT_EQ(n["last_job"]["outcome"], "failed");
+  // It was pending for the job (the job may fail before anyone looks: check the history).
+  ASSERT_GE(n["history"].size(), 3u) << n;
+  EXPECT_EQ(n["history"][1]["to"], "pending");
+  EXPECT_EQ(n["history"][2]["to"], "discovered");
+  EXPECT_EQ(n["history"][2]["by"], "job:" + job);
 }
 
 TEST(NodesInspection, AnUnknownMachineIsInspectedOnceWithItsOwnTokenThenBootsItsDisk) {
