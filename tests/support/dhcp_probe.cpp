@@ -138,6 +138,20 @@ nlohmann::json describe(const std::uint8_t* p, std::size_t n, const sockaddr_in&
     else options[key] = text_or_hex(v, len);
     i += len;
   }
+  // The boot file: the `file` field, or option 67 (what dnsmasq sends PXE clients in full
+  // DHCP), without its trailing NUL.
+  std::string boot = out["file"];
+  if (boot.empty() && options.contains("67")) {
+    auto v = options["67"].get<std::string>();
+    if (v.rfind("hex:", 0) == 0) {
+      std::string bytes;
+      for (std::size_t i = 4; i + 1 < v.size(); i += 2) bytes += static_cast<char>(std::stoi(v.substr(i, 2), nullptr, 16));
+      while (!bytes.empty() && bytes.back() == '\0') bytes.pop_back();
+      v = bytes;
+    }
+    boot = v;
+  }
+  out["boot_file"] = boot;
   out["options"] = std::move(options);
   return out;
 }
@@ -251,7 +265,7 @@ int main(int argc, char** argv) {
     summary["next_server"] = r["siaddr"];
     summary["vendor_class"] = opts["60"];
     if (opts.contains("43")) summary["option43"] = opts["43"];
-    if (!r["file"].get<std::string>().empty()) summary["boot_file"] = r["file"];
+    if (!r["boot_file"].get<std::string>().empty()) summary["boot_file"] = r["boot_file"];
   }
   if (summary["pxe"] == true && !summary.contains("boot_file") && !a.ciaddr.empty()) {
     // Sub-option 9 (boot menu): items of type (2 bytes), length, description.
@@ -268,7 +282,7 @@ int main(int argc, char** argv) {
     xid += 1;
     if (!send_to(packet(a, mac, 3, xid, ci), summary["proxy"].get<std::string>(), 4011)) return 1;
     for (const auto& r : collect(a.wait_ms)) {
-      if (!r["file"].get<std::string>().empty()) summary["boot_file"] = r["file"];
+      if (!r["boot_file"].get<std::string>().empty()) summary["boot_file"] = r["boot_file"];
       summary["next_server"] = r["siaddr"];
     }
   }

@@ -80,11 +80,12 @@ class PxeNetwork : public testing::Test {
       std::ofstream(fw / f) << "stand-in " << f << "\n";
   }
 
-  void start_controller(const std::string& pxe_extra = "") {
+  void start_controller(const std::string& pxe_extra = "",
+                        const std::string& dhcp = "dhcp = \"proxy\"\nsubnet = \"10.77.0.0\"\n") {
     // Ports first (the config names them), then the controller, listening beside br0.
     controller = std::make_unique<ControllerProcess>("", "text", "", "0.0.0.0");
     std::string extra = "public_url = \"http://10.77.0.1:" + std::to_string(controller->port()) + "\"\n" +
-                        "[pxe]\nenabled = true\ndhcp = \"proxy\"\ninterface = \"br0\"\nsubnet = \"10.77.0.0\"\n"
+                        "[pxe]\nenabled = true\ninterface = \"br0\"\n" + dhcp +
                         "kernel = \"" + (files.path() / "vmlinuz").string() + "\"\n"
                         "initrd = \"" + (files.path() / "initrd.img").string() + "\"\n"
                         "rpi_firmware = \"" + (files.path() / "rpi-firmware").string() + "\"\n" + pxe_extra;
@@ -139,6 +140,26 @@ class PxeNetwork : public testing::Test {
     auto j = nlohmann::json::parse(last, nullptr, false);
     EXPECT_FALSE(j.is_discarded()) << r.output;
     return j;
+  }
+
+  // Every DHCP reply to one DISCOVER (dhcp_probe without --pxe).
+  // (Full DHCP pings an address before it offers it: the first offer takes a few seconds.)
+  std::vector<nlohmann::json> offers(const std::string& mac, int arch, const std::string& vendor,
+                                     const std::string& user_class = "") {
+    std::string cmd = "ip netns exec " + client + " " + std::string(PROVISIONER_DHCP_PROBE) + " --interface c1 --mac " +
+                      mac + " --arch " + std::to_string(arch) + " --vendor-class " + vendor + " --wait-ms 4000";
+    if (!user_class.empty()) cmd += " --user-class " + user_class;
+    std::vector<nlohmann::json> out;
+    std::istringstream lines(sh(cmd).output);
+    for (std::string line; std::getline(lines, line);)
+      if (auto j = nlohmann::json::parse(line, nullptr, false); !j.is_discarded()) out.push_back(j);
+    return out;
+  }
+  // The controller's reply among them (null when it sent none).
+  nlohmann::json ours(const std::vector<nlohmann::json>& replies) {
+    for (const auto& r : replies)
+      if (r["from"] == "10.77.0.1") return r;
+    return nullptr;
   }
 
   // tftp-hpa's client, from the client namespace.
@@ -362,4 +383,39 @@ TEST_F(PxeNetwork, DnsmasqIsRestartedWhenItDiesAndEndsWithTheController) {
   };
   EXPECT_TRUE(eventually(gone, 5)) << "dnsmasq " << second << " outlived the controller";
   EXPECT_EQ(pxe("52:54:00:aa:bb:06", 0, kBiosVendor, "", ip)["pxe"], false);
+}
+
+TEST_F(PxeNetwork, FullDhcpLeasesItsOwnRangeAndAnswersUefiHttpBootWithAUrl) {
+  start_controller("", "dhcp = \"full\"\nrange_start = \"10.77.0.200\"\nrange_end = \"10.77.0.210\"\n");
+  const std::string mac = "52:54:00:aa:bb:10";
+  set_client_mac(mac);
+  auto uefi = ours(offers(mac, 7, kUefiVendor));
+  ASSERT_FALSE(uefi.is_null()) << "no offer from the controller's dnsmasq:\n"
+                               << *read_file(controller->data_dir() / "pxe/dnsmasq.log") << controller->log_text();
+  EXPECT_EQ(uefi["yiaddr"].get<std::string>().rfind("10.77.0.2", 0), 0u) << uefi;  // .200–.210
+  EXPECT_EQ(uefi["boot_file"], "ipxe.efi") << uefi;
+  EXPECT_EQ(uefi["siaddr"], "10.77.0.1");
+  EXPECT_EQ(ours(offers(mac, 0, kBiosVendor))["boot_file"], "undionly.kpxe");
+  EXPECT_EQ(ours(offers(mac, 0, kBiosVendor, "iPXE"))["boot_file"],
+            "http://10.77.0.1:" + std::to_string(controller->port()) + "/boot/boot.ipxe");
+  // UEFI HTTP Boot: an absolute URL, and option 60 "HTTPClient" so the firmware takes it.
+  auto http = ours(offers(mac, 16, "HTTPClient:Arch:00016:UNDI:003001"));
+  ASSERT_FALSE(http.is_null());
+  std::string url = http["boot_file"];
+  EXPECT_EQ(url.rfind("http://10.77.0.1:" + std::to_string(controller->artifacts_port()) + "/artifacts/", 0), 0u) << http;
+  EXPECT_EQ(http["options"].value("60", ""), "HTTPClient") << http;
+  auto efi = http_request(controller->artifacts_port(), "GET", url.substr(url.find("/artifacts/")), {}, "", "10.77.0.1");
+  EXPECT_EQ(efi.status, 200);
+  EXPECT_EQ(efi.body, *read_file("/usr/lib/ipxe/ipxe.efi"));
+
+  // An installed node still gets its address here, and nothing to boot.
+  auto id = create_node({{"macs", {mac}}});
+  install(id, "52-54-00-aa-bb-10");
+  nlohmann::json quiet;
+  EXPECT_TRUE(eventually([&] {
+    quiet = ours(offers(mac, 7, kUefiVendor));
+    return !quiet.is_null() && quiet["boot_file"] == "";
+  })) << quiet;
+  EXPECT_EQ(quiet["yiaddr"].get<std::string>().rfind("10.77.0.2", 0), 0u) << quiet;
+  EXPECT_EQ(quiet["sname"], "") << quiet;
 }

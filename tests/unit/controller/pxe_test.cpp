@@ -47,13 +47,14 @@ TEST(BootIdentity, NormalisesAndRefusesGarbageNamingTheParameter) {
   ASSERT_TRUE(blank.ok());
   EXPECT_FALSE(blank->uuid);
   EXPECT_FALSE(blank->serial);
+  static const std::string too_long(65, 'a');
   struct Bad {
     const char *mac, *uuid, *serial, *arch, *platform, *field;
   };
   for (const auto& b : {Bad{"", "", "", "", "", "mac"}, Bad{"52:54:00:ab:cd", "", "", "", "", "mac"},
                         Bad{"52:54:00:ab:cd:zz", "", "", "", "", "mac"}, Bad{"52:54:00:ab:cd:ef", "1234", "", "", "", "uuid"},
                         Bad{"52:54:00:ab:cd:ef", "", "a\"b", "", "", "serial"},
-                        Bad{"52:54:00:ab:cd:ef", "", std::string(65, 'a').c_str(), "", "", "serial"},
+                        Bad{"52:54:00:ab:cd:ef", "", too_long.c_str(), "", "", "serial"},
                         Bad{"52:54:00:ab:cd:ef", "", "", "mips", "", "arch"}, Bad{"52:54:00:ab:cd:ef", "", "", "", "uefi", "platform"}}) {
     auto r = parse_boot_identity(b.mac, b.uuid, b.serial, b.arch, b.platform);
     ASSERT_FALSE(r.ok()) << b.field;
