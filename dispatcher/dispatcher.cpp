@@ -174,6 +174,13 @@ int run_report(const ReportOptions& options, const Clock& clock, const SleepFn& 
   auto out = send(options.run_dir, *config, report, options.delivery_ms, clock, sleep);
   say("report " + options.status + " for " + options.unit + ": delivered " + std::to_string(out.delivered) +
       ", rejected " + std::to_string(out.rejected) + ", pending " + std::to_string(out.pending));
+  // The controller took the success: what provision-reboot-after-success.service waits for.
+  // A rejected report (clock skew, a job the controller no longer runs) is no success: a
+  // network-booted machine that rebooted then would be handed its install again.
+  if (options.status == "success" && out.delivered > 0 && out.rejected == 0 && out.pending == 0) {
+    if (auto s = write_file_atomically(options.run_dir / "success-delivered", "", 0644); !s)
+      say("cannot write " + (options.run_dir / "success-delivered").string() + ": " + s.error().message);
+  }
   return out.pending > 0 ? kExitUndelivered : kExitOk;
 }
 

@@ -1,6 +1,8 @@
 #include "dispatcher/inventory.hpp"
 
 #include <algorithm>
+#include <charconv>
+#include <climits>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
@@ -38,8 +40,10 @@ nlohmann::json collect_inventory(const fs::path& root) {
     std::string model;
     for (std::string line; std::getline(cpuinfo, line);) {
       if (line.rfind("processor", 0) == 0) ++cpus;
-      if (model.empty() && line.rfind("model name", 0) == 0 && line.find(':') != std::string::npos)
-        model = line.substr(line.find(':') + 2);
+      if (model.empty() && line.rfind("model name", 0) == 0 && line.find(':') != std::string::npos) {
+        model = line.substr(line.find(':') + 1);
+        model.erase(0, model.find_first_not_of(" \t") == std::string::npos ? model.size() : model.find_first_not_of(" \t"));
+      }
     }
     out["cpus"] = cpus;
     if (!model.empty()) out["cpu_model"] = model;
@@ -65,8 +69,11 @@ nlohmann::json collect_inventory(const fs::path& root) {
         name.rfind("dm-", 0) == 0 || name.rfind("md", 0) == 0 || name.rfind("nbd", 0) == 0)
       continue;
     nlohmann::json d{{"name", name}};
-    auto sectors = read_trimmed(b / "size");
-    d["size_bytes"] = sectors.empty() ? 0 : std::stoll(sectors) * 512;
+    std::int64_t sectors = 0;
+    auto size_text = read_trimmed(b / "size");
+    auto [end, ec2] = std::from_chars(size_text.data(), size_text.data() + size_text.size(), sectors);
+    if (ec2 != std::errc() || sectors < 0 || sectors > (INT64_MAX / 512)) sectors = 0;
+    d["size_bytes"] = sectors * 512;
     if (auto m = read_trimmed(b / "device/model"); !m.empty()) d["model"] = m;
     auto serial = read_trimmed(b / "device/serial");
     if (serial.empty()) serial = read_trimmed(b / "serial");  // virtio-blk
@@ -80,8 +87,9 @@ nlohmann::json collect_inventory(const fs::path& root) {
   for (const auto& e : fs::directory_iterator(root / "sys/class/net", ec)) links.push_back(e.path());
   std::sort(links.begin(), links.end());
   for (const auto& l : links) {
-    // Physical NICs have a device; lo, bridges, veths and tunnels do not.
-    if (!fs::exists(l / "device")) continue;
+    // Physical Ethernet NICs: a device behind them (lo, bridges, veths and tunnels have none)
+    // and ARPHRD_ETHER (1; InfiniBand's 20-byte addresses are no MAC).
+    if (!fs::exists(l / "device") || read_trimmed(l / "type") != "1") continue;
     auto mac = read_trimmed(l / "address");
     if (mac.empty()) continue;
     nics.push_back({{"name", l.filename().string()}, {"mac", mac}});
@@ -106,7 +114,8 @@ int run_inspect(const InspectOptions& options, const Clock& clock, const SleepFn
     req.method = "POST";
     req.url = options.url;
     req.headers = {{"Content-Type", "application/json"}, {"Authorization", "Bearer " + options.token}};
-    req.body = inventory.dump();
+    // Firmware strings (DMI, disk models) need not be UTF-8.
+    req.body = inventory.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     req.timeout_ms = 20000;
     auto r = http_request(req);
     if (r && r->status / 100 == 2) break;

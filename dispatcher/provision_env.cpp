@@ -179,6 +179,7 @@ Status write_run_files(const Task& task, const fs::path& run_dir) {
     fs::remove(run_dir / "registry-auth.json", ec);  // never an earlier task's credentials
   }
   // The marker provision-reboot-after-success.service waits for (network-booted jobs).
+  fs::remove(run_dir / "success-delivered", ec);  // never an earlier task's
   if (task.reboot_after_success) {
     if (auto s = put("reboot-after-success", "", 0644); !s) return s;
   } else {

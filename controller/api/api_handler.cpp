@@ -337,7 +337,9 @@ ApiResponse ApiHandler::dispatch(const RouteSpec& route, const std::vector<std::
         nlohmann::json request{{"node", {{"id", params[0]}}}, {"reprovision", true}};
         auto created = jobs_.create(request.dump());
         if (!created) return from_error(created.error());
-        auto r = json_response(201, {{"node", *nodes_->get(params[0])}, {"job", *created}});
+        auto now = nodes_->get(params[0]);
+        if (!now) return from_error(now.error());
+        auto r = json_response(201, {{"node", *now}, {"job", *created}});
         r.headers.push_back({"Location", "/api/v1/jobs/" + (*created)["id"].get<std::string>()});
         return r;
       }

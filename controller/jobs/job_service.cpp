@@ -120,7 +120,9 @@ Result<nlohmann::json> JobService::create(std::string_view body) {
     if (!loaded && loaded.error().kind == ErrorKind::not_found)
       return make_error(ErrorKind::invalid_input, "job request is not valid", {{"/node/id", "no node " + id}});
     if (!loaded) return loaded.error();
-    node = std::move(*loaded);
+    auto released = nodes_->release_if_stale(*loaded, "api");
+    if (!released) return released.error();
+    node = std::move(*released);
     if (auto refused = node_accepts_job(*node, request->value("reprovision", false)); !refused) return refused.error();
   }
 
@@ -198,9 +200,15 @@ Result<nlohmann::json> JobService::create(std::string_view body) {
     auto moved = nodes_->transition(*node, NodeState::pending, {{"job_id", job.id}}, "api",
                                     "job " + job.id + (node->state == NodeState::discovered ? "" : " (reprovision)"));
     if (!moved || !*moved) {
-      auto undone = store_.transition_job(job.id, JobStatus::queued, JobStatus::canceled, {},
-                                          "the node changed before the job could claim it", clock_.now_ms());
-      if (!undone) log_store_error(log_, job, "cancel the unclaimed job", undone.error());
+      // Cancel it from whatever status it reached meanwhile (the reconciler may have started it).
+      for (int attempt = 0; attempt < 5; ++attempt) {
+        auto now = load(job.id);
+        if (!now || !is_transition_allowed(now->status, JobStatus::canceled)) break;
+        auto undone = store_.transition_job(job.id, now->status, JobStatus::canceled, {},
+                                            "the node changed before the job could claim it", clock_.now_ms());
+        if (!undone) log_store_error(log_, job, "cancel the unclaimed job", undone.error());
+        if (!undone || *undone) break;
+      }
       if (!moved) return moved.error();
       return make_error(ErrorKind::conflict, "node " + node->id + " changed meanwhile; try again");
     }
@@ -363,11 +371,17 @@ Status JobService::node_accepts_job(const NodeRecord& node, bool reprovision) co
 void JobService::node_job_booted(const JobRecord& job) {
   // A node that booted without asking /boot/ipxe (a Raspberry Pi reads its task from TFTP):
   // its maintenance OS reporting is what makes it installing.
-  auto node = nodes_ ? nodes_->load(job.server["node_id"].get<std::string>()) : Result<NodeRecord>(make_error(ErrorKind::not_found, ""));
-  if (!node || node->state != NodeState::pending || node->record.value("job_id", "") != job.id) return;
-  auto moved = nodes_->transition(*node, NodeState::installing, nlohmann::json::object(), "job:" + job.id,
-                                  "its maintenance OS reported");
-  if (!moved) log_.error("cannot move the job's node", Logger::job_fields(job.id, job.server_serial, {{"error", moved.error().message}}));
+  for (int attempt = 0; attempt < 5 && nodes_; ++attempt) {
+    auto node = nodes_->load(job.server["node_id"].get<std::string>());
+    if (!node || node->state != NodeState::pending || node->record.value("job_id", "") != job.id) return;
+    auto moved = nodes_->transition(*node, NodeState::installing, nlohmann::json::object(), "job:" + job.id,
+                                    "its maintenance OS reported");
+    if (!moved) {
+      log_.error("cannot move the job's node", Logger::job_fields(job.id, job.server_serial, {{"error", moved.error().message}}));
+      return;
+    }
+    if (*moved) return;
+  }
 }
 
 void JobService::node_job_ended(const JobRecord& job, JobStatus outcome) {

@@ -254,8 +254,27 @@ Result<nlohmann::json> NodeService::patch(const std::string& id, std::string_vie
   return make_error(ErrorKind::conflict, "node " + id + " kept changing; try again");
 }
 
+Result<bool> NodeService::job_in_flight(const NodeRecord& node) {
+  if (node.state != NodeState::pending && node.state != NodeState::installing) return false;
+  auto job = store_.get_job(node.record.value("job_id", ""));
+  if (!job) return job.error();
+  return *job && ((**job).status == JobStatus::queued || (**job).status == JobStatus::provisioning);
+}
+
+Result<NodeRecord> NodeService::release_if_stale(const NodeRecord& node, const std::string& actor) {
+  auto in_flight = job_in_flight(node);
+  if (!in_flight) return in_flight.error();
+  if (*in_flight || (node.state != NodeState::pending && node.state != NodeState::installing)) return node;
+  auto moved = transition(node, NodeState::discovered, {{"job_id", nullptr}}, actor,
+                          "released: its job " + node.record.value("job_id", "") + " had ended");
+  if (!moved) return moved.error();
+  return load(node.id);
+}
+
 Status NodeService::remove(const std::string& id) {
-  auto node = load(id);
+  auto loaded = load(id);
+  if (!loaded) return loaded.error();
+  auto node = release_if_stale(*loaded, "api");
   if (!node) return node.error();
   if (node->state == NodeState::pending || node->state == NodeState::installing)
     return make_error(ErrorKind::conflict, "node " + id + " is " + std::string(to_string(node->state)) +
@@ -276,8 +295,9 @@ Result<bool> NodeService::transition(const NodeRecord& node, NodeState to, const
   NodeRecord next = node;
   next.state = to;
   next.record.merge_patch(changes);
+  next.record.erase("inspection");  // an open inspection ends with any move
   next.updated_ms = std::max(clock_.now_ms(), node.updated_ms + 1);
-  auto moved = store_.transition_node(next, node.state, actor, detail);
+  auto moved = store_.transition_node(next, node.state, node.updated_ms, actor, detail);
   if (!moved) return moved.error();
   if (*moved) {
     log_.info("node state changed", {{"node", node.id}, {"from", std::string(to_string(node.state))},
@@ -301,7 +321,9 @@ Result<nlohmann::json> NodeService::set_state(const std::string& id, std::string
   if (!to)
     return make_error(ErrorKind::invalid_input, "state change is not valid",
                       {{"/state", "one of discovered, pending, installing, installed, active, retired"}});
-  auto node = load(id);
+  auto loaded = load(id);
+  if (!loaded) return loaded.error();
+  auto node = release_if_stale(*loaded, actor);
   if (!node) return node.error();
   auto rule = find_node_transition(node->state, *to);
   if (!rule || !rule->explicit_request)
@@ -329,9 +351,14 @@ Result<std::optional<NodeRecord>> NodeService::identify(const BootIdentity& who)
 Result<NodeRecord> NodeService::register_discovered(const BootIdentity& who) {
   NodeRecord node;
   node.state = NodeState::discovered;
+  // Only the MAC becomes an identifier: anyone can claim a UUID or serial number in a boot
+  // request, and a unique key squatted that way would lock the real machine out. What it
+  // said is kept as a report (an inspection or an operator confirms it).
   node.record = {{"macs", {who.mac}}};
-  if (who.uuid) node.record["uuid"] = *who.uuid;
-  if (who.serial) node.record["serial"] = *who.serial;
+  nlohmann::json reported = nlohmann::json::object();
+  if (who.uuid) reported["uuid"] = *who.uuid;
+  if (who.serial) reported["serial"] = *who.serial;
+  if (!reported.empty()) node.record["last_boot"] = {{"reported", reported}};
   if (who.platform == "pcbios" || who.platform == "efi") node.record["platform"] = who.platform;
   node.created_ms = node.updated_ms = clock_.now_ms();
   for (int attempt = 0;; ++attempt) {
@@ -369,7 +396,9 @@ Result<nlohmann::json> NodeService::accept_inventory(
   if (!node) return node.error();
   auto open = node->record.value("inspection", nlohmann::json::object());
   const std::string prefix = "Bearer ";
-  if (!open.contains("nonce") || !token_for || authorization.substr(0, prefix.size()) != prefix ||
+  // Only a discovered node has an open inspection (any move closes it).
+  if (node->state != NodeState::discovered || !open.is_object() || !open.contains("nonce") || !open["nonce"].is_string() ||
+      !token_for || authorization.substr(0, prefix.size()) != prefix ||
       !crypto::constant_time_equal(authorization.substr(prefix.size()), token_for(id, open["nonce"].get<std::string>()))) {
     // A used token (the inspection closed) is a conflict only for the right token's holder;
     // anyone else learns nothing.
@@ -392,12 +421,14 @@ Result<nlohmann::json> NodeService::accept_inventory(
   if (doc->contains("nics") && (*doc)["nics"].is_array() && (*doc)["nics"].size() <= 256)
     for (std::size_t i = 0; i < (*doc)["nics"].size(); ++i) {
       const auto& nic = (*doc)["nics"][i];
-      auto mac = nic.is_object() && nic.contains("mac") && nic["mac"].is_string() ? normalise_mac(nic["mac"].get<std::string>())
-                                                                                   : std::nullopt;
-      if (!mac) {
-        errors.push_back({"/nics/" + std::to_string(i) + "/mac", "not a MAC address"});
+      if (!nic.is_object()) {
+        errors.push_back({"/nics/" + std::to_string(i), "an object {name, mac}"});
         continue;
       }
+      // A NIC that is not Ethernet (InfiniBand's 20-byte address) stays in the inventory but
+      // is no identifier.
+      auto mac = nic.contains("mac") && nic["mac"].is_string() ? normalise_mac(nic["mac"].get<std::string>()) : std::nullopt;
+      if (!mac) continue;
       if (std::find(macs.begin(), macs.end(), *mac) != macs.end()) continue;
       auto other = store_.find_node("mac:" + *mac);
       if (other && !*other && macs.size() < 16) macs.push_back(*mac);  // another node's MAC stays its own
@@ -405,10 +436,13 @@ Result<nlohmann::json> NodeService::accept_inventory(
   if (!errors.empty()) return make_error(ErrorKind::invalid_input, "inventory is not valid", std::move(errors));
   nlohmann::json changes{{"inventory", *doc}, {"inspection", nullptr}, {"macs", macs}};
   changes["inventory"]["reported_at"] = format_rfc3339_ms(clock_.now_ms());
-  auto smbios = doc->value("smbios", nlohmann::json::object());
+  auto smbios = doc->contains("smbios") ? (*doc)["smbios"] : nlohmann::json::object();
+  auto text = [&](const char* key) {
+    return smbios.is_object() && smbios.contains(key) && smbios[key].is_string() ? smbios[key].get<std::string>() : std::string();
+  };
   if (smbios.is_object()) {
-    auto who = parse_boot_identity(macs.empty() ? "00:00:00:00:00:00" : macs[0].get<std::string>(),
-                                   smbios.value("uuid", ""), smbios.value("serial", ""), "", "");
+    auto who = parse_boot_identity(macs.empty() ? "00:00:00:00:00:00" : macs[0].get<std::string>(), text("uuid"),
+                                   text("serial"), "", "");
     auto free = [&](const std::string& key) {
       auto other = store_.find_node(key);
       return other && (!*other || (**other).id == id);
@@ -427,7 +461,8 @@ Result<nlohmann::json> NodeService::accept_inventory(
   log_.info("node inspected", {{"node", id}, {"cpus", std::to_string((*doc)["cpus"].get<std::int64_t>())},
                                {"disks", std::to_string((*doc)["disks"].size())}});
   changed();
-  return view(*node);
+  // The reporter learns nothing of the node's record (labels, recipe_ref, server).
+  return nlohmann::json{{"accepted", true}, {"node", id}};
 }
 
 Result<std::vector<NodeRecord>> NodeService::all() {

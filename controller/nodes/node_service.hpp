@@ -78,6 +78,14 @@ class NodeService {
                                           const std::function<std::string(const std::string& node_id,
                                                                           const std::string& nonce)>& token_for);
 
+  // Whether a pending or installing node's job is still running (queued or provisioning).
+  // false for a node whose job ended without the node following it (a crash between the
+  // two, a job that failed before it claimed the node): such a node may be released.
+  Result<bool> job_in_flight(const NodeRecord& node);
+  // A pending or installing node whose job is no longer in flight goes back to discovered;
+  // returns the node as it is now.
+  Result<NodeRecord> release_if_stale(const NodeRecord& node, const std::string& actor);
+
   // Every node, for the DHCP host list.
   Result<std::vector<NodeRecord>> all();
 

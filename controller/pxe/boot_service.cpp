@@ -1,5 +1,7 @@
 #include "controller/pxe/boot_service.hpp"
 
+#include <algorithm>
+
 #include "common/crypto.hpp"
 #include "controller/jobs/job_phase.hpp"
 #include "controller/logging/logger.hpp"
@@ -9,6 +11,13 @@
 namespace provisioner {
 
 namespace {
+
+// An install or an inspection goes only to a MAC the node's record holds: a UUID or serial
+// number in a request is easily claimed by anyone on the network, a MAC on the wire less so.
+bool has_mac(const NodeRecord& node, const std::string& mac) {
+  auto macs = node.record.value("macs", nlohmann::json::array());
+  return std::find(macs.begin(), macs.end(), mac) != macs.end();
+}
 
 std::string query_or_empty(const std::map<std::string, std::string>& q, const char* key) {
   auto it = q.find(key);
@@ -63,6 +72,7 @@ Result<std::string> BootService::script_for(const std::map<std::string, std::str
 Result<std::string> BootService::inspect(const NodeRecord& node, const BootIdentity& who) {
   if (!options_.kernel || !options_.initrd || !options_.inspect_token)
     return local_boot(who, "the controller has no network boot files for an inspection");
+  if (!has_mac(node, who.mac)) return local_boot(who, "node " + node.id + " does not list " + who.mac);
   // One open inspection per node: a nonce on the record, kept until its report arrives (a
   // machine that reboots before reporting gets the same token again).
   std::string nonce = node.record.value("/inspection/nonce"_json_pointer, std::string());
@@ -85,6 +95,7 @@ Result<std::string> BootService::answer_node(const NodeRecord& node, const BootI
   const auto state = node.state;
   if (state != NodeState::pending && state != NodeState::installing)
     return local_boot(who, "node " + node.id + " is " + std::string(to_string(state)));
+  if (!has_mac(node, who.mac)) return local_boot(who, "node " + node.id + " does not list " + who.mac);
   auto job_id = node.record.value("job_id", "");
   auto job = store_.get_job(job_id);
   if (!job) return job.error();
@@ -104,6 +115,14 @@ Result<std::string> BootService::answer_node(const NodeRecord& node, const BootI
                Logger::job_fields(j.id, j.server_serial));
     return local_boot(who, "the controller has no network boot files");
   }
+  // The task is handed out only until the maintenance OS reports (as tasks/by-serial): it
+  // carries the job's signing key. A machine that reboots after that boots its disk, and the
+  // job's install timeout decides.
+  auto events = store_.job_events(j.id);
+  if (!events) return events.error();
+  for (const auto& e : *events)
+    if (e.kind == "phase" && e.name == phase_name(JobPhase::maint_booted))
+      return local_boot(who, "job " + j.id + " is running in its maintenance OS");
   // The intent is recorded first and only while the job is provisioning: a cancel that won
   // means local boot.
   auto recorded = store_.record_phase_if_status(j.id, phase_name(JobPhase::netboot_served), JobStatus::provisioning,
@@ -114,13 +133,23 @@ Result<std::string> BootService::answer_node(const NodeRecord& node, const BootI
     if (!fresh) return fresh.error();
     if (!*fresh || (**fresh).status != JobStatus::provisioning)
       return local_boot(who, "job " + j.id + " ended");
-    // Served before (the node rebooted mid-install): the same task again.
+    // Served before (the node rebooted before its maintenance OS reported): the same task again.
   }
   if (state == NodeState::pending) {
     auto moved = nodes_.transition(node, NodeState::installing, {{"last_boot", {{"mac", who.mac}, {"platform", who.platform},
                                                                                {"arch", who.arch}}}},
                                    "boot", "network boot answered with job " + j.id);
     if (!moved) return moved.error();
+    if (!*moved) {
+      // Something changed the node first (a cancel sent it back to discovered, a new job):
+      // serve only if it is now installing this very job.
+      auto now = nodes_.load(node.id);
+      if (!now) return now.error();
+      if (now->state != NodeState::installing || now->record.value("job_id", "") != j.id) {
+        (void)store_.withdraw_phase(j.id, phase_name(JobPhase::netboot_served), "the node changed first", clock_.now_ms());
+        return local_boot(who, "node " + node.id + " changed meanwhile");
+      }
+    }
   }
   log_.info("network boot: installing", Logger::job_fields(j.id, j.server_serial, {{"node", node.id}, {"mac", who.mac}}));
   const auto& kernel = *options_.kernel;

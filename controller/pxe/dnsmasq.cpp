@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdlib>
 #include <chrono>
 #include <set>
 #include <sstream>
@@ -197,6 +198,24 @@ Status DnsmasqSupervisor::start() {
 
 // Under mutex_.
 Status DnsmasqSupervisor::spawn() {
+  // The binary's path, found before the fork (a PATH search is no async-signal-safe call).
+  std::string binary = options_.binary;
+  if (binary.find('/') == std::string::npos) {
+    std::string path = std::getenv("PATH") ? std::getenv("PATH") : "/usr/sbin:/usr/bin:/sbin:/bin";
+    std::string found;
+    for (std::size_t start = 0; start <= path.size();) {
+      auto end = path.find(':', start);
+      if (end == std::string::npos) end = path.size();
+      auto candidate = path.substr(start, end - start) + "/" + binary;
+      if (end > start && ::access(candidate.c_str(), X_OK) == 0) {
+        found = candidate;
+        break;
+      }
+      start = end + 1;
+    }
+    if (found.empty()) return make_error(ErrorKind::unavailable, "no " + binary + " on PATH (Debian package dnsmasq-base)");
+    binary = found;
+  }
   std::string conf = "--conf-file=" + (options_.dhcp.dir / "dnsmasq.conf").string();
   std::vector<std::string> args = {options_.binary, "--keep-in-foreground", conf};
   std::vector<char*> argv;
@@ -216,6 +235,7 @@ Status DnsmasqSupervisor::spawn() {
     // SIGHUP and SIGTERM on, and exits as dnsmasq did. Only async-signal-safe calls here.
     ::prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (::getppid() != parent) ::_exit(1);
+    ::setpgid(0, 0);  // its own group, dnsmasq in it: the controller can end both at once
     sigset_t forwarded;
     sigemptyset(&forwarded);
     for (int sig : {SIGTERM, SIGINT, SIGHUP}) sigaddset(&forwarded, sig);
@@ -232,7 +252,7 @@ Status DnsmasqSupervisor::spawn() {
       sigset_t none;
       sigemptyset(&none);
       ::sigprocmask(SIG_SETMASK, &none, nullptr);
-      ::execvp(argv[0], argv.data());
+      ::execv(binary.c_str(), argv.data());
       ::_exit(127);
     }
     for (;;) {
@@ -256,10 +276,9 @@ Status DnsmasqSupervisor::spawn() {
 }
 
 void DnsmasqSupervisor::nodes_changed() {
-  {
-    std::lock_guard lock(mutex_);
-    dirty_ = true;
-  }
+  // No lock: API and reconciler threads must never wait behind a restart. The watcher wakes
+  // at least every 200 ms, so a notify it misses costs that much at most.
+  dirty_ = true;
   wake_.notify_all();
 }
 
@@ -306,12 +325,16 @@ void DnsmasqSupervisor::refresh() {
     }
   rpi_served_ = served;
 
-  std::lock_guard lock(mutex_);
-  if (hosts == hosts_) return;
+  {
+    std::lock_guard lock(mutex_);
+    if (hosts == hosts_) return;
+  }
+  // dnsmasq --test runs outside the lock (the watcher is the only caller after start).
   if (auto c = check(config_, hosts); !c) {
     log_.error("dnsmasq: the new host list was refused; keeping the last one", {{"error", c.error().message}});
     return;
   }
+  std::lock_guard lock(mutex_);
   if (auto w = write_file_atomically(options_.dhcp.dir / "hosts", hosts, 0644); !w) {
     log_.error("dnsmasq: cannot write the host list", {{"error", w.error().message}});
     return;
@@ -325,14 +348,7 @@ void DnsmasqSupervisor::refresh() {
   // Proxy mode: dnsmasq 2.90 (Debian 12) crashes on a SIGHUP once it has answered a host of
   // its dhcp-hostsfile (a use-after-free; see controller/pxe/README.md). A proxy holds no
   // leases, so a restart loses nothing: the new list is applied by one.
-  ::kill(pid_, SIGTERM);
-  for (int i = 0; i < 50 && ::waitpid(pid_, nullptr, WNOHANG) != pid_; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  if (::kill(pid_, 0) == 0 && ::waitpid(pid_, nullptr, WNOHANG) != pid_) {
-    ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
-  }
-  pid_ = -1;
+  end_child(std::chrono::milliseconds(1000));
   if (auto s = spawn(); !s) log_.error("dnsmasq: cannot restart with the new host list", {{"error", s.error().message}});
   else log_.debug("dnsmasq restarted with the new host list", {{"pid", std::to_string(pid_)}});
 }
@@ -355,6 +371,7 @@ void DnsmasqSupervisor::watch() {
           log_.warn("dnsmasq exited; restarting it",
                     {{"status", code > 128 ? "signal " + std::to_string(code - 128) : "exit " + std::to_string(code)},
                      {"log", (options_.dhcp.dir / "dnsmasq.log").string()}});
+          ::killpg(pid_, SIGKILL);  // whatever of its group is left (a guardian that crashed)
           pid_ = -1;
           restart_at = std::chrono::steady_clock::now() + backoff;
           backoff = std::min(backoff * 2, std::chrono::milliseconds(30'000));
@@ -387,16 +404,24 @@ void DnsmasqSupervisor::stop() {
   wake_.notify_all();
   if (watcher_.joinable()) watcher_.join();
   std::lock_guard lock(mutex_);
+  end_child(std::chrono::milliseconds(5000));
+}
+
+// Under mutex_. SIGTERM to the guardian (it ends dnsmasq and exits), then SIGKILL to its
+// whole process group (dnsmasq included) when it does not go within `patience`. Reaped once:
+// no signal ever goes to a reused pid.
+void DnsmasqSupervisor::end_child(std::chrono::milliseconds patience) {
   if (pid_ <= 0) return;
   ::kill(pid_, SIGTERM);
-  for (int i = 0; i < 50; ++i) {
+  for (auto waited = std::chrono::milliseconds(0); waited < patience; waited += std::chrono::milliseconds(20)) {
     if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
+      ::killpg(pid_, SIGKILL);  // a dnsmasq its guardian could not end (the group outlives its leader)
       pid_ = -1;
       return;
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  ::kill(pid_, SIGKILL);
+  ::killpg(pid_, SIGKILL);
   ::waitpid(pid_, nullptr, 0);
   pid_ = -1;
 }

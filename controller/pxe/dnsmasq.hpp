@@ -17,6 +17,8 @@
 // --test does not read dhcp-hostsfile).
 #include <sys/types.h>
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <filesystem>
 #include <functional>
@@ -88,6 +90,7 @@ class DnsmasqSupervisor {
   Status prepare_tftp();
   Status check(const std::string& config, const std::string& hosts) const;
   Status spawn();
+  void end_child(std::chrono::milliseconds patience);
   void refresh();
   void watch();
 
@@ -101,7 +104,7 @@ class DnsmasqSupervisor {
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   bool stopping_ = false;
-  bool dirty_ = false;
+  std::atomic<bool> dirty_{false};
   pid_t pid_ = -1;
   int restarts_ = 0;
   std::thread watcher_;

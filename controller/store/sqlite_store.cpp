@@ -766,16 +766,17 @@ Result<bool> SqliteStore::update_node(const NodeRecord& n, std::int64_t expected
   });
 }
 
-Result<bool> SqliteStore::transition_node(const NodeRecord& n, NodeState expected, const std::string& actor,
-                                          const std::string& detail) {
+Result<bool> SqliteStore::transition_node(const NodeRecord& n, NodeState expected, std::int64_t expected_updated_ms,
+                                          const std::string& actor, const std::string& detail) {
   std::lock_guard lock(impl_->mutex);
   auto prepare = [this](const std::string& sql) { return impl_->prepare(sql); };
   const std::string from(to_string(expected)), to(to_string(n.state));
   return impl_->transaction([&]() -> Result<bool> {
-    auto st = impl_->prepare("UPDATE nodes SET state = ?, record_json = ?, updated_ms = ? WHERE id = ? AND state = ?");
+    auto st = impl_->prepare(
+        "UPDATE nodes SET state = ?, record_json = ?, updated_ms = ? WHERE id = ? AND state = ? AND updated_ms = ?");
     if (!st) return st.error();
     Stmt s(*st);
-    s.bind(1, to).bind(2, n.record.dump()).bind(3, n.updated_ms).bind(4, n.id).bind(5, from);
+    s.bind(1, to).bind(2, n.record.dump()).bind(3, n.updated_ms).bind(4, n.id).bind(5, from).bind(6, expected_updated_ms);
     if (s.step() != SQLITE_DONE) return db_error(impl_->db, "transition node");
     if (sqlite3_changes(impl_->db) == 0) return false;
     if (auto k = replace_node_keys(impl_->db, prepare, n); !k) return k.error();

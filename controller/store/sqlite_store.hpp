@@ -47,8 +47,8 @@ class SqliteStore final : public Store {
   Result<std::optional<NodeRecord>> find_node(const std::string& key) override;
   Result<std::vector<NodeRecord>> list_nodes(const std::optional<std::string>& after_id, int limit) override;
   Result<bool> update_node(const NodeRecord& node, std::int64_t expected_updated_ms) override;
-  Result<bool> transition_node(const NodeRecord& node, NodeState expected, const std::string& actor,
-                               const std::string& detail) override;
+  Result<bool> transition_node(const NodeRecord& node, NodeState expected, std::int64_t expected_updated_ms,
+                               const std::string& actor, const std::string& detail) override;
   Result<std::vector<NodeEvent>> node_events(const std::string& id) override;
   Result<bool> delete_node(const std::string& id) override;
 

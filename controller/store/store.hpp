@@ -164,10 +164,11 @@ class Store {
   virtual Result<std::vector<NodeRecord>> list_nodes(const std::optional<std::string>& after_id, int limit) = 0;
   // Compare-and-swap on updated_ms; the state is never changed here (transition_node).
   virtual Result<bool> update_node(const NodeRecord& node, std::int64_t expected_updated_ms) = 0;
-  // Compare-and-swap on the state: moves the node from `expected` to node.state, stores
-  // node.record, and appends an event, in one transaction. false when it is not in `expected`.
-  virtual Result<bool> transition_node(const NodeRecord& node, NodeState expected, const std::string& actor,
-                                       const std::string& detail) = 0;
+  // Compare-and-swap on the state and updated_ms (the record as the caller read it): moves
+  // the node from `expected` to node.state, stores node.record, and appends an event, in one
+  // transaction. false when it is no longer in `expected` or changed since it was read.
+  virtual Result<bool> transition_node(const NodeRecord& node, NodeState expected, std::int64_t expected_updated_ms,
+                                       const std::string& actor, const std::string& detail) = 0;
   virtual Result<std::vector<NodeEvent>> node_events(const std::string& id) = 0;
   virtual Result<bool> delete_node(const std::string& id) = 0;
 };

@@ -307,12 +307,12 @@ Result<bool> InMemoryStore::update_node(const NodeRecord& node, std::int64_t exp
   return true;
 }
 
-Result<bool> InMemoryStore::transition_node(const NodeRecord& node, NodeState expected, const std::string& actor,
-                                            const std::string& detail) {
+Result<bool> InMemoryStore::transition_node(const NodeRecord& node, NodeState expected, std::int64_t expected_updated_ms,
+                                            const std::string& actor, const std::string& detail) {
   std::lock_guard lock(mutex_);
   if (fail_writes_) return write_refused();
   auto it = nodes_.find(node.id);
-  if (it == nodes_.end() || it->second.state != expected) return false;
+  if (it == nodes_.end() || it->second.state != expected || it->second.updated_ms != expected_updated_ms) return false;
   if (auto key = node_key_clash(node)) return make_error(ErrorKind::conflict, "another node has " + *key);
   auto created = it->second.created_ms;
   it->second = node;

@@ -247,8 +247,9 @@ TEST_P(StoreContract, NodeTransitionsAreCompareAndSwapWithWhoAndWhy) {
   n.state = NodeState::pending;
   n.record["job_id"] = "job_1";
   n.updated_ms = 2000;
-  EXPECT_TRUE(*store->transition_node(n, NodeState::discovered, "api:operator", "job job_1"));
-  EXPECT_FALSE(*store->transition_node(n, NodeState::discovered, "api:operator", "again")) << "no longer discovered";
+  EXPECT_FALSE(*store->transition_node(n, NodeState::discovered, 999, "api:operator", "stale")) << "changed since read";
+  EXPECT_TRUE(*store->transition_node(n, NodeState::discovered, 1000, "api:operator", "job job_1"));
+  EXPECT_FALSE(*store->transition_node(n, NodeState::discovered, 2000, "api:operator", "again")) << "no longer discovered";
   auto stored = **store->get_node("node_a");
   EXPECT_EQ(stored.state, NodeState::pending);
   EXPECT_EQ(stored.record.value("job_id", ""), "job_1");

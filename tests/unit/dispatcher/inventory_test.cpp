@@ -25,11 +25,16 @@ TEST(Inventory, ReadsCpusMemoryPhysicalDisksAndNicsAndSmbios) {
   put(root / "sys/block/vda/serial", "VDISK-1\n");
   put(root / "sys/block/vda/queue/rotational", "1\n");
   put(root / "sys/block/sda/size", "2048\n");
+  put(root / "sys/block/vdb/size", "garbage\n");
   put(root / "sys/block/sda/device/model", "QEMU HARDDISK   \n");
   put(root / "sys/block/sda/device/serial", "QM0001\n");
   put(root / "sys/block/sda/queue/rotational", "0\n");
   for (const char* skip : {"loop0", "sr0", "zram0", "ram0", "dm-0"}) put(root / "sys/block" / skip / "size", "8\n");
   put(root / "sys/class/net/ens3/address", "52:54:00:12:34:56\n");
+  put(root / "sys/class/net/ens3/type", "1\n");
+  put(root / "sys/class/net/ib0/address", "80:00:02:08:fe:80:00:00:00:00:00:00:00:02:c9:03:00:0a:bb:cc\n");
+  put(root / "sys/class/net/ib0/type", "32\n");
+  fs::create_directories(root / "sys/class/net/ib0/device");
   fs::create_directories(root / "sys/class/net/ens3/device");
   put(root / "sys/class/net/lo/address", "00:00:00:00:00:00\n");
   put(root / "sys/class/net/br0/address", "aa:bb:cc:dd:ee:ff\n");  // no device: virtual
@@ -41,7 +46,9 @@ TEST(Inventory, ReadsCpusMemoryPhysicalDisksAndNicsAndSmbios) {
   EXPECT_EQ(inv["cpus"], 2);
   EXPECT_EQ(inv["cpu_model"], "QEMU Virtual CPU");
   EXPECT_EQ(inv["memory_bytes"], 3145728LL * 1024);
-  ASSERT_EQ(inv["disks"].size(), 2u) << inv.dump();
+  ASSERT_EQ(inv["disks"].size(), 3u) << inv.dump();
+  EXPECT_EQ(inv["disks"][2]["name"], "vdb");
+  EXPECT_EQ(inv["disks"][2]["size_bytes"], 0) << "an unreadable size is 0, not a crash";
   EXPECT_EQ(inv["disks"][0]["name"], "sda");
   EXPECT_EQ(inv["disks"][0]["size_bytes"], 2048 * 512);
   EXPECT_EQ(inv["disks"][0]["model"], "QEMU HARDDISK");
