@@ -14,11 +14,13 @@
 #include "common/clock.hpp"
 #include "common/crypto.hpp"
 #include "controller/api/api_handler.hpp"
+#include "controller/api/events_route.hpp"
 #include "controller/api/http_server.hpp"
 #include "controller/artifacts/artifact_server.hpp"
 #include "controller/artifacts/artifact_store.hpp"
 #include "controller/artifacts/upload_service.hpp"
 #include "controller/config/config.hpp"
+#include "controller/fleets/fleet_service.hpp"
 #include "controller/iso/job_media.hpp"
 #include "controller/iso/maintenance_iso.hpp"
 #include "controller/jobs/bmc_driver.hpp"
@@ -223,6 +225,18 @@ int run(const ControllerConfig& config) {
   ApiHandler handler(jobs, servers, uploads, artifact_store, **store, metrics, auth, log,
                      config.registry_enabled ? &recipes : nullptr);
   if (config.pxe_enabled) handler.set_network_boot(&nodes, &boot);
+  FleetService fleets(**store, jobs, clock, log, *key);
+  handler.set_fleets(&fleets);
+  EventsOptions events_options;
+  events_options.heartbeat = std::chrono::milliseconds(config.api_events_heartbeat_ms);
+  EventsRoute events(**store, auth, log, events_options);
+  events.set_metrics(&metrics);
+  // Every committed change wakes the event streams and the fleet runner (a notify each: the
+  // listener runs inside the store's write lock and must not read the store).
+  (*store)->on_events_written([&events, &fleets] {
+    events.notify();
+    fleets.wake();
+  });
   registry::RegistryOptions registry_options;
   // Empty: the token endpoint at the address the client used (a CI runner and a machine may
   // reach the controller by different addresses).
@@ -238,6 +252,9 @@ int run(const ControllerConfig& config) {
     jobs.set_registry_pull_token([&registry](const std::string& job, const std::string& repo, std::int64_t until) {
       return registry.job_pull_token(job, repo, until);
     });
+  NativeRouteList native_routes;
+  native_routes.add(&events);
+  if (config.registry_enabled) native_routes.add(&registry);
   HttpServer server(handler, log,
                     HttpServerOptions{config.listen, config.tls_cert, config.tls_key, config.max_body_bytes,
                                       config.http_threads, static_cast<std::size_t>(config.api_max_head_bytes),
@@ -245,7 +262,7 @@ int run(const ControllerConfig& config) {
                                       std::chrono::milliseconds(config.api_idle_timeout_ms),
                                       static_cast<std::size_t>(config.api_max_connections),
                                       static_cast<std::size_t>(config.api_max_connections_per_client),
-                                      config.registry_enabled ? &registry : nullptr});
+                                      &native_routes});
 
   // Block the signals before any thread starts so only sigwait below sees them.
   sigset_t signals;
@@ -264,10 +281,14 @@ int run(const ControllerConfig& config) {
     return 1;
   }
   reconciler.start();
+  fleets.finish_cancels();
+  fleets.start();
   if (dnsmasq) {
     if (auto s = dnsmasq->start(); !s) {
       log.error("cannot start dnsmasq", {{"error", s.error().message}});
+      events.stop();
       server.stop();
+      fleets.stop();
       reconciler.stop();
       artifact_server.stop();
       return 1;
@@ -284,7 +305,9 @@ int run(const ControllerConfig& config) {
   log.info("controller stopping", {{"signal", std::to_string(sig)}});
   shutdown.request_stop();
   if (dnsmasq) dnsmasq->stop();
+  events.stop();
   server.stop();
+  fleets.stop();
   reconciler.stop();
   artifact_server.stop();
   return 0;

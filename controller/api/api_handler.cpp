@@ -7,6 +7,7 @@
 #include "common/atomic_file.hpp"
 #include "controller/artifacts/artifact_store.hpp"
 #include "controller/artifacts/upload_service.hpp"
+#include "controller/fleets/fleet_service.hpp"
 #include "controller/jobs/job_service.hpp"
 #include "controller/jobs/named_recipes.hpp"
 #include "common/redact.hpp"
@@ -33,6 +34,14 @@ const std::vector<RouteSpec>& api_routes() {
       {"GET", "/api/v1/jobs/{id}", Permission::read},
       {"POST", "/api/v1/jobs/{id}/cancel", Permission::operate},
       {"POST", "/api/v1/status-webhook/{serial}", Permission::webhook},
+      {"GET", "/api/v1/fleets", Permission::read},
+      {"POST", "/api/v1/fleets", Permission::submit},
+      {"GET", "/api/v1/fleets/{id}", Permission::read},
+      {"POST", "/api/v1/fleets/{id}/cancel", Permission::operate},
+      {"POST", "/api/v1/fleets/{id}/pause", Permission::operate},
+      {"POST", "/api/v1/fleets/{id}/resume", Permission::operate},
+      // Served by the edge itself, streaming (api/events_route.cpp); listed for the document.
+      {"GET", "/api/v1/events", Permission::read},
       {"GET", "/api/v1/servers", Permission::read},
       {"POST", "/api/v1/servers", Permission::operate},
       {"GET", "/api/v1/servers/{id}", Permission::read},
@@ -246,6 +255,24 @@ ApiResponse ApiHandler::dispatch(const RouteSpec& route, const std::vector<std::
     }
     if (p == "/api/v1/jobs/{id}") return from_result(jobs_.get(params[0]));
     if (p == "/api/v1/jobs/{id}/cancel") return from_result(jobs_.cancel(params[0]));
+    if (p.starts_with("/api/v1/fleets")) {
+      if (!fleets_) return error_response(404, "fleets are off");
+      auto token = auth_.authenticate(req.header("Authorization"));
+      std::string actor = token ? "api:" + (token->name.empty() ? std::string(to_string(token->role)) : token->name) : "api";
+      if (p == "/api/v1/fleets" && route.method == "GET")
+        return from_result(fleets_->list(FleetListQuery{query_value(req, "status"), query_value(req, "cursor"),
+                                                        query_value(req, "limit")}));
+      if (p == "/api/v1/fleets") {
+        auto created = fleets_->create(req.body, actor);
+        auto r = from_result(created, 201);
+        if (created) r.headers.push_back({"Location", "/api/v1/fleets/" + (*created)["id"].get<std::string>()});
+        return r;
+      }
+      if (p == "/api/v1/fleets/{id}") return from_result(fleets_->get(params[0]));
+      if (p == "/api/v1/fleets/{id}/cancel") return from_result(fleets_->cancel(params[0], actor));
+      if (p == "/api/v1/fleets/{id}/pause") return from_result(fleets_->pause(params[0], actor));
+      if (p == "/api/v1/fleets/{id}/resume") return from_result(fleets_->resume(params[0], actor));
+    }
     if (p == "/api/v1/servers" && route.method == "GET")
       return from_result(servers_.list(query_value(req, "cursor"), query_value(req, "limit")));
     if (p == "/api/v1/servers") {

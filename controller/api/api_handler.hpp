@@ -15,6 +15,7 @@
 namespace provisioner {
 
 class BootService;
+class FleetService;
 class JobService;
 class NamedRecipes;
 class NodeService;
@@ -66,6 +67,8 @@ class ApiHandler {
     boot_ = boot;
   }
 
+  void set_fleets(FleetService* fleets) { fleets_ = fleets; }
+
   ApiResponse handle(const ApiRequest& request);
 
   // Judges a request from its line and headers alone, before any body is read: the answer
@@ -100,6 +103,7 @@ class ApiHandler {
   const Logger& log_;
   NamedRecipes* recipes_;  // null: the registry is off (no named recipes)
   NodeService* nodes_ = nullptr;
+  FleetService* fleets_ = nullptr;
   BootService* boot_ = nullptr;
 };
 

@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/result.hpp"
 #include "controller/api/request_framing.hpp"
@@ -53,6 +54,29 @@ class NativeRoutes {
   // Serves one request. True: the answer was framed by its length and the connection may
   // carry another request (the edge closes it anyway when the body was not read to its end).
   virtual bool serve(const NativeRequest& request, NativeExchange& exchange) = 0;
+};
+
+// Several native routes behind one edge (the registry, the event stream): the first that
+// handles a path serves it. The routes are not owned.
+class NativeRouteList final : public NativeRoutes {
+ public:
+  void add(NativeRoutes* routes) {
+    if (routes) routes_.push_back(routes);
+  }
+  bool empty() const { return routes_.empty(); }
+  bool handles(std::string_view path) const override {
+    for (auto* r : routes_)
+      if (r->handles(path)) return true;
+    return false;
+  }
+  bool serve(const NativeRequest& request, NativeExchange& exchange) override {
+    for (auto* r : routes_)
+      if (r->handles(request.path())) return r->serve(request, exchange);
+    return false;
+  }
+
+ private:
+  std::vector<NativeRoutes*> routes_;
 };
 
 }  // namespace provisioner

@@ -32,6 +32,7 @@ const std::vector<IntRange>& int_ranges() {
       {"api.max_head_bytes", 1024, 1 << 20},
       {"api.head_timeout_ms", 100, 600'000},
       {"api.idle_timeout_ms", 100, 3'600'000},
+      {"api.events_heartbeat_ms", 100, 3'600'000},
       {"api.max_connections", 0, 1 << 20},
       {"api.max_connections_per_client", 0, 1 << 20},
       {"webhook.max_skew_seconds", 1, kDay},
@@ -279,7 +280,8 @@ Status read_api(const toml::table& a, const std::string& where, ControllerConfig
   const std::vector<std::pair<const char*, std::int64_t*>> keys = {
       {"max_head_bytes", &c.api_max_head_bytes},   {"head_timeout_ms", &c.api_head_timeout_ms},
       {"idle_timeout_ms", &c.api_idle_timeout_ms}, {"max_connections", &c.api_max_connections},
-      {"max_connections_per_client", &c.api_max_connections_per_client}};
+      {"max_connections_per_client", &c.api_max_connections_per_client},
+      {"events_heartbeat_ms", &c.api_events_heartbeat_ms}};
   std::set<std::string> known;
   for (const auto& [k, p] : keys) known.insert(k);
   PROVISIONER_TRY(unknown_keys(a, known, where + " [api]"));

@@ -34,6 +34,8 @@ struct ControllerConfig {
   std::int64_t api_idle_timeout_ms = 60'000;
   std::int64_t api_max_connections = 0;
   std::int64_t api_max_connections_per_client = 256;
+  // A comment line on an idle event stream (GET /api/v1/events) so proxies keep it open.
+  std::int64_t api_events_heartbeat_ms = 15'000;
   std::string log_format = "text";        // text | json
   std::string log_level = "info";
   std::optional<std::filesystem::path> log_file;

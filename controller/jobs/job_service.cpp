@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "common/crypto.hpp"
+#include "common/list_cursor.hpp"
 #include "common/list_limit.hpp"
 #include "common/redact.hpp"
 #include "common/webhook.hpp"
@@ -19,28 +20,6 @@ namespace provisioner {
 namespace {
 
 std::string new_job_id() { return "job_" + crypto::random_token(8); }
-
-// Cursors are opaque to clients: "c" + hex of the last seq seen.
-std::string encode_cursor(std::int64_t seq) {
-  std::ostringstream out;
-  out << "c" << std::hex << seq;
-  return out.str();
-}
-
-// A seq is positive: a cursor past INT64_MAX (it used to overflow, which is undefined) or of
-// zero came from no page of this API.
-std::optional<std::int64_t> decode_cursor(const std::string& cursor) {
-  if (cursor.size() < 2 || cursor.size() > 17 || cursor[0] != 'c') return std::nullopt;
-  std::int64_t v = 0;
-  for (std::size_t i = 1; i < cursor.size(); ++i) {
-    char c = cursor[i];
-    int d = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
-    if (d < 0 || v > (INT64_MAX - d) / 16) return std::nullopt;
-    v = v * 16 + d;
-  }
-  if (v < 1) return std::nullopt;
-  return v;
-}
 
 std::vector<FieldError> prefixed(const std::string& prefix, std::vector<FieldError> errors) {
   for (auto& e : errors) e.path = prefix + e.path;
@@ -99,8 +78,26 @@ Result<nlohmann::json> JobService::load_recipe_ref(const std::string& ref) const
 }
 
 Result<nlohmann::json> JobService::create(std::string_view body) {
-  auto request = parse_json(body);
-  if (!request) return request.error();
+  auto parsed = parse_json(body);
+  if (!parsed) return parsed.error();
+  auto made = create_job(std::move(*parsed), nullptr, false);
+  if (!made) return made.error();
+  return std::move(**made);
+}
+
+Status JobService::check_request(nlohmann::json request) {
+  auto made = create_job(std::move(request), nullptr, true);
+  if (!made) return made.error();
+  return Ok{};
+}
+
+Result<std::optional<nlohmann::json>> JobService::create_in_fleet(nlohmann::json request, const FleetLaunch& launch) {
+  return create_job(std::move(request), &launch, false);
+}
+
+Result<std::optional<nlohmann::json>> JobService::create_job(nlohmann::json request_doc, const FleetLaunch* launch,
+                                                             bool dry_run) {
+  auto* request = &request_doc;
   if (auto errors = request_schema_.validate(*request); !errors.empty())
     return make_error(ErrorKind::invalid_input, "job request is not valid", std::move(errors));
 
@@ -120,9 +117,13 @@ Result<nlohmann::json> JobService::create(std::string_view body) {
     if (!loaded && loaded.error().kind == ErrorKind::not_found)
       return make_error(ErrorKind::invalid_input, "job request is not valid", {{"/node/id", "no node " + id}});
     if (!loaded) return loaded.error();
-    auto released = nodes_->release_if_stale(*loaded, "api");
-    if (!released) return released.error();
-    node = std::move(*released);
+    if (dry_run) {
+      node = std::move(*loaded);
+    } else {
+      auto released = nodes_->release_if_stale(*loaded, "api");
+      if (!released) return released.error();
+      node = std::move(*released);
+    }
     if (auto refused = node_accepts_job(*node, request->value("reprovision", false)); !refused) return refused.error();
   }
 
@@ -188,8 +189,19 @@ Result<nlohmann::json> JobService::create(std::string_view body) {
   job.recipe = seal_recipe_secrets(recipe, secret_key_);
   job.webhook_key_sealed = crypto::seal(secret_key_, crypto::random_token(32));
   job.created_ms = job.updated_ms = clock_.now_ms();
+  if (server.contains("node_id") && server["node_id"].is_string()) job.node_id = server["node_id"].get<std::string>();
+  if (dry_run) return std::optional<nlohmann::json>();
+  if (launch) job.fleet_id = launch->fleet_id;
   for (int attempt = 0;; ++attempt) {
     job.id = new_job_id();
+    if (launch) {
+      // The member is claimed in the job's own transaction: launched at most once.
+      auto inserted = store_.insert_fleet_job(job, launch->fleet_id, launch->position);
+      if (inserted && !*inserted) return std::optional<nlohmann::json>();
+      if (inserted) break;
+      if (inserted.error().kind != ErrorKind::conflict || attempt == 3) return inserted.error();
+      continue;
+    }
     auto inserted = store_.insert_job(job);
     if (inserted) break;
     if (inserted.error().kind != ErrorKind::conflict || attempt == 3) return inserted.error();
@@ -219,7 +231,9 @@ Result<nlohmann::json> JobService::create(std::string_view body) {
   if (on_change_) on_change_(job.id);
   auto stored = store_.get_job(job.id);
   if (!stored) return stored.error();
-  return view(**stored);
+  auto shown = view(**stored);
+  if (!shown) return shown.error();
+  return std::optional<nlohmann::json>(std::move(*shown));
 }
 
 Result<JobRecord> JobService::load(const std::string& id) {

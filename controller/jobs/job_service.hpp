@@ -64,6 +64,15 @@ class JobService {
 
   // POST /jobs body → the new job (status queued). Errors carry every bad field.
   Result<nlohmann::json> create(std::string_view body);
+  // Everything create checks, nothing stored (a fleet checks its request this way).
+  Status check_request(nlohmann::json request);
+  // A fleet member's job: stored only while the fleet is running and the member has no job
+  // yet, in one transaction (nullopt: it was launched already, or the fleet stopped).
+  struct FleetLaunch {
+    std::string fleet_id;
+    int position = 0;
+  };
+  Result<std::optional<nlohmann::json>> create_in_fleet(nlohmann::json request, const FleetLaunch& launch);
   Result<nlohmann::json> get(const std::string& id);
   Result<nlohmann::json> list(const JobListQuery& query);
   Result<nlohmann::json> cancel(const std::string& id);
@@ -105,6 +114,10 @@ class JobService {
 
   Result<JobRecord> load(const std::string& id);
 
+  // A recipe_ref → the recipe it names now (recipes_dir, or the named recipes); errors carry
+  // the path /recipe_ref. A fleet pins its recipe this way, once, for all its members.
+  Result<nlohmann::json> load_recipe_ref(const std::string& name) const;
+
  private:
   // A report whose timestamp, signature and freshness were checked: what apply_report takes.
   struct AuthenticatedReport {
@@ -116,7 +129,7 @@ class JobService {
   // Applies an authenticated report to its job: a status change or phases, retried against
   // concurrent changes; a repeated outcome is accepted, a contradicting one conflicts.
   Result<nlohmann::json> apply_report(JobRecord job, const WebhookReport& report);
-  Result<nlohmann::json> load_recipe_ref(const std::string& name) const;
+  Result<std::optional<nlohmann::json>> create_job(nlohmann::json request, const FleetLaunch* launch, bool dry_run);
   // Whether a node may be given a new job now (409 with the reason when not).
   Status node_accepts_job(const NodeRecord& node, bool reprovision) const;
   // A node's job ended: the node follows (installed, or back to discovered).

@@ -6,7 +6,7 @@
 
 namespace provisioner {
 
-inline constexpr std::array<std::string_view, 3> kMigrations = {
+inline constexpr std::array<std::string_view, 4> kMigrations = {
     R"sql(
 CREATE TABLE jobs (
   seq                INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -100,6 +100,56 @@ CREATE TABLE node_events (
   at_ms      BIGINT NOT NULL
 );
 CREATE INDEX node_events_node ON node_events(node_id, seq);
+)sql",
+    R"sql(
+-- Fleet runs: one recipe over many servers, launched through gates (canaries, a parallelism
+-- cap, a failure budget). spec_json holds the request as accepted; the members are fixed
+-- when the fleet is created.
+CREATE TABLE fleets (
+  seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+  id         TEXT NOT NULL UNIQUE,
+  status     TEXT NOT NULL,
+  spec_json  TEXT NOT NULL,
+  reason     TEXT NOT NULL DEFAULT '',
+  created_ms BIGINT NOT NULL,
+  updated_ms BIGINT NOT NULL
+);
+CREATE INDEX fleets_status ON fleets(status, seq);
+
+-- One row per server in a fleet. job_id is set in the same transaction that inserts the job,
+-- and only while it is empty: a member is launched at most once.
+CREATE TABLE fleet_members (
+  fleet_id  TEXT NOT NULL REFERENCES fleets(id) ON DELETE CASCADE,
+  position  INTEGER NOT NULL,
+  server_id TEXT NOT NULL,
+  serial    TEXT NOT NULL,
+  job_id    TEXT NOT NULL DEFAULT '',
+  PRIMARY KEY (fleet_id, position)
+);
+CREATE INDEX fleet_members_job ON fleet_members(job_id);
+
+-- Which fleet launched a job, which node it runs on (for the event stream's filters).
+ALTER TABLE jobs ADD COLUMN fleet_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN node_id TEXT NOT NULL DEFAULT '';
+
+-- Every change of a job, node or fleet, in one order: the event stream (GET /api/v1/events)
+-- reads it, and its seq is the stream's event id (Last-Event-ID resumes from here).
+CREATE TABLE events (
+  seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+  topic      TEXT NOT NULL,
+  kind       TEXT NOT NULL,
+  name       TEXT NOT NULL,
+  from_value TEXT NOT NULL DEFAULT '',
+  detail     TEXT NOT NULL DEFAULT '',
+  job_id     TEXT NOT NULL DEFAULT '',
+  fleet_id   TEXT NOT NULL DEFAULT '',
+  node_id    TEXT NOT NULL DEFAULT '',
+  serial     TEXT NOT NULL DEFAULT '',
+  at_ms      BIGINT NOT NULL
+);
+CREATE INDEX events_job ON events(job_id, seq);
+CREATE INDEX events_fleet ON events(fleet_id, seq);
+CREATE INDEX events_node ON events(node_id, seq);
 )sql",
 };
 

@@ -48,9 +48,15 @@ class Stmt {
 
 constexpr const char* kJobColumns =
     "id, seq, status, phase, server_serial, server_json, recipe_json, webhook_key_sealed, failed_step, error, "
-    "created_ms, updated_ms, media_json";
+    "created_ms, updated_ms, media_json, fleet_id, node_id";
 
 std::string status_text(JobStatus status) { return std::string(to_string(status)); }
+
+// A string member of a stored record, or "" when it is absent or not a string.
+std::string text_field(const nlohmann::json& record, const char* key) {
+  auto it = record.find(key);
+  return it != record.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
 
 // Statuses are decoded here, once: past the store the job model is typed. A row with a status
 // this build does not know (a newer controller wrote it) is an error, never a guess.
@@ -71,6 +77,8 @@ Result<JobRecord> job_from_row(const Stmt& s) {
   j.created_ms = s.integer(10);
   j.updated_ms = s.integer(11);
   j.media = nlohmann::json::parse(s.text(12), nullptr, false);
+  j.fleet_id = s.text(13);
+  j.node_id = s.text(14);
   if (j.server.is_discarded() || j.recipe.is_discarded() || j.media.is_discarded())
     return make_error(ErrorKind::internal, "job " + j.id + " has a stored document that does not parse");
   return j;
@@ -175,21 +183,47 @@ struct SqliteStore::Impl {
     return Ok{};
   }
 
+  // Set by a transaction that appended to `events`; the listener runs after its commit.
+  bool wrote_events = false;
+  std::function<void()> events_committed;
+
   // Runs `body` inside BEGIN IMMEDIATE … COMMIT, rolling back when it fails.
   template <typename F>
   auto transaction(F&& body) -> decltype(body()) {
     if (auto s = exec("BEGIN IMMEDIATE"); !s) return s.error();
+    wrote_events = false;
     auto result = body();
     // A failed ROLLBACK leaves SQLite rolling back on its own; the first error is the one to report.
     if (!result) {
       (void)exec("ROLLBACK");
+      wrote_events = false;
       return result;
     }
     if (auto s = exec("COMMIT"); !s) {
       (void)exec("ROLLBACK");
+      wrote_events = false;
       return s.error();
     }
+    if (wrote_events && events_committed) events_committed();
+    wrote_events = false;
     return result;
+  }
+
+  // Appends to the event stream (inside the caller's transaction).
+  Status append_event(const std::string& topic, const std::string& kind, const std::string& name,
+                      const std::string& from, const std::string& detail, const std::string& job_id,
+                      const std::string& fleet_id, const std::string& node_id, const std::string& serial,
+                      std::int64_t at_ms) {
+    auto st = prepare(
+        "INSERT INTO events (topic, kind, name, from_value, detail, job_id, fleet_id, node_id, serial, at_ms) "
+        "VALUES (?,?,?,?,?,?,?,?,?,?)");
+    if (!st) return st.error();
+    Stmt s(*st);
+    s.bind(1, topic).bind(2, kind).bind(3, name).bind(4, from).bind(5, detail).bind(6, job_id).bind(7, fleet_id);
+    s.bind(8, node_id).bind(9, serial).bind(10, at_ms);
+    if (s.step() != SQLITE_DONE) return db_error(db, "append event");
+    wrote_events = true;
+    return Ok{};
   }
 
   Result<bool> insert_event(const std::string& id, const std::string& kind, const std::string& name,
@@ -199,11 +233,39 @@ struct SqliteStore::Impl {
     Stmt s(*st);
     s.bind(1, id).bind(2, kind).bind(3, name).bind(4, from).bind(5, detail).bind(6, now);
     if (s.step() != SQLITE_DONE) return db_error(db, "insert event");
+    // The same change on the event stream, with what its filters select by.
+    auto ev = prepare(
+        "INSERT INTO events (topic, kind, name, from_value, detail, job_id, fleet_id, node_id, serial, at_ms) "
+        "SELECT 'job', ?, ?, ?, ?, id, fleet_id, node_id, server_serial, ? FROM jobs WHERE id = ?");
+    if (!ev) return ev.error();
+    Stmt e(*ev);
+    e.bind(1, kind).bind(2, name).bind(3, from).bind(4, detail).bind(5, now).bind(6, id);
+    if (e.step() != SQLITE_DONE) return db_error(db, "append job event");
+    wrote_events = true;
     return true;
+  }
+
+  Status insert_job_row(const JobRecord& j) {
+    auto st = prepare(
+        "INSERT INTO jobs (id, status, phase, server_serial, server_json, recipe_json, webhook_key_sealed, "
+        "failed_step, error, created_ms, updated_ms, fleet_id, node_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)");
+    if (!st) return st.error();
+    Stmt s(*st);
+    s.bind(1, j.id).bind(2, status_text(j.status)).bind(3, j.phase).bind(4, j.server_serial).bind(5, j.server.dump());
+    s.bind(6, j.recipe.dump()).bind(7, j.webhook_key_sealed).bind(8, j.failed_step).bind(9, j.error);
+    s.bind(10, j.created_ms).bind(11, j.updated_ms).bind(12, j.fleet_id).bind(13, j.node_id);
+    int rc = s.step();
+    if (rc == SQLITE_CONSTRAINT) return make_error(ErrorKind::conflict, "job " + j.id + " already exists");
+    if (rc != SQLITE_DONE) return db_error(db, "insert job");
+    auto ev = insert_event(j.id, "transition", status_text(j.status), "", "created", j.created_ms);
+    if (!ev) return ev.error();
+    return Ok{};
   }
 };
 
-SqliteStore::SqliteStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+SqliteStore::SqliteStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {
+  impl_->events_committed = [this] { events_written(); };
+}
 SqliteStore::~SqliteStore() = default;
 
 Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::filesystem::path& file) {
@@ -252,22 +314,7 @@ int SqliteStore::schema_version() {
 
 Status SqliteStore::insert_job(const JobRecord& j) {
   std::lock_guard lock(impl_->mutex);
-  return impl_->transaction([&]() -> Status {
-    auto st = impl_->prepare(
-        "INSERT INTO jobs (id, status, phase, server_serial, server_json, recipe_json, webhook_key_sealed, "
-        "failed_step, error, created_ms, updated_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?)");
-    if (!st) return st.error();
-    Stmt s(*st);
-    s.bind(1, j.id).bind(2, status_text(j.status)).bind(3, j.phase).bind(4, j.server_serial).bind(5, j.server.dump());
-    s.bind(6, j.recipe.dump()).bind(7, j.webhook_key_sealed).bind(8, j.failed_step).bind(9, j.error);
-    s.bind(10, j.created_ms).bind(11, j.updated_ms);
-    int rc = s.step();
-    if (rc == SQLITE_CONSTRAINT) return make_error(ErrorKind::conflict, "job " + j.id + " already exists");
-    if (rc != SQLITE_DONE) return db_error(impl_->db, "insert job");
-    auto ev = impl_->insert_event(j.id, "transition", status_text(j.status), "", "created", j.created_ms);
-    if (!ev) return ev.error();
-    return Ok{};
-  });
+  return impl_->transaction([&]() -> Status { return impl_->insert_job_row(j); });
 }
 
 Result<std::optional<JobRecord>> SqliteStore::get_job(const std::string& id) {
@@ -691,7 +738,16 @@ Status SqliteStore::insert_node(const NodeRecord& n, const std::string& actor, c
     if (rc == SQLITE_CONSTRAINT) return make_error(ErrorKind::conflict, "a node " + n.id + " exists");
     if (rc != SQLITE_DONE) return db_error(impl_->db, "insert node");
     if (auto k = replace_node_keys(impl_->db, prepare, n); !k) return k.error();
-    return insert_node_event(impl_->db, prepare, n.id, "", std::string(to_string(n.state)), actor, detail, n.created_ms);
+    if (auto e = insert_node_event(impl_->db, prepare, n.id, "", std::string(to_string(n.state)), actor, detail,
+                                   n.created_ms);
+        !e)
+      return e.error();
+    if (auto e = impl_->append_event("node", "created", std::string(to_string(n.state)), "", detail,
+                                     text_field(n.record, "job_id"), "", n.id, text_field(n.record, "serial"),
+                                     n.created_ms);
+        !e)
+      return e.error();
+    return true;
   });
   if (!done) return done.error();
   return Ok{};
@@ -780,7 +836,12 @@ Result<bool> SqliteStore::transition_node(const NodeRecord& n, NodeState expecte
     if (s.step() != SQLITE_DONE) return db_error(impl_->db, "transition node");
     if (sqlite3_changes(impl_->db) == 0) return false;
     if (auto k = replace_node_keys(impl_->db, prepare, n); !k) return k.error();
-    return insert_node_event(impl_->db, prepare, n.id, from, to, actor, detail, n.updated_ms);
+    if (auto e = insert_node_event(impl_->db, prepare, n.id, from, to, actor, detail, n.updated_ms); !e) return e.error();
+    if (auto e = impl_->append_event("node", "transition", to, from, detail, text_field(n.record, "job_id"), "", n.id,
+                                     text_field(n.record, "serial"), n.updated_ms);
+        !e)
+      return e.error();
+    return true;
   });
 }
 
@@ -808,6 +869,246 @@ Result<bool> SqliteStore::delete_node(const std::string& id) {
   s.bind(1, id);
   if (s.step() != SQLITE_DONE) return db_error(impl_->db, "delete node");
   return sqlite3_changes(impl_->db) == 1;
+}
+
+// --- fleets ---
+
+namespace {
+
+constexpr const char* kFleetColumns = "id, seq, status, spec_json, reason, created_ms, updated_ms";
+
+Result<FleetRecord> fleet_from_row(const Stmt& s) {
+  FleetRecord f;
+  f.id = s.text(0);
+  f.seq = s.integer(1);
+  auto status = parse_fleet_status(s.text(2));
+  if (!status) return make_error(ErrorKind::internal, "fleet " + f.id + " has an unknown status '" + s.text(2) + "'");
+  f.status = *status;
+  f.spec = nlohmann::json::parse(s.text(3), nullptr, false);
+  if (!f.spec.is_object()) return make_error(ErrorKind::internal, "fleet " + f.id + " has a stored spec that does not parse");
+  f.reason = s.text(4);
+  f.created_ms = s.integer(5);
+  f.updated_ms = s.integer(6);
+  return f;
+}
+
+std::string fleet_status_text(FleetStatus s) { return std::string(to_string(s)); }
+
+}  // namespace
+
+Status SqliteStore::insert_fleet(const FleetRecord& f, const std::vector<FleetMember>& members) {
+  std::lock_guard lock(impl_->mutex);
+  auto done = impl_->transaction([&]() -> Result<bool> {
+    auto st = impl_->prepare(
+        "INSERT INTO fleets (id, status, spec_json, reason, created_ms, updated_ms) VALUES (?,?,?,?,?,?)");
+    if (!st) return st.error();
+    {
+      Stmt s(*st);
+      s.bind(1, f.id).bind(2, fleet_status_text(f.status)).bind(3, f.spec.dump()).bind(4, f.reason);
+      s.bind(5, f.created_ms).bind(6, f.updated_ms);
+      int rc = s.step();
+      if (rc == SQLITE_CONSTRAINT) return make_error(ErrorKind::conflict, "fleet " + f.id + " already exists");
+      if (rc != SQLITE_DONE) return db_error(impl_->db, "insert fleet");
+    }
+    for (const auto& m : members) {
+      auto ms = impl_->prepare("INSERT INTO fleet_members (fleet_id, position, server_id, serial) VALUES (?,?,?,?)");
+      if (!ms) return ms.error();
+      Stmt s(*ms);
+      s.bind(1, f.id).bind(2, static_cast<std::int64_t>(m.position)).bind(3, m.server_id).bind(4, m.serial);
+      if (s.step() != SQLITE_DONE) return db_error(impl_->db, "insert fleet member");
+    }
+    if (auto e = impl_->append_event("fleet", "created", fleet_status_text(f.status), "",
+                                     std::to_string(members.size()) + " servers", "", f.id, "", "", f.created_ms);
+        !e)
+      return e.error();
+    return true;
+  });
+  if (!done) return done.error();
+  return Ok{};
+}
+
+Result<std::optional<FleetRecord>> SqliteStore::get_fleet(const std::string& id) {
+  auto reader = impl_->reader();
+  if (!reader) return reader.error();
+  auto st = (*reader)->prepare(std::string("SELECT ") + kFleetColumns + " FROM fleets WHERE id = ?");
+  if (!st) return st.error();
+  Stmt s(*st);
+  s.bind(1, id);
+  int rc = s.step();
+  if (rc == SQLITE_ROW) {
+    auto f = fleet_from_row(s);
+    if (!f) return f.error();
+    return std::optional<FleetRecord>(std::move(*f));
+  }
+  if (rc == SQLITE_DONE) return std::optional<FleetRecord>();
+  return db_error((*reader)->db, "get fleet");
+}
+
+Result<std::vector<FleetRecord>> SqliteStore::list_fleets(const FleetFilter& f) {
+  auto reader = impl_->reader();
+  if (!reader) return reader.error();
+  std::string sql = std::string("SELECT ") + kFleetColumns + " FROM fleets WHERE seq < ?";
+  if (f.status) sql += " AND status = ?";
+  sql += " ORDER BY seq DESC LIMIT ?";
+  auto st = (*reader)->prepare(sql);
+  if (!st) return st.error();
+  Stmt s(*st);
+  int i = 1;
+  s.bind(i++, f.before_seq.value_or(INT64_MAX));
+  if (f.status) s.bind(i++, fleet_status_text(*f.status));
+  s.bind(i++, static_cast<std::int64_t>(f.limit));
+  std::vector<FleetRecord> out;
+  int rc;
+  while ((rc = s.step()) == SQLITE_ROW) {
+    auto fleet = fleet_from_row(s);
+    if (!fleet) return fleet.error();
+    out.push_back(std::move(*fleet));
+  }
+  if (rc != SQLITE_DONE) return db_error((*reader)->db, "list fleets");
+  return out;
+}
+
+Result<std::vector<std::string>> SqliteStore::active_fleet_ids() {
+  auto reader = impl_->reader();
+  if (!reader) return reader.error();
+  auto st = (*reader)->prepare("SELECT id FROM fleets WHERE status IN ('running', 'paused') ORDER BY seq");
+  if (!st) return st.error();
+  Stmt s(*st);
+  std::vector<std::string> out;
+  int rc;
+  while ((rc = s.step()) == SQLITE_ROW) out.push_back(s.text(0));
+  if (rc != SQLITE_DONE) return db_error((*reader)->db, "active fleets");
+  return out;
+}
+
+Result<bool> SqliteStore::transition_fleet(const std::string& id, FleetStatus expected, FleetStatus next,
+                                           const std::string& reason, std::int64_t now_ms) {
+  const std::string from = fleet_status_text(expected), to = fleet_status_text(next);
+  std::lock_guard lock(impl_->mutex);
+  return impl_->transaction([&]() -> Result<bool> {
+    auto st = impl_->prepare(
+        "UPDATE fleets SET status = ?, reason = CASE WHEN ? = '' THEN reason ELSE ? END, updated_ms = ? "
+        "WHERE id = ? AND status = ?");
+    if (!st) return st.error();
+    {
+      Stmt s(*st);
+      s.bind(1, to).bind(2, reason).bind(3, reason).bind(4, now_ms).bind(5, id).bind(6, from);
+      if (s.step() != SQLITE_DONE) return db_error(impl_->db, "transition fleet");
+    }
+    if (sqlite3_changes(impl_->db) == 0) return false;
+    if (auto e = impl_->append_event("fleet", "transition", to, from, reason, "", id, "", "", now_ms); !e)
+      return e.error();
+    return true;
+  });
+}
+
+Result<bool> SqliteStore::set_fleet_reason(const std::string& id, const std::string& reason, std::int64_t now_ms) {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->transaction([&]() -> Result<bool> {
+    auto st = impl_->prepare("UPDATE fleets SET reason = ?, updated_ms = ? WHERE id = ? AND reason = ''");
+    if (!st) return st.error();
+    {
+      Stmt s(*st);
+      s.bind(1, reason).bind(2, now_ms).bind(3, id);
+      if (s.step() != SQLITE_DONE) return db_error(impl_->db, "set fleet reason");
+    }
+    if (sqlite3_changes(impl_->db) == 0) return false;
+    if (auto e = impl_->append_event("fleet", "stopped_launching", "", "", reason, "", id, "", "", now_ms); !e)
+      return e.error();
+    return true;
+  });
+}
+
+Result<std::vector<FleetMember>> SqliteStore::fleet_members(const std::string& id) {
+  auto reader = impl_->reader();
+  if (!reader) return reader.error();
+  // The outcome is the job's last succeeded/failed/canceled transition, as its own view says.
+  auto st = (*reader)->prepare(
+      "SELECT m.position, m.server_id, m.serial, m.job_id, COALESCE(j.status, ''), COALESCE(j.phase, ''), "
+      "COALESCE((SELECT e.name FROM job_events e WHERE e.job_id = m.job_id AND e.kind = 'transition' "
+      "AND e.name IN ('succeeded', 'failed', 'canceled') ORDER BY e.seq DESC LIMIT 1), ''), "
+      "COALESCE(j.failed_step, ''), COALESCE(j.error, '') "
+      "FROM fleet_members m LEFT JOIN jobs j ON j.id = m.job_id WHERE m.fleet_id = ? ORDER BY m.position");
+  if (!st) return st.error();
+  Stmt s(*st);
+  s.bind(1, id);
+  std::vector<FleetMember> out;
+  int rc;
+  while ((rc = s.step()) == SQLITE_ROW) {
+    FleetMember m;
+    m.position = static_cast<int>(s.integer(0));
+    m.server_id = s.text(1);
+    m.serial = s.text(2);
+    m.job_id = s.text(3);
+    if (auto status = s.text(4); !status.empty()) {
+      m.job_status = parse_job_status(status);
+      if (!m.job_status) return make_error(ErrorKind::internal, "job " + m.job_id + " has an unknown status '" + status + "'");
+    }
+    m.job_phase = s.text(5);
+    m.job_outcome = s.text(6);
+    m.job_failed_step = s.text(7);
+    m.job_error = s.text(8);
+    out.push_back(std::move(m));
+  }
+  if (rc != SQLITE_DONE) return db_error((*reader)->db, "fleet members");
+  return out;
+}
+
+Result<bool> SqliteStore::insert_fleet_job(const JobRecord& job, const std::string& fleet_id, int position) {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->transaction([&]() -> Result<bool> {
+    // Claims the member first: only a running fleet's member without a job.
+    auto st = impl_->prepare(
+        "UPDATE fleet_members SET job_id = ? WHERE fleet_id = ? AND position = ? AND job_id = '' "
+        "AND EXISTS (SELECT 1 FROM fleets WHERE id = ? AND status = 'running')");
+    if (!st) return st.error();
+    {
+      Stmt s(*st);
+      s.bind(1, job.id).bind(2, fleet_id).bind(3, static_cast<std::int64_t>(position)).bind(4, fleet_id);
+      if (s.step() != SQLITE_DONE) return db_error(impl_->db, "claim fleet member");
+    }
+    if (sqlite3_changes(impl_->db) == 0) return false;
+    if (auto inserted = impl_->insert_job_row(job); !inserted) return inserted.error();
+    return true;
+  });
+}
+
+Result<std::vector<EventRecord>> SqliteStore::events_after(std::int64_t after_seq, const EventFilter& f, int limit) {
+  auto reader = impl_->reader();
+  if (!reader) return reader.error();
+  std::string sql =
+      "SELECT seq, topic, kind, name, from_value, detail, job_id, fleet_id, node_id, serial, at_ms FROM events "
+      "WHERE seq > ?";
+  if (f.job) sql += " AND job_id = ?";
+  if (f.fleet) sql += " AND fleet_id = ?";
+  if (f.node) sql += " AND node_id = ?";
+  sql += " ORDER BY seq LIMIT ?";
+  auto st = (*reader)->prepare(sql);
+  if (!st) return st.error();
+  Stmt s(*st);
+  int i = 1;
+  s.bind(i++, after_seq);
+  if (f.job) s.bind(i++, *f.job);
+  if (f.fleet) s.bind(i++, *f.fleet);
+  if (f.node) s.bind(i++, *f.node);
+  s.bind(i++, static_cast<std::int64_t>(limit));
+  std::vector<EventRecord> out;
+  int rc;
+  while ((rc = s.step()) == SQLITE_ROW)
+    out.push_back(EventRecord{s.integer(0), s.text(1), s.text(2), s.text(3), s.text(4), s.text(5), s.text(6),
+                              s.text(7), s.text(8), s.text(9), s.integer(10)});
+  if (rc != SQLITE_DONE) return db_error((*reader)->db, "events");
+  return out;
+}
+
+Result<std::int64_t> SqliteStore::last_event_seq() {
+  auto reader = impl_->reader();
+  if (!reader) return reader.error();
+  auto st = (*reader)->prepare("SELECT COALESCE(MAX(seq), 0) FROM events");
+  if (!st) return st.error();
+  Stmt s(*st);
+  if (s.step() != SQLITE_ROW) return db_error((*reader)->db, "last event");
+  return s.integer(0);
 }
 
 }  // namespace provisioner

@@ -51,6 +51,17 @@ class SqliteStore final : public Store {
                                const std::string& actor, const std::string& detail) override;
   Result<std::vector<NodeEvent>> node_events(const std::string& id) override;
   Result<bool> delete_node(const std::string& id) override;
+  Status insert_fleet(const FleetRecord& fleet, const std::vector<FleetMember>& members) override;
+  Result<std::optional<FleetRecord>> get_fleet(const std::string& id) override;
+  Result<std::vector<FleetRecord>> list_fleets(const FleetFilter& filter) override;
+  Result<std::vector<std::string>> active_fleet_ids() override;
+  Result<bool> transition_fleet(const std::string& id, FleetStatus expected, FleetStatus next,
+                                const std::string& reason, std::int64_t now_ms) override;
+  Result<bool> set_fleet_reason(const std::string& id, const std::string& reason, std::int64_t now_ms) override;
+  Result<std::vector<FleetMember>> fleet_members(const std::string& id) override;
+  Result<bool> insert_fleet_job(const JobRecord& job, const std::string& fleet_id, int position) override;
+  Result<std::vector<EventRecord>> events_after(std::int64_t after_seq, const EventFilter& filter, int limit) override;
+  Result<std::int64_t> last_event_seq() override;
 
   int schema_version();
 

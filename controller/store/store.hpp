@@ -2,6 +2,7 @@
 // The Store interface: everything the controller persists. SQLite is the embedded default;
 // SQL stays portable so a PostgreSQL backend can follow.
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -10,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/result.hpp"
+#include "controller/fleets/fleet_status.hpp"
 #include "controller/jobs/job_status.hpp"
 #include "controller/nodes/node_state.hpp"
 
@@ -29,6 +31,8 @@ struct JobRecord {
   std::string failed_step;
   std::string error;
   nlohmann::json media = nlohmann::json::object();  // task/boot ISO artifacts (sha256 + URL) once built
+  std::string fleet_id;            // the fleet that launched it, or empty
+  std::string node_id;             // the node it runs on, or empty
   std::int64_t created_ms = 0;
   std::int64_t updated_ms = 0;
 };
@@ -83,9 +87,58 @@ struct NodeEvent {
   std::int64_t at_ms = 0;
 };
 
+struct FleetRecord {
+  std::string id;
+  std::int64_t seq = 0;
+  FleetStatus status = FleetStatus::running;
+  nlohmann::json spec = nlohmann::json::object();  // the request as accepted (recipe sealed)
+  std::string reason;  // why it stopped launching, or why it ended
+  std::int64_t created_ms = 0;
+  std::int64_t updated_ms = 0;
+};
+
+// A server in a fleet, with its job (once launched) as it stands now.
+struct FleetMember {
+  int position = 0;
+  std::string server_id;
+  std::string serial;
+  std::string job_id;                   // empty until launched
+  std::optional<JobStatus> job_status;  // read with the member
+  std::string job_phase;
+  std::string job_outcome;  // the job's last of succeeded/failed/canceled, or empty
+  std::string job_failed_step;
+  std::string job_error;
+};
+
+struct FleetFilter {
+  std::optional<FleetStatus> status;
+  std::optional<std::int64_t> before_seq;  // newest first
+  int limit = 50;
+};
+
+// One change of a job, node or fleet, in the order they were written. The stream's id.
+struct EventRecord {
+  std::int64_t seq = 0;
+  std::string topic;  // "job" | "node" | "fleet"
+  std::string kind;   // "transition" | "phase" | "phase_withdrawn" | "created"
+  std::string name;   // new status/state, or the phase
+  std::string from;
+  std::string detail;
+  std::string job_id, fleet_id, node_id, serial;
+  std::int64_t at_ms = 0;
+};
+
+struct EventFilter {
+  std::optional<std::string> job, fleet, node;  // any that are set must match
+};
+
 class Store {
  public:
   virtual ~Store() = default;
+
+  // Called after every commit that wrote an event (set once at start-up, before any write):
+  // the event stream and the fleet runner wake on it instead of polling.
+  void on_events_written(std::function<void()> listener) { events_listener_ = std::move(listener); }
 
   virtual Status insert_job(const JobRecord& job) = 0;
   virtual Result<std::optional<JobRecord>> get_job(const std::string& id) = 0;
@@ -171,6 +224,36 @@ class Store {
                                        const std::string& actor, const std::string& detail) = 0;
   virtual Result<std::vector<NodeEvent>> node_events(const std::string& id) = 0;
   virtual Result<bool> delete_node(const std::string& id) = 0;
+
+  // Fleets. The members are written with the fleet, in one transaction, with a "created" event.
+  virtual Status insert_fleet(const FleetRecord& fleet, const std::vector<FleetMember>& members) = 0;
+  virtual Result<std::optional<FleetRecord>> get_fleet(const std::string& id) = 0;
+  virtual Result<std::vector<FleetRecord>> list_fleets(const FleetFilter& filter) = 0;
+  // Ids of fleets that are not finished (running, paused), oldest first.
+  virtual Result<std::vector<std::string>> active_fleet_ids() = 0;
+  // Compare-and-swap with an event; false when it is no longer in `expected`.
+  virtual Result<bool> transition_fleet(const std::string& id, FleetStatus expected, FleetStatus next,
+                                        const std::string& reason, std::int64_t now_ms) = 0;
+  // Records why a fleet stopped launching (the first reason stays); false when one was set.
+  virtual Result<bool> set_fleet_reason(const std::string& id, const std::string& reason, std::int64_t now_ms) = 0;
+  virtual Result<std::vector<FleetMember>> fleet_members(const std::string& id) = 0;
+  // Inserts a fleet's job and names it on its member, in one transaction, only while the fleet
+  // is running and the member has no job yet; false (nothing written) otherwise. This is what
+  // launches a member at most once, across restarts and racing launchers.
+  virtual Result<bool> insert_fleet_job(const JobRecord& job, const std::string& fleet_id, int position) = 0;
+
+  // The event stream: events after `after_seq`, oldest first.
+  virtual Result<std::vector<EventRecord>> events_after(std::int64_t after_seq, const EventFilter& filter,
+                                                        int limit) = 0;
+  virtual Result<std::int64_t> last_event_seq() = 0;
+
+ protected:
+  void events_written() const {
+    if (events_listener_) events_listener_();
+  }
+
+ private:
+  std::function<void()> events_listener_;
 };
 
 }  // namespace provisioner

@@ -19,6 +19,9 @@ void InMemoryStore::fail_writes(bool fail) {
 
 void InMemoryStore::add_event(const std::string& id, std::string kind, std::string name, std::string from,
                               std::string detail, std::int64_t at_ms) {
+  if (auto job = jobs_.find(id); job != jobs_.end())
+    stream_push({0, "job", kind, name, from, detail, id, job->second.fleet_id, job->second.node_id,
+                 job->second.server_serial, at_ms});
   events_[id].push_back(JobEvent{next_event_seq_++, std::move(kind), std::move(name), std::move(from),
                                  std::move(detail), at_ms});
 }
@@ -268,6 +271,8 @@ Status InMemoryStore::insert_node(const NodeRecord& node, const std::string& act
   nodes_[node.id] = node;
   node_events_[node.id].push_back(
       NodeEvent{next_node_event_seq_++, "", std::string(to_string(node.state)), actor, detail, node.created_ms});
+  stream_push({0, "node", "created", std::string(to_string(node.state)), "", detail, text_of(node.record, "job_id"), "",
+               node.id, text_of(node.record, "serial"), node.created_ms});
   return Ok{};
 }
 
@@ -319,6 +324,8 @@ Result<bool> InMemoryStore::transition_node(const NodeRecord& node, NodeState ex
   it->second.created_ms = created;
   node_events_[node.id].push_back(NodeEvent{next_node_event_seq_++, std::string(to_string(expected)),
                                             std::string(to_string(node.state)), actor, detail, node.updated_ms});
+  stream_push({0, "node", "transition", std::string(to_string(node.state)), std::string(to_string(expected)), detail,
+               text_of(node.record, "job_id"), "", node.id, text_of(node.record, "serial"), node.updated_ms});
   return true;
 }
 
@@ -334,6 +341,137 @@ Result<bool> InMemoryStore::delete_node(const std::string& id) {
   if (fail_writes_) return write_refused();
   node_events_.erase(id);
   return nodes_.erase(id) == 1;
+}
+
+std::string InMemoryStore::text_of(const nlohmann::json& record, const char* key) {
+  auto it = record.find(key);
+  return it != record.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+void InMemoryStore::stream_push(EventRecord event) {
+  event.seq = static_cast<std::int64_t>(stream_.size()) + 1;
+  stream_.push_back(std::move(event));
+  events_written();
+}
+
+Status InMemoryStore::insert_fleet(const FleetRecord& fleet, const std::vector<FleetMember>& members) {
+  std::lock_guard lock(mutex_);
+  if (fail_writes_) return write_refused();
+  if (fleets_.count(fleet.id)) return make_error(ErrorKind::conflict, "fleet " + fleet.id + " already exists");
+  auto& f = fleets_[fleet.id];
+  f = fleet;
+  f.seq = next_fleet_seq_++;
+  auto& mine = fleet_members_[fleet.id];
+  for (const auto& m : members) mine.push_back(FleetMember{m.position, m.server_id, m.serial, "", {}, {}, {}, {}, {}});
+  stream_push({0, "fleet", "created", std::string(to_string(fleet.status)), "",
+               std::to_string(members.size()) + " servers", "", fleet.id, "", "", fleet.created_ms});
+  return Ok{};
+}
+
+Result<std::optional<FleetRecord>> InMemoryStore::get_fleet(const std::string& id) {
+  std::lock_guard lock(mutex_);
+  auto it = fleets_.find(id);
+  if (it == fleets_.end()) return std::optional<FleetRecord>();
+  return std::optional<FleetRecord>(it->second);
+}
+
+Result<std::vector<FleetRecord>> InMemoryStore::list_fleets(const FleetFilter& filter) {
+  std::lock_guard lock(mutex_);
+  std::vector<FleetRecord> out;
+  for (const auto& [id, f] : fleets_)
+    if (f.seq < filter.before_seq.value_or(INT64_MAX) && (!filter.status || f.status == *filter.status)) out.push_back(f);
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.seq > b.seq; });
+  if (static_cast<int>(out.size()) > filter.limit) out.resize(static_cast<std::size_t>(filter.limit));
+  return out;
+}
+
+Result<std::vector<std::string>> InMemoryStore::active_fleet_ids() {
+  std::lock_guard lock(mutex_);
+  std::vector<std::pair<std::int64_t, std::string>> active;
+  for (const auto& [id, f] : fleets_)
+    if (!is_terminal(f.status)) active.emplace_back(f.seq, id);
+  std::sort(active.begin(), active.end());
+  std::vector<std::string> out;
+  for (auto& [seq, id] : active) out.push_back(id);
+  return out;
+}
+
+Result<bool> InMemoryStore::transition_fleet(const std::string& id, FleetStatus expected, FleetStatus next,
+                                             const std::string& reason, std::int64_t now_ms) {
+  std::lock_guard lock(mutex_);
+  if (fail_writes_) return write_refused();
+  auto it = fleets_.find(id);
+  if (it == fleets_.end() || it->second.status != expected) return false;
+  it->second.status = next;
+  if (!reason.empty()) it->second.reason = reason;
+  it->second.updated_ms = now_ms;
+  stream_push({0, "fleet", "transition", std::string(to_string(next)), std::string(to_string(expected)), reason, "", id,
+               "", "", now_ms});
+  return true;
+}
+
+Result<bool> InMemoryStore::set_fleet_reason(const std::string& id, const std::string& reason, std::int64_t now_ms) {
+  std::lock_guard lock(mutex_);
+  if (fail_writes_) return write_refused();
+  auto it = fleets_.find(id);
+  if (it == fleets_.end() || !it->second.reason.empty()) return false;
+  it->second.reason = reason;
+  it->second.updated_ms = now_ms;
+  stream_push({0, "fleet", "stopped_launching", "", "", reason, "", id, "", "", now_ms});
+  return true;
+}
+
+Result<std::vector<FleetMember>> InMemoryStore::fleet_members(const std::string& id) {
+  std::lock_guard lock(mutex_);
+  auto it = fleet_members_.find(id);
+  if (it == fleet_members_.end()) return std::vector<FleetMember>();
+  auto out = it->second;
+  for (auto& m : out) {
+    auto job = jobs_.find(m.job_id);
+    if (job == jobs_.end()) continue;
+    m.job_status = job->second.status;
+    m.job_phase = job->second.phase;
+    m.job_failed_step = job->second.failed_step;
+    m.job_error = job->second.error;
+    for (const auto& e : events_[m.job_id])
+      if (e.kind == "transition" && (e.name == "succeeded" || e.name == "failed" || e.name == "canceled"))
+        m.job_outcome = e.name;
+  }
+  return out;
+}
+
+Result<bool> InMemoryStore::insert_fleet_job(const JobRecord& job, const std::string& fleet_id, int position) {
+  std::lock_guard lock(mutex_);
+  if (fail_writes_) return write_refused();
+  auto fleet = fleets_.find(fleet_id);
+  if (fleet == fleets_.end() || fleet->second.status != FleetStatus::running) return false;
+  auto& members = fleet_members_[fleet_id];
+  auto m = std::find_if(members.begin(), members.end(), [&](const auto& x) { return x.position == position; });
+  if (m == members.end() || !m->job_id.empty()) return false;
+  if (jobs_.count(job.id)) return make_error(ErrorKind::conflict, "job " + job.id + " already exists");
+  m->job_id = job.id;
+  auto& j = jobs_[job.id];
+  j = job;
+  j.seq = next_seq_++;
+  add_event(job.id, "transition", std::string(to_string(job.status)), "", "created", job.created_ms);
+  return true;
+}
+
+Result<std::vector<EventRecord>> InMemoryStore::events_after(std::int64_t after_seq, const EventFilter& f, int limit) {
+  std::lock_guard lock(mutex_);
+  std::vector<EventRecord> out;
+  for (auto i = static_cast<std::size_t>(std::max<std::int64_t>(after_seq, 0)); i < stream_.size(); ++i) {
+    const auto& e = stream_[i];
+    if ((f.job && e.job_id != *f.job) || (f.fleet && e.fleet_id != *f.fleet) || (f.node && e.node_id != *f.node)) continue;
+    out.push_back(e);
+    if (static_cast<int>(out.size()) >= limit) break;
+  }
+  return out;
+}
+
+Result<std::int64_t> InMemoryStore::last_event_seq() {
+  std::lock_guard lock(mutex_);
+  return static_cast<std::int64_t>(stream_.size());
 }
 
 }  // namespace provisioner::test
