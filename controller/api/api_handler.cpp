@@ -22,11 +22,18 @@ namespace provisioner {
 
 namespace embedded {
 extern const std::string_view openapi_document;
+extern const std::string_view dashboard_html;
+extern const std::string_view dashboard_js;
+extern const std::string_view dashboard_css;
 }
 
 const std::vector<RouteSpec>& api_routes() {
   static const std::vector<RouteSpec> routes = {
       {"GET", "/healthz", Permission::open},
+      // The dashboard's static files hold no data: it logs in with a token and reads the API.
+      {"GET", "/", Permission::open},
+      {"GET", "/ui/app.js", Permission::open},
+      {"GET", "/ui/app.css", Permission::open},
       {"GET", "/metrics", Permission::read},
       {"GET", "/api/v1/openapi.json", Permission::open},
       {"GET", "/api/v1/jobs", Permission::read},
@@ -237,6 +244,18 @@ ApiResponse ApiHandler::dispatch(const RouteSpec& route, const std::vector<std::
   try {
     const auto& p = route.pattern;
     if (p == "/healthz") return json_response(200, {{"status", "ok"}});
+    if (p == "/" || p == "/ui/app.js" || p == "/ui/app.css") {
+      auto [type, body] = p == "/"            ? std::pair{"text/html; charset=utf-8", embedded::dashboard_html}
+                          : p == "/ui/app.js" ? std::pair{"text/javascript; charset=utf-8", embedded::dashboard_js}
+                                              : std::pair{"text/css; charset=utf-8", embedded::dashboard_css};
+      // Only its own scripts and styles, never framed, never sniffed as another type.
+      return ApiResponse{200, type, std::string(body),
+                         {{"Content-Security-Policy",
+                           "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"},
+                          {"X-Content-Type-Options", "nosniff"},
+                          {"Referrer-Policy", "no-referrer"},
+                          {"Cache-Control", "no-cache"}}};
+    }
     if (p == "/api/v1/openapi.json")
       return ApiResponse{200, "application/json", std::string(embedded::openapi_document), {}};
     if (p == "/metrics") {

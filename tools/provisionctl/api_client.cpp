@@ -26,6 +26,42 @@ std::string describe(long status, const std::string& body, std::vector<std::pair
   return "HTTP " + std::to_string(status) + (body.empty() ? "" : ": " + body.substr(0, 200));
 }
 
+// The event stream's state across write callbacks.
+struct Stream {
+  std::string buffer, last_id;
+  const std::function<bool(const std::string&, const std::string&, const nlohmann::json&)>* cb;
+  bool done = false;
+};
+
+// Splits the bytes into events and hands each to the callback; 0 (abort) once it says stop.
+size_t stream_bytes(char* data, size_t size, size_t n, void* out) {
+      auto* st = static_cast<Stream*>(out);
+      st->buffer.append(data, size * n);
+      std::size_t end;
+      while ((end = st->buffer.find("\n\n")) != std::string::npos) {
+        auto block = st->buffer.substr(0, end);
+        st->buffer.erase(0, end + 2);
+        std::string id, type = "message", payload;
+        std::size_t start = 0;
+        while (start < block.size()) {
+          auto nl = block.find('\n', start);
+          auto line = block.substr(start, nl == std::string::npos ? std::string::npos : nl - start);
+          start = nl == std::string::npos ? block.size() : nl + 1;
+          if (line.starts_with("id: ")) id = line.substr(4);
+          else if (line.starts_with("event: ")) type = line.substr(7);
+          else if (line.starts_with("data: ")) payload += line.substr(6);
+        }
+        if (payload.empty()) continue;  // a comment (heartbeat) or the retry line
+        if (!id.empty()) st->last_id = id;
+        auto json = nlohmann::json::parse(payload, nullptr, false);
+        if (!(*st->cb)(id, type, json.is_discarded() ? nlohmann::json(payload) : json)) {
+          st->done = true;
+          return 0;  // ends the transfer
+        }
+      }
+      return size * n;
+    }
+
 }  // namespace
 
 nlohmann::json Answer::json() const {
@@ -115,13 +151,12 @@ nlohmann::json ApiClient::upload(const std::string& target, const std::filesyste
     const std::function<void(std::uint64_t, std::uint64_t)>* cb;
   } p{&progress};
   curl_easy_setopt(c, CURLOPT_XFERINFODATA, &p);
-  curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION,
-                   +[](void* data, curl_off_t, curl_off_t, curl_off_t ultotal, curl_off_t ulnow) -> int {
-                     auto* pr = static_cast<Progress*>(data);
-                     if (*pr->cb && ultotal > 0)
-                       (*pr->cb)(static_cast<std::uint64_t>(ulnow), static_cast<std::uint64_t>(ultotal));
-                     return 0;
-                   });
+  curl_xferinfo_callback on_progress = [](void* data, curl_off_t, curl_off_t, curl_off_t ultotal, curl_off_t ulnow) -> int {
+    auto* pr = static_cast<Progress*>(data);
+    if (*pr->cb && ultotal > 0) (*pr->cb)(static_cast<std::uint64_t>(ulnow), static_cast<std::uint64_t>(ultotal));
+    return 0;
+  };
+  curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
   curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
   Answer a;
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, append);
@@ -139,15 +174,16 @@ nlohmann::json ApiClient::upload(const std::string& target, const std::filesyste
 
 void ApiClient::events(const std::string& query,
                        const std::function<bool(const std::string&, const std::string&, const nlohmann::json&)>& on_event) {
-  struct Stream {
-    std::string buffer, last_id;
-    const std::function<bool(const std::string&, const std::string&, const nlohmann::json&)>* cb;
-    bool done = false;
-  };
   Stream s;
   s.cb = &on_event;
   for (int attempt = 0; !s.done; ++attempt) {
+    // A handle of its own: the callback may make API calls on the main one meanwhile.
+    provisioner::curl::EasyPtr own(curl_easy_init());
+    if (!own) throw std::runtime_error("cannot initialise libcurl");
+    void* saved = curl_;
+    curl_ = own.get();
     auto* c = static_cast<CURL*>(prepare("GET", "/api/v1/events" + (query.empty() ? "" : "?" + query)));
+    curl_ = saved;
     provisioner::curl::SlistPtr headers;
     auto add = [&](const std::string& h) { headers.reset(curl_slist_append(headers.release(), h.c_str())); };
     if (!context_.token.empty()) add("Authorization: Bearer " + context_.token);
@@ -158,33 +194,8 @@ void ApiClient::events(const std::string& query,
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, +[](char* data, size_t size, size_t n, void* out) -> size_t {
-      auto* st = static_cast<Stream*>(out);
-      st->buffer.append(data, size * n);
-      std::size_t end;
-      while ((end = st->buffer.find("\n\n")) != std::string::npos) {
-        auto block = st->buffer.substr(0, end);
-        st->buffer.erase(0, end + 2);
-        std::string id, type = "message", payload;
-        std::size_t start = 0;
-        while (start < block.size()) {
-          auto nl = block.find('\n', start);
-          auto line = block.substr(start, nl == std::string::npos ? std::string::npos : nl - start);
-          start = nl == std::string::npos ? block.size() : nl + 1;
-          if (line.starts_with("id: ")) id = line.substr(4);
-          else if (line.starts_with("event: ")) type = line.substr(7);
-          else if (line.starts_with("data: ")) payload += line.substr(6);
-        }
-        if (payload.empty()) continue;  // a comment (heartbeat) or the retry line
-        if (!id.empty()) st->last_id = id;
-        auto json = nlohmann::json::parse(payload, nullptr, false);
-        if (!(*st->cb)(id, type, json.is_discarded() ? nlohmann::json(payload) : json)) {
-          st->done = true;
-          return 0;  // ends the transfer
-        }
-      }
-      return size * n;
-    });
+    curl_write_callback on_bytes = stream_bytes;
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_bytes);
     auto rc = curl_easy_perform(c);
     long status = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
