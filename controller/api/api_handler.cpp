@@ -249,7 +249,11 @@ ApiResponse ApiHandler::dispatch(const RouteSpec& route, const std::vector<std::
                           : p == "/ui/app.js" ? std::pair{"text/javascript; charset=utf-8", embedded::dashboard_js}
                                               : std::pair{"text/css; charset=utf-8", embedded::dashboard_css};
       // Only its own scripts and styles, never framed, never sniffed as another type.
-      return ApiResponse{200, type, std::string(body),
+      std::string text(body);
+      if (p == "/")
+        if (auto at = text.find("{{features}}"); at != std::string::npos)
+          text.replace(at, 12, std::string("fleets") + (nodes_ ? " nodes" : ""));
+      return ApiResponse{200, type, std::move(text),
                          {{"Content-Security-Policy",
                            "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"},
                           {"X-Content-Type-Options", "nosniff"},

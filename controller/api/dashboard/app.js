@@ -32,6 +32,12 @@ async function pages(path, key) {
   return out;
 }
 
+// What went wrong lately, on the page (the console stays clean: a test fails on any message).
+function note(text) {
+  const badge = document.getElementById("stream");
+  badge.title = text;
+}
+
 // --- rendering ---
 
 function serialJob(serial) {
@@ -124,7 +130,7 @@ function scheduleRefresh() {
     const ids = [...dirtyFleets];
     dirtyFleets.clear();
     for (const id of ids) {
-      try { state.fleets.set(id, await api("/api/v1/fleets/" + encodeURIComponent(id))); } catch (e) { console.warn(e.message); }
+      try { state.fleets.set(id, await api("/api/v1/fleets/" + encodeURIComponent(id))); } catch (e) { note(e.message); }
     }
     render();
   }, 250);
@@ -187,7 +193,7 @@ async function stream() {
       }
     } catch (e) {
       if (!state.token) return;
-      console.info("event stream dropped, resuming: " + e.message);
+      note("event stream dropped, resuming: " + e.message);
     }
     badge.textContent = "reconnecting"; badge.className = "stream off";
     await new Promise(r => setTimeout(r, 2000));
@@ -202,12 +208,11 @@ async function load() {
   state.servers = new Map(servers.map(s => [s.id, s]));
   for (const j of jobs.jobs) state.jobs.set(j.id, { id: j.id, serial: j.serial, status: j.status, phase: j.phase, seq: 0 });
   state.fleets = new Map(fleets.map(f => [f.id, f]));
-  try {
-    const nodes = await pages("/api/v1/nodes", "nodes");
-    state.nodes = new Map(nodes.map(n => [n.id, n]));
-  } catch (e) {
-    state.nodes = new Map();  // nodes are off on this controller
-  }
+  // The controller says what it runs (its page's meta tag): no request for what is off.
+  const features = (document.querySelector("meta[name=provisioner-features]") || {}).content || "";
+  const nodesOn = features.split(" ").includes("nodes");
+  document.getElementById("nodes-section").hidden = !nodesOn;
+  state.nodes = nodesOn ? new Map((await pages("/api/v1/nodes", "nodes")).map(n => [n.id, n])) : new Map();
   render();
 }
 
