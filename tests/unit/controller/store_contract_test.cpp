@@ -275,3 +275,92 @@ TEST_P(StoreContract, NodeTransitionsAreCompareAndSwapWithWhoAndWhy) {
 
 INSTANTIATE_TEST_SUITE_P(BothStores, StoreContract, testing::Values(StoreKind{"sqlite"}, StoreKind{"memory"}),
                          [](const testing::TestParamInfo<StoreKind>& info) { return info.param.name; });
+
+namespace {
+FleetRecord fleet_record(const std::string& id) {
+  FleetRecord f;
+  f.id = id;
+  f.spec = {{"max_parallel", 2}, {"canary", 0}, {"max_failures", 0}};
+  f.created_ms = f.updated_ms = 1000;
+  return f;
+}
+std::vector<FleetMember> members(int n) {
+  std::vector<FleetMember> out;
+  for (int i = 0; i < n; ++i) out.push_back(FleetMember{i, "srv_" + std::to_string(i), "SN" + std::to_string(i), "", {}, {}, {}, {}, {}});
+  return out;
+}
+}  // namespace
+
+TEST_P(StoreContract, AFleetMemberIsLaunchedOnceAndOnlyWhileTheFleetRuns) {
+  ASSERT_TRUE(store->insert_fleet(fleet_record("f1"), members(3)).ok());
+  auto j1 = job("j1", "SN0");
+  j1.fleet_id = "f1";
+  EXPECT_TRUE(*store->insert_fleet_job(j1, "f1", 0));
+  auto again = job("j1b", "SN0");
+  EXPECT_FALSE(*store->insert_fleet_job(again, "f1", 0)) << "a member launched twice";
+  EXPECT_FALSE(store->get_job("j1b")->has_value()) << "the refused job was stored";
+  EXPECT_FALSE(*store->insert_fleet_job(job("jx", "SN9"), "f1", 9)) << "no such member";
+  // Paused: nothing launches; the CAS moves it once.
+  EXPECT_TRUE(*store->transition_fleet("f1", FleetStatus::running, FleetStatus::paused, "", 2000));
+  EXPECT_FALSE(*store->transition_fleet("f1", FleetStatus::running, FleetStatus::paused, "", 2001));
+  EXPECT_FALSE(*store->insert_fleet_job(job("j2", "SN1"), "f1", 1));
+  EXPECT_TRUE(*store->transition_fleet("f1", FleetStatus::paused, FleetStatus::running, "", 3000));
+  EXPECT_TRUE(*store->insert_fleet_job(job("j2", "SN1"), "f1", 1));
+  auto m = *store->fleet_members("f1");
+  ASSERT_EQ(m.size(), 3u);
+  EXPECT_EQ(m[0].job_id, "j1");
+  EXPECT_EQ(m[0].job_status, JobStatus::queued);
+  EXPECT_EQ(m[1].job_id, "j2");
+  EXPECT_EQ(m[2].job_id, "");
+  EXPECT_FALSE(m[2].job_status.has_value());
+  // The outcome is the job's last succeeded/failed/canceled.
+  EXPECT_TRUE(*store->transition_job("j1", JobStatus::queued, JobStatus::canceled, {}, "x", 4000));
+  EXPECT_EQ((*store->fleet_members("f1"))[0].job_outcome, "canceled");
+  // The first reason stays; active fleets are running or paused.
+  EXPECT_TRUE(*store->set_fleet_reason("f1", "first", 5000));
+  EXPECT_FALSE(*store->set_fleet_reason("f1", "second", 5001));
+  EXPECT_EQ((*store->get_fleet("f1"))->reason, "first");
+  EXPECT_EQ(*store->active_fleet_ids(), std::vector<std::string>{"f1"});
+  EXPECT_TRUE(*store->transition_fleet("f1", FleetStatus::running, FleetStatus::canceled, "by test", 6000));
+  EXPECT_TRUE(store->active_fleet_ids()->empty());
+  EXPECT_EQ((*store->get_fleet("f1"))->reason, "by test");
+  EXPECT_EQ(store->insert_fleet(fleet_record("f1"), members(1)).error().kind, ErrorKind::conflict);
+  FleetFilter canceled;
+  canceled.status = FleetStatus::canceled;
+  EXPECT_EQ(store->list_fleets(canceled)->size(), 1u);
+}
+
+TEST_P(StoreContract, EveryChangeIsOnTheEventStreamInOrderAndFilterable) {
+  int woken = 0;
+  store->on_events_written([&] { ++woken; });
+  ASSERT_TRUE(store->insert_job(job("a", "SN-A")).ok());
+  ASSERT_TRUE(store->insert_fleet(fleet_record("f1"), members(1)).ok());
+  auto fj = job("b", "SN0");
+  fj.fleet_id = "f1";
+  ASSERT_TRUE(*store->insert_fleet_job(fj, "f1", 0));
+  ASSERT_TRUE(*store->record_phase("a", "iso_built", "", 2000));
+  ASSERT_TRUE(*store->transition_job("b", JobStatus::queued, JobStatus::provisioning, {}, "go", 3000));
+  EXPECT_FALSE(*store->transition_job("b", JobStatus::queued, JobStatus::provisioning, {}, "lost", 3001));
+  auto all = *store->events_after(0, {}, 100);
+  std::vector<std::string> seen;
+  for (const auto& e : all) seen.push_back(e.topic + ":" + e.kind + ":" + e.name + ":" + e.job_id);
+  EXPECT_EQ(seen, (std::vector<std::string>{"job:transition:queued:a", "fleet:created:running:", "job:transition:queued:b",
+                                            "job:phase:iso_built:a", "job:transition:provisioning:b"}));
+  for (std::size_t i = 1; i < all.size(); ++i) EXPECT_GT(all[i].seq, all[i - 1].seq);
+  EXPECT_EQ(all[0].serial, "SN-A");
+  EXPECT_EQ(all[4].from, "queued");
+  EXPECT_EQ(all[4].fleet_id, "f1");
+  EXPECT_EQ(*store->last_event_seq(), all.back().seq);
+  EXPECT_GE(woken, 5);
+  // Resume after any id; filters.
+  auto after = *store->events_after(all[2].seq, {}, 100);
+  ASSERT_EQ(after.size(), 2u);
+  EXPECT_EQ(after[0].seq, all[3].seq);
+  EventFilter by_fleet;
+  by_fleet.fleet = "f1";
+  EXPECT_EQ(store->events_after(0, by_fleet, 100)->size(), 3u);
+  EventFilter by_job;
+  by_job.job = "a";
+  EXPECT_EQ(store->events_after(0, by_job, 100)->size(), 2u);
+  EXPECT_EQ(store->events_after(0, {}, 2)->size(), 2u);
+}
