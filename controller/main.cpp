@@ -280,8 +280,10 @@ int run(const ControllerConfig& config) {
     log.error("cannot start the HTTP server", {{"error", s.error().message}});
     return 1;
   }
-  reconciler.start();
+  // Before the reconciler's first pass: the jobs of a fleet canceled just before a stop are
+  // canceled first, never started again.
   fleets.finish_cancels();
+  reconciler.start();
   fleets.start();
   if (dnsmasq) {
     if (auto s = dnsmasq->start(); !s) {

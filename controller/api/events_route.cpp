@@ -166,7 +166,8 @@ bool EventsRoute::stream(const NativeRequest& request, NativeExchange& ex, int& 
     std::unique_lock lock(mutex_);
     changed_.wait_until(lock, heartbeat_due, [&] { return stopping_ || generation_ != seen; });
     if (stopping_) return false;
-    if (generation_ == seen && std::chrono::steady_clock::now() >= heartbeat_due) {
+    // Due is due, whatever else woke the stream: a filtered stream on a busy store still beats.
+    if (std::chrono::steady_clock::now() >= heartbeat_due) {
       lock.unlock();
       if (!ex.write(": heartbeat\n\n")) return false;
       heartbeat_due = std::chrono::steady_clock::now() + options_.heartbeat;

@@ -19,6 +19,10 @@ extern const std::string_view fleet_request_schema;
 namespace {
 
 constexpr int kDefaultMaxParallel = 10;
+constexpr int kMaxMembers = 100000;  // the schema's bound on servers, max_parallel and canary
+// How many launches a pass makes before it looks at the failures again: a job launched early
+// in a large pass may already have failed.
+constexpr int kRecheckEvery = 32;
 
 // A member whose job has ended for the gates: its outcome.
 bool member_failed(const FleetMember& m) { return m.job_outcome == "failed" || m.job_outcome == "canceled"; }
@@ -29,12 +33,23 @@ bool member_in_flight(const FleetMember& m) {
   return !m.job_status || !is_terminal(*m.job_status);
 }
 
+// A stored count, clamped to [0, cap] whatever its JSON type (the schema bounds new requests).
+int bounded(const nlohmann::json& spec, const char* key, int fallback, int cap) {
+  auto it = spec.find(key);
+  if (it == spec.end()) return fallback;
+  if (it->is_number_unsigned()) return static_cast<int>(std::min<std::uint64_t>(it->get<std::uint64_t>(), cap));
+  if (it->is_number_integer()) return static_cast<int>(std::clamp<std::int64_t>(it->get<std::int64_t>(), 0, cap));
+  return fallback;
+}
+
 int failure_budget(const nlohmann::json& spec, int total) {
   auto it = spec.find("max_failures");
   if (it == spec.end()) return 0;
-  if (it->is_number_integer()) return static_cast<int>(std::min<std::int64_t>(it->get<std::int64_t>(), INT32_MAX));
-  auto text = it->get<std::string>();
-  int percent = std::stoi(text.substr(0, text.size() - 1));
+  if (!it->is_string()) return bounded(spec, "max_failures", 0, INT32_MAX);
+  auto text = it->get<std::string>();  // "N%" (schema: 0-100)
+  int percent = 0;
+  for (char c : text)
+    if (c >= '0' && c <= '9') percent = std::min(percent * 10 + (c - '0'), 100);
   return static_cast<int>(static_cast<std::int64_t>(total) * percent / 100);
 }
 
@@ -145,8 +160,8 @@ Result<nlohmann::json> FleetService::create(std::string_view body, const std::st
   FleetRecord fleet;
   fleet.id = "flt_" + crypto::random_token(8);
   fleet.status = FleetStatus::running;
-  fleet.spec = {{"max_parallel", request->value("max_parallel", kDefaultMaxParallel)},
-                {"canary", request->value("canary", 0)},
+  fleet.spec = {{"max_parallel", bounded(*request, "max_parallel", kDefaultMaxParallel, kMaxMembers)},
+                {"canary", bounded(*request, "canary", 0, kMaxMembers)},
                 {"max_failures", request->contains("max_failures") ? (*request)["max_failures"] : nlohmann::json(0)},
                 {"recipe", seal_recipe_secrets(recipe, secret_key_)},
                 {"created_by", actor}};
@@ -156,8 +171,8 @@ Result<nlohmann::json> FleetService::create(std::string_view body, const std::st
   if (auto inserted = store_.insert_fleet(fleet, members); !inserted) return inserted.error();
   log_.info("fleet created", {{"fleet_id", fleet.id},
                               {"servers", std::to_string(members.size())},
-                              {"max_parallel", std::to_string(fleet.spec["max_parallel"].get<int>())},
-                              {"canary", std::to_string(fleet.spec["canary"].get<int>())},
+                              {"max_parallel", fleet.spec["max_parallel"].dump()},
+                              {"canary", fleet.spec["canary"].dump()},
                               {"by", actor}});
   wake();
   return get(fleet.id);
@@ -203,7 +218,7 @@ Result<nlohmann::json> FleetService::view(const FleetRecord& fleet, bool with_me
                           {"job_id", m.job_id.empty() ? nlohmann::json() : nlohmann::json(m.job_id)},
                           {"status", m.job_status ? nlohmann::json(std::string(to_string(*m.job_status)))
                                                   : nlohmann::json("not_launched")},
-                          {"canary", m.position < fleet.spec["canary"].get<int>()}};
+                          {"canary", m.position < bounded(fleet.spec, "canary", 0, kMaxMembers)}};
       if (!m.job_phase.empty()) item["phase"] = m.job_phase;
       if (!m.job_outcome.empty()) item["outcome"] = m.job_outcome;
       if (!m.job_failed_step.empty()) item["failed_step"] = m.job_failed_step;
@@ -319,6 +334,17 @@ void FleetService::finish_cancels() {
   }
 }
 
+// The reason a fleet must stop launching (a failed canary, the budget exceeded), or "".
+static std::string stop_reason(const std::vector<FleetMember>& members, const FleetCounts& c, int canaries) {
+  for (int i = 0; i < canaries; ++i)
+    if (member_failed(members[static_cast<std::size_t>(i)])) return "canary " + describe_failure(members[static_cast<std::size_t>(i)]);
+  if (c.failed <= c.failure_budget) return "";
+  std::string reason = std::to_string(c.failed) + " failures exceed the budget of " + std::to_string(c.failure_budget);
+  for (const auto& m : members)
+    if (member_failed(m)) return reason + "; first: " + describe_failure(m);
+  return reason;
+}
+
 Status FleetService::drive(const std::string& id) {
   auto fleet = load(id);
   if (!fleet) return fleet.error();
@@ -326,28 +352,20 @@ Status FleetService::drive(const std::string& id) {
   auto members = store_.fleet_members(id);
   if (!members) return members.error();
   auto c = count_fleet(*fleet, *members);
-  const int canaries = std::min(fleet->spec["canary"].get<int>(), c.total);
+  const int canaries = std::min(bounded(fleet->spec, "canary", 0, kMaxMembers), c.total);
 
   // The gates that stop launching for good: a failed canary, then the budget.
   std::string reason = fleet->reason;
-  if (reason.empty()) {
-    for (int i = 0; i < canaries && reason.empty(); ++i)
-      if (member_failed((*members)[static_cast<std::size_t>(i)]))
-        reason = "canary " + describe_failure((*members)[static_cast<std::size_t>(i)]);
-    if (reason.empty() && c.failed > c.failure_budget) {
-      reason = std::to_string(c.failed) + " failures exceed the budget of " + std::to_string(c.failure_budget);
-      for (const auto& m : *members)
-        if (member_failed(m)) {
-          reason += "; first: " + describe_failure(m);
-          break;
-        }
-    }
-    if (!reason.empty()) {
-      auto set = store_.set_fleet_reason(id, reason, clock_.now_ms());
-      if (!set) return set.error();
-      log_.warn("fleet stopped launching", {{"fleet_id", id}, {"reason", reason}});
-    }
-  }
+  auto stop_launching = [&](const std::string& why) -> Status {
+    auto set = store_.set_fleet_reason(id, why, clock_.now_ms());
+    if (!set) return set.error();
+    log_.warn("fleet stopped launching", {{"fleet_id", id}, {"reason", why}});
+    reason = why;
+    return Ok{};
+  };
+  if (reason.empty())
+    if (auto why = stop_reason(*members, c, canaries); !why.empty())
+      if (auto s = stop_launching(why); !s) return s;
 
   if (!reason.empty()) {
     if (c.in_flight == 0) {
@@ -370,7 +388,8 @@ Status FleetService::drive(const std::string& id) {
   if (fleet->status != FleetStatus::running) return Ok{};
 
   // Launch: canaries alone until they all succeeded, then the rest, up to max_parallel.
-  int slots = fleet->spec["max_parallel"].get<int>() - c.in_flight;
+  int slots = bounded(fleet->spec, "max_parallel", kDefaultMaxParallel, kMaxMembers) - c.in_flight;
+  if (slots <= 0) return Ok{};
   int limit_position = c.total;
   for (int i = 0; i < canaries; ++i)
     if (!member_succeeded((*members)[static_cast<std::size_t>(i)])) {
@@ -379,9 +398,16 @@ Status FleetService::drive(const std::string& id) {
     }
   auto recipe = open_recipe_secrets(fleet->spec["recipe"], secret_key_);
   if (!recipe) return recipe.error();
+  int launched = 0;
   for (const auto& m : *members) {
     if (slots <= 0 || m.position >= limit_position) break;
     if (!m.job_id.empty()) continue;
+    if (launched > 0 && launched % kRecheckEvery == 0) {
+      // Jobs launched earlier in this pass may have failed already: the gates again.
+      auto now = store_.fleet_members(id);
+      if (!now) return now.error();
+      if (auto why = stop_reason(*now, count_fleet(*fleet, *now), canaries); !why.empty()) return stop_launching(why);
+    }
     nlohmann::json request{{"server", {{"id", m.server_id}}}, {"recipe", *recipe}};
     auto made = jobs_.create_in_fleet(std::move(request), JobService::FleetLaunch{id, m.position});
     if (!made) {
@@ -390,13 +416,11 @@ Status FleetService::drive(const std::string& id) {
       // fleet like a failure would, with the reason, instead of skipping it silently.
       std::string why = "cannot launch " + m.serial + ": " + made.error().message;
       for (const auto& f : made.error().fields) why += "; " + f.path + ": " + f.message;
-      auto set = store_.set_fleet_reason(id, why, clock_.now_ms());
-      if (!set) return set.error();
-      log_.warn("fleet stopped launching", {{"fleet_id", id}, {"reason", why}});
-      return Ok{};
+      return stop_launching(why);
     }
-    if (!*made) return Ok{};  // paused or canceled meanwhile, or launched by another pass
+    if (!*made) return Ok{};  // paused, canceled or stopped meanwhile, or launched by another pass
     --slots;
+    ++launched;
     log_.info("fleet launched a job", {{"fleet_id", id}, {"serial", m.serial}, {"job_id", (**made)["id"].get<std::string>()}});
   }
   return Ok{};
@@ -409,9 +433,15 @@ void FleetService::run_once() {
     log_.error("cannot list fleets", {{"error", ids.error().message}});
     return;
   }
-  for (const auto& id : *ids)
-    if (auto driven = drive(id); !driven)
-      log_.error("fleet pass failed", {{"fleet_id", id}, {"error", driven.error().message}});
+  for (const auto& id : *ids) {
+    // One fleet's trouble (a bad stored document) must not stop the others, nor the process.
+    try {
+      if (auto driven = drive(id); !driven)
+        log_.error("fleet pass failed", {{"fleet_id", id}, {"error", driven.error().message}});
+    } catch (const std::exception& e) {
+      log_.error("fleet pass failed", {{"fleet_id", id}, {"error", e.what()}});
+    }
+  }
 }
 
 void FleetService::start(std::chrono::milliseconds interval) {
@@ -424,6 +454,10 @@ void FleetService::start(std::chrono::milliseconds interval) {
         woken_ = false;
       }
       run_once();
+      // Wake-ups come with every commit; a pass at most every 100 ms is enough for the gates.
+      std::unique_lock lock(wake_mutex_);
+      wake_cv_.wait_for(lock, std::chrono::milliseconds(100), [this] { return stopping_; });
+      if (stopping_) return;
     }
   });
 }

@@ -301,6 +301,32 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::filesystem::pa
     });
     if (!applied) return applied.error();
   }
+  if (version < 4) {
+    // Migration 4 added jobs.node_id (the event stream's ?node= filter) empty: the jobs an older
+    // controller left unfinished get theirs from their server snapshot, once.
+    auto filled = impl->transaction([&]() -> Status {
+      std::vector<std::pair<std::string, std::string>> rows;
+      {
+        auto st = impl->prepare("SELECT id, server_json FROM jobs WHERE status NOT IN ('complete', 'canceled')");
+        if (!st) return st.error();
+        Stmt q(*st);
+        while (q.step() == SQLITE_ROW) {
+          auto server = nlohmann::json::parse(q.text(1), nullptr, false);
+          if (server.is_object() && server.contains("node_id") && server["node_id"].is_string())
+            rows.emplace_back(q.text(0), server["node_id"].get<std::string>());
+        }
+      }
+      for (const auto& [id, node] : rows) {
+        auto st = impl->prepare("UPDATE jobs SET node_id = ? WHERE id = ?");
+        if (!st) return st.error();
+        Stmt u(*st);
+        u.bind(1, node).bind(2, id);
+        if (u.step() != SQLITE_DONE) return db_error(impl->db, "backfill node_id");
+      }
+      return Ok{};
+    });
+    if (!filled) return filled.error();
+  }
   return std::unique_ptr<SqliteStore>(new SqliteStore(std::move(impl)));
 }
 
@@ -1060,7 +1086,7 @@ Result<bool> SqliteStore::insert_fleet_job(const JobRecord& job, const std::stri
     // Claims the member first: only a running fleet's member without a job.
     auto st = impl_->prepare(
         "UPDATE fleet_members SET job_id = ? WHERE fleet_id = ? AND position = ? AND job_id = '' "
-        "AND EXISTS (SELECT 1 FROM fleets WHERE id = ? AND status = 'running')");
+        "AND EXISTS (SELECT 1 FROM fleets WHERE id = ? AND status = 'running' AND reason = '')");
     if (!st) return st.error();
     {
       Stmt s(*st);

@@ -238,7 +238,7 @@ class Store {
   virtual Result<bool> set_fleet_reason(const std::string& id, const std::string& reason, std::int64_t now_ms) = 0;
   virtual Result<std::vector<FleetMember>> fleet_members(const std::string& id) = 0;
   // Inserts a fleet's job and names it on its member, in one transaction, only while the fleet
-  // is running and the member has no job yet; false (nothing written) otherwise. This is what
+  // is running, has not stopped launching (no reason set) and the member has no job yet; false (nothing written) otherwise. This is what
   // launches a member at most once, across restarts and racing launchers.
   virtual Result<bool> insert_fleet_job(const JobRecord& job, const std::string& fleet_id, int position) = 0;
 

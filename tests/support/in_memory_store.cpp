@@ -444,7 +444,7 @@ Result<bool> InMemoryStore::insert_fleet_job(const JobRecord& job, const std::st
   std::lock_guard lock(mutex_);
   if (fail_writes_) return write_refused();
   auto fleet = fleets_.find(fleet_id);
-  if (fleet == fleets_.end() || fleet->second.status != FleetStatus::running) return false;
+  if (fleet == fleets_.end() || fleet->second.status != FleetStatus::running || !fleet->second.reason.empty()) return false;
   auto& members = fleet_members_[fleet_id];
   auto m = std::find_if(members.begin(), members.end(), [&](const auto& x) { return x.position == position; });
   if (m == members.end() || !m->job_id.empty()) return false;

@@ -31,11 +31,15 @@ struct Stream {
   std::string buffer, last_id;
   const std::function<bool(const std::string&, const std::string&, const nlohmann::json&)>* cb;
   bool done = false;
+  bool got_bytes = false;
+  // What the callback threw: never through libcurl's C frames, rethrown after the transfer.
+  std::exception_ptr error;
 };
 
 // Splits the bytes into events and hands each to the callback; 0 (abort) once it says stop.
 size_t stream_bytes(char* data, size_t size, size_t n, void* out) {
       auto* st = static_cast<Stream*>(out);
+      st->got_bytes = true;
       st->buffer.append(data, size * n);
       std::size_t end;
       while ((end = st->buffer.find("\n\n")) != std::string::npos) {
@@ -54,7 +58,13 @@ size_t stream_bytes(char* data, size_t size, size_t n, void* out) {
         if (payload.empty()) continue;  // a comment (heartbeat) or the retry line
         if (!id.empty()) st->last_id = id;
         auto json = nlohmann::json::parse(payload, nullptr, false);
-        if (!(*st->cb)(id, type, json.is_discarded() ? nlohmann::json(payload) : json)) {
+        bool more = false;
+        try {
+          more = (*st->cb)(id, type, json.is_discarded() ? nlohmann::json(payload) : json);
+        } catch (...) {
+          st->error = std::current_exception();
+        }
+        if (!more) {
           st->done = true;
           return 0;  // ends the transfer
         }
@@ -115,8 +125,7 @@ Answer ApiClient::request(const std::string& method, const std::string& target, 
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, append);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &a.body);
   auto rc = curl_easy_perform(c);
-  if (rc != CURLE_OK)
-    throw std::runtime_error("cannot reach " + context_.url + ": " + curl_easy_strerror(rc));
+  if (rc != CURLE_OK) throw Unreachable("cannot reach " + context_.url + ": " + curl_easy_strerror(rc));
   curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &a.status);
   return a;
 }
@@ -162,7 +171,12 @@ nlohmann::json ApiClient::upload(const std::string& target, const std::filesyste
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, append);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &a.body);
   auto rc = curl_easy_perform(c);
-  if (rc != CURLE_OK) throw std::runtime_error("upload to " + context_.url + " failed: " + curl_easy_strerror(rc));
+  if (rc != CURLE_OK) {
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    if (status == 0) throw Unreachable("cannot reach " + context_.url + ": " + curl_easy_strerror(rc));
+    throw std::runtime_error("upload to " + context_.url + " failed: " + curl_easy_strerror(rc));
+  }
   curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &a.status);
   if (a.status < 200 || a.status > 299) {
     std::vector<std::pair<std::string, std::string>> fields;
@@ -190,22 +204,30 @@ void ApiClient::events(const std::string& query,
     add("Accept: text/event-stream");
     if (!s.last_id.empty()) add("Last-Event-ID: " + s.last_id);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers.get());
-    // No overall timeout: a heartbeat arrives every few seconds; silence for a minute is a dead stream.
+    // No overall timeout: a heartbeat arrives every 15 s by default; five minutes of silence is
+    // a dead stream (it is resumed from the last id).
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 300L);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
     curl_write_callback on_bytes = stream_bytes;
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_bytes);
+    s.got_bytes = false;
     auto rc = curl_easy_perform(c);
     long status = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    if (s.error) std::rethrow_exception(s.error);
     if (s.done) return;
+    if (s.got_bytes && status == 200) attempt = 0;  // it worked for a while: a fresh budget
     if (status != 0 && status != 200) {
       std::vector<std::pair<std::string, std::string>> fields;
       auto message = describe(status, s.buffer, fields);
       throw ApiError(status, message, std::move(fields));
     }
-    if (attempt >= 30) throw std::runtime_error(std::string("the event stream keeps failing: ") + curl_easy_strerror(rc));
+    if (attempt >= 30) {
+      std::string why = std::string("the event stream keeps failing: ") + curl_easy_strerror(rc);
+      if (status == 0) throw Unreachable("cannot reach " + context_.url + ": " + curl_easy_strerror(rc));
+      throw std::runtime_error(why);
+    }
     std::this_thread::sleep_for(std::chrono::seconds(1));  // then resume from the last id
     s.buffer.clear();
   }

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <stdexcept>
+#include <vector>
 #include <optional>
 #include <string>
 
@@ -30,6 +32,11 @@ struct ApiError : std::runtime_error {
   ApiError(long status, std::string message, std::vector<std::pair<std::string, std::string>> fields);
   long status;
   std::vector<std::pair<std::string, std::string>> fields;
+};
+
+// The controller could not be reached at all (no HTTP answer).
+struct Unreachable : std::runtime_error {
+  using std::runtime_error::runtime_error;
 };
 
 class ApiClient {

@@ -776,9 +776,11 @@ int main(int argc, char** argv) {
   } catch (const CLI::ValidationError& e) {
     std::cerr << "error: " << e.what() << "\n";
     return kExitUsage;
+  } catch (const Unreachable& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return kExitUnreachable;
   } catch (const std::exception& e) {
-    std::string what = e.what();
-    std::cerr << "error: " << what << "\n";
-    return what.rfind("cannot reach", 0) == 0 ? kExitUnreachable : kExitFailed;
+    std::cerr << "error: " << e.what() << "\n";
+    return kExitFailed;
   }
 }

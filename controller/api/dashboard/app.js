@@ -168,9 +168,14 @@ async function stream() {
       const headers = { Authorization: "Bearer " + state.token, Accept: "text/event-stream" };
       if (state.lastEventId) headers["Last-Event-ID"] = state.lastEventId;
       const r = await fetch("/api/v1/events", { headers, signal: controller.signal, cache: "no-store" });
-      if (r.status === 401) { logout("the token was refused"); return; }
+      if (r.status === 401) {
+        if (state.onStreamOpen) { state.onStreamOpen(); state.onStreamOpen = null; }
+        logout("the token was refused");
+        return;
+      }
       if (!r.ok || !r.body) throw new Error("event stream: HTTP " + r.status);
       badge.textContent = "live"; badge.className = "stream on";
+      if (state.onStreamOpen) { state.onStreamOpen(); state.onStreamOpen = null; }
       const reader = r.body.getReader(), decoder = new TextDecoder();
       let buffer = "";
       for (;;) {
@@ -188,7 +193,10 @@ async function stream() {
           }
           if (!data) continue;
           if (id) state.lastEventId = id;
-          await applyEvent(JSON.parse(data));
+          // Until the first load is done, events wait: applied after it, in order, they bring
+          // the snapshot up to date (nothing between the snapshot and the stream is lost).
+          if (state.pending) state.pending.push(JSON.parse(data));
+          else await applyEvent(JSON.parse(data));
         }
       }
     } catch (e) {
@@ -228,17 +236,24 @@ function logout(why) {
 
 async function login(token) {
   state.token = token;
+  // The stream opens first and its events are held; the snapshot is read after it opened.
+  state.pending = [];
+  state.streamOpen = new Promise(resolve => { state.onStreamOpen = resolve; });
+  stream();
+  await Promise.race([state.streamOpen, new Promise(r => setTimeout(r, 5000))]);
   try {
     await load();
   } catch (e) {
     if (state.token) logout("cannot load: " + e.message);
     return;
   }
+  const held = state.pending || [];
+  state.pending = null;
+  for (const e of held) await applyEvent(e);
   sessionStorage.setItem("provisioner-token", token);
   document.getElementById("login").hidden = true;
   document.getElementById("board").hidden = false;
   document.getElementById("logout").hidden = false;
-  stream();
 }
 
 document.getElementById("login").addEventListener("submit", ev => {

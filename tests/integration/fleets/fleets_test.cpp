@@ -277,6 +277,12 @@ TEST_F(Fleets, BadRequestsAreRefusedWithTheFieldPathAndCreateNothing) {
   EXPECT_EQ(r.status, 400) << r.body;
   r = post({{"servers", ids}, {"recipe", linux_recipe()}, {"max_parallel", 0}});
   EXPECT_EQ(r.status, 400) << r.body;
+  // Counts past what an int holds are refused, not wrapped into a gate that does nothing.
+  r = post({{"servers", ids}, {"recipe", linux_recipe()}, {"canary", 2147483648LL}});
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(path_of(r), "/canary") << r.body;
+  r = post({{"servers", ids}, {"recipe", linux_recipe()}, {"max_failures", 18446744073709551615ULL}});
+  EXPECT_EQ(r.status, 400) << r.body;
   r = post({{"servers", ids}});
   EXPECT_EQ(r.status, 400);
   EXPECT_EQ(path_of(r), "/recipe") << r.body;
