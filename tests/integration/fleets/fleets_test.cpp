@@ -86,24 +86,34 @@ class Fleets : public testing::Test {
     return f;
   }
 
+  struct Booted {
+    int member;  // position in the fleet
+    std::string job_id, serial;
+  };
   // The members whose job has reset its server into the maintenance OS, not yet reported.
-  std::vector<std::pair<int, std::string>> booted(const nlohmann::json& f) {
-    std::vector<std::pair<int, std::string>> out;
+  std::vector<Booted> booted(const nlohmann::json& f) {
+    std::vector<Booted> out;
     for (std::size_t i = 0; i < f["members"].size(); ++i) {
       const auto& m = f["members"][i];
       if (m["status"] != "provisioning" || reported.count(m["job_id"].get<std::string>())) continue;
       auto job = controller->get("/api/v1/jobs/" + m["job_id"].get<std::string>()).json();
-      if (has_phase(job, "reset_issued")) out.emplace_back(static_cast<int>(i), m["job_id"].get<std::string>());
+      if (has_phase(job, "reset_issued")) out.push_back({static_cast<int>(i), m["job_id"], m["serial"]});
     }
     return out;
   }
 
-  void report(int member, const std::string& job_id, bool success) {
-    std::string body = success ? R"({"job_id":")" + job_id + R"(","status":"success"})"
-                               : R"({"job_id":")" + job_id + R"(","status":"failed","failed_step":"provision-image-linux.service","log_tail":"image digest mismatch"})";
-    auto r = send_webhook(*controller, serial(member), controller->webhook_key(job_id), body);
+  void report(const Booted& b, bool success) {
+    std::string body = success ? R"({"job_id":")" + b.job_id + R"(","status":"success"})"
+                               : R"({"job_id":")" + b.job_id + R"(","status":"failed","failed_step":"provision-image-linux.service","log_tail":"image digest mismatch"})";
+    auto r = send_webhook(*controller, b.serial, controller->webhook_key(b.job_id), body);
     ASSERT_EQ(r.status, 200) << r.body;
-    reported.insert(job_id);
+    reported.insert(b.job_id);
+  }
+
+  int index_of(const std::string& s) const {
+    for (int i = 0; i < static_cast<int>(bmcs.size()); ++i)
+      if (serial(i) == s) return i;
+    return -1;
   }
 
   // Reports every booted member (success unless `fail` says otherwise) until the fleet ends.
@@ -112,7 +122,7 @@ class Fleets : public testing::Test {
         id,
         [&](const nlohmann::json& f) {
           if (f["status"] != "running" && f["status"] != "paused") return true;
-          for (auto& [member, job] : booted(f)) report(member, job, !fail.count(member));
+          for (const auto& b : booted(f)) report(b, !fail.count(b.member));
           return false;
         },
         max_in_flight, 60);
@@ -186,25 +196,27 @@ TEST_F(Fleets, ASelectorPicksServersByLabelAndPauseHoldsLaunchesUntilResume) {
   start(4);
   auto id = create({{"selector", {{"labels", {{"rack", "r1"}}}}}, {"max_parallel", 1}});
   auto f = fleet(id);
-  ASSERT_EQ(f["members"].size(), 2u);  // servers 0 and 2
-  EXPECT_EQ(f["members"][0]["serial"], serial(0));
-  EXPECT_EQ(f["members"][1]["serial"], serial(2));
+  ASSERT_EQ(f["members"].size(), 2u);  // servers 0 and 2 (in server id order)
+  std::set<std::string> picked{f["members"][0]["serial"], f["members"][1]["serial"]};
+  EXPECT_EQ(picked, (std::set<std::string>{serial(0), serial(2)}));
+  const int first = index_of(f["members"][0]["serial"]), second = index_of(f["members"][1]["serial"]);
 
   f = wait_fleet(id, [&](const nlohmann::json& f) { return !booted(f).empty(); }, 1);
   auto paused = controller->post("/api/v1/fleets/" + id + "/pause", "");
   ASSERT_EQ(paused.status, 200) << paused.body;
   EXPECT_EQ(paused.json()["status"], "paused");
-  for (auto& [member, job] : booted(f)) report(member == 0 ? 0 : 2, job, true);
+  for (const auto& b : booted(f)) report(b, true);
   wait_fleet(id, [&](const nlohmann::json& f) { return f["counts"]["succeeded"] == 1 && f["counts"]["in_flight"] == 0; }, 1);
   std::this_thread::sleep_for(std::chrono::milliseconds(1200));
   f = fleet(id);
   EXPECT_EQ(f["status"], "paused");
   EXPECT_EQ(f["counts"]["not_launched"], 1) << "launched while paused: " << f.dump();
-  EXPECT_TRUE(bmcs[2]->boots().empty());
+  EXPECT_EQ(resets_into_cd(first), 1);
+  EXPECT_TRUE(bmcs[second]->boots().empty());
 
   ASSERT_EQ(controller->post("/api/v1/fleets/" + id + "/resume", "").json()["status"], "running");
   f = wait_fleet(id, [&](const nlohmann::json& f) {
-    for (auto& [member, job] : booted(f)) report(2, job, true);
+    for (const auto& b : booted(f)) report(b, true);
     return f["status"] == "succeeded";
   }, 1);
   EXPECT_EQ(f["counts"]["succeeded"], 2);
