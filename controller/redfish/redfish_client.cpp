@@ -128,8 +128,10 @@ struct BmcClient::Impl : RedfishSession {
         auto s = get_json(m);
         if (!s) return s.error();
         if ((!ep.serial.empty() && s->value("SerialNumber", "") == ep.serial) ||
-            (!ep.system_id.empty() && s->value("Id", "") == ep.system_id))
+            (!ep.system_id.empty() && s->value("Id", "") == ep.system_id)) {
+          found_system = std::move(*s);  // discovery uses it instead of reading it again
           return m;
+        }
       }
       return fail(FailureCode::not_found, where("GET", systems) + ": no System with id '" + ep.system_id +
                                               "' / serial '" + ep.serial + "'");
@@ -140,15 +142,23 @@ struct BmcClient::Impl : RedfishSession {
     return members.front();
   }
 
+  // The System document find_system() read while matching the serial, if it did.
+  std::optional<json> found_system;
+
   Result<BmcFacts> discover_locked(bool force = false) {
     if (facts && !force) return *facts;
     if (auto s = ensure_auth(); !s) return s.error();
     BmcFacts f;
+    found_system.reset();
     auto sys_uri = find_system();
     if (!sys_uri) return sys_uri.error();
     f.system_uri = *sys_uri;
-    auto sys = get_json(f.system_uri);
+    Result<json> sys = found_system ? Result<json>(std::move(*found_system)) : get_json(f.system_uri);
+    found_system.reset();
     if (!sys) return sys.error();
+    if (sys->contains("Actions") && (*sys)["Actions"].is_object() && (*sys)["Actions"].contains("#ComputerSystem.Reset") &&
+        (*sys)["Actions"]["#ComputerSystem.Reset"].is_object())
+      f.reset_target = path_of((*sys)["Actions"]["#ComputerSystem.Reset"].value("target", ""));
     f.system_id = sys->value("Id", "");
     f.serial = sys->value("SerialNumber", "");
     f.manufacturer = sys->value("Manufacturer", "");
@@ -350,11 +360,20 @@ struct BmcClient::Impl : RedfishSession {
     }
   }
 
-  Result<std::vector<InsertResult>> insert_media(const std::vector<MediaRequest>& media) {
-    op = "insert_media";
+  // Discovery (when this client has not run it yet) or a fresh read of the slots: either way
+  // the slots are current, and never read twice in a row.
+  Status discover_with_fresh_slots() {
+    bool had_facts = facts.has_value();
     auto f = discover_locked();
     if (!f) return f.error();
-    if (auto s = refresh_slots_locked(); !s) return s.error();
+    if (had_facts)
+      if (auto s = refresh_slots_locked(); !s) return s.error();
+    return Ok{};
+  }
+
+  Result<std::vector<InsertResult>> insert_media(const std::vector<MediaRequest>& media) {
+    op = "insert_media";
+    if (auto s = discover_with_fresh_slots(); !s) return s.error();
     auto& slots = facts->slots;
     if (profile.max_media > 0 && static_cast<int>(media.size()) > profile.max_media)
       return fail(FailureCode::second_medium_refused,
@@ -610,11 +629,13 @@ struct BmcClient::Impl : RedfishSession {
 
   // Never retried after it may have reached the BMC: a second reset is worse than an error.
   Status post_reset(const std::string& type) {
-    auto sys = get_json(facts->system_uri);
-    if (!sys) return sys.error();
-    std::string target;
-    if (sys->contains("Actions") && (*sys)["Actions"].contains("#ComputerSystem.Reset"))
-      target = path_of((*sys)["Actions"]["#ComputerSystem.Reset"].value("target", ""));
+    std::string target = facts->reset_target;
+    if (target.empty()) {  // not advertised at discovery: look again (it may be now)
+      auto sys = get_json(facts->system_uri);
+      if (!sys) return sys.error();
+      if (sys->contains("Actions") && (*sys)["Actions"].contains("#ComputerSystem.Reset"))
+        target = path_of((*sys)["Actions"]["#ComputerSystem.Reset"].value("target", ""));
+    }
     if (target.empty())
       return fail(FailureCode::not_found, "BMC " + ep.address + ": " + op + ": System has no Reset action");
     CallOptions co;
@@ -681,9 +702,7 @@ struct BmcClient::Impl : RedfishSession {
   // ---------------------------------------------------------------- cleanup
   Status cleanup(const std::vector<std::string>& urls, const CleanupOptions& o) {
     op = "cleanup";
-    auto f = discover_locked();
-    if (!f) return f.error();
-    if (auto s = refresh_slots_locked(); !s) return s.error();
+    if (auto s = discover_with_fresh_slots(); !s) return s.error();
     std::vector<std::string> problems;
     for (const auto& slot : facts->slots) {
       bool ours = std::any_of(urls.begin(), urls.end(), [&](const std::string& u) { return slot.holds(u); });

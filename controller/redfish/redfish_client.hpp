@@ -64,6 +64,9 @@ struct BmcFacts {
   // Dell iDRAC: the Manager's OEM ImportSystemConfiguration action and that Manager's Id (the
   // component FQDD the import addresses); "" when the BMC has none.
   std::string oem_import_uri, oem_import_manager_id;
+  // The System's ComputerSystem.Reset target, read at discovery: the topology does not change
+  // within a job, so a reset needs no GET of the System first ("" when not advertised).
+  std::string reset_target;
 };
 
 struct MediaRequest {
