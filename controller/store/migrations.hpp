@@ -124,6 +124,8 @@ CREATE TABLE fleet_members (
   server_id TEXT NOT NULL,
   serial    TEXT NOT NULL,
   job_id    TEXT NOT NULL DEFAULT '',
+  -- The job's last succeeded/failed/canceled, written by the job's transition itself.
+  outcome   TEXT NOT NULL DEFAULT '',
   PRIMARY KEY (fleet_id, position)
 );
 CREATE INDEX fleet_members_job ON fleet_members(job_id);

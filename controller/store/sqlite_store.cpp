@@ -403,6 +403,14 @@ Result<bool> SqliteStore::transition_job(const std::string& id, JobStatus expect
     s.bind(5, id).bind(6, expected);
     if (s.step() != SQLITE_DONE) return db_error(impl_->db, "transition job");
     if (sqlite3_changes(impl_->db) == 0) return false;
+    if (next_status == JobStatus::succeeded || next_status == JobStatus::failed || next_status == JobStatus::canceled) {
+      // A fleet's gates read the outcome from its member row: kept here, in the same transaction.
+      auto o = impl_->prepare("UPDATE fleet_members SET outcome = ? WHERE job_id = ?");
+      if (!o) return o.error();
+      Stmt u(*o);
+      u.bind(1, next).bind(2, id);
+      if (u.step() != SQLITE_DONE) return db_error(impl_->db, "fleet member outcome");
+    }
     return impl_->insert_event(id, "transition", next, expected, detail, now_ms);
   });
 }
@@ -1048,12 +1056,10 @@ Result<bool> SqliteStore::set_fleet_reason(const std::string& id, const std::str
 Result<std::vector<FleetMember>> SqliteStore::fleet_members(const std::string& id) {
   auto reader = impl_->reader();
   if (!reader) return reader.error();
-  // The outcome is the job's last succeeded/failed/canceled transition, as its own view says.
+  // The outcome is the job's last succeeded/failed/canceled transition (transition_job keeps it).
   auto st = (*reader)->prepare(
       "SELECT m.position, m.server_id, m.serial, m.job_id, COALESCE(j.status, ''), COALESCE(j.phase, ''), "
-      "COALESCE((SELECT e.name FROM job_events e WHERE e.job_id = m.job_id AND e.kind = 'transition' "
-      "AND e.name IN ('succeeded', 'failed', 'canceled') ORDER BY e.seq DESC LIMIT 1), ''), "
-      "COALESCE(j.failed_step, ''), COALESCE(j.error, '') "
+      "m.outcome, COALESCE(j.failed_step, ''), COALESCE(j.error, '') "
       "FROM fleet_members m LEFT JOIN jobs j ON j.id = m.job_id WHERE m.fleet_id = ? ORDER BY m.position");
   if (!st) return st.error();
   Stmt s(*st);

@@ -259,3 +259,35 @@ TEST_F(Provisionctl, CompletionScriptsCoverTheCommandTreeAndParse) {
   EXPECT_EQ(help.code, 0);
   EXPECT_NE(help.out.find("PROVISIONER_TOKEN"), std::string::npos);
 }
+
+TEST(ProvisionctlNodes, NodesAreListedShownAndMovedAndAnIllegalMoveIsTheApisConflict) {
+  TempDir files;
+  std::ofstream(files.path() / "vmlinuz") << "stand-in kernel";
+  std::ofstream(files.path() / "initrd.img") << "stand-in initrd";
+  ControllerProcess controller("[pxe]\nenabled = true\ndhcp = \"off\"\nkernel = \"" + (files.path() / "vmlinuz").string() +
+                               "\"\ninitrd = \"" + (files.path() / "initrd.img").string() + "\"\n");
+  controller.start();
+  std::vector<std::string> env{"PROVISIONER_URL=http://127.0.0.1:" + std::to_string(controller.port()),
+                               std::string("PROVISIONER_TOKEN=") + ControllerProcess::kOperatorToken,
+                               "HOME=" + files.path().string()};
+  auto created = controller.post("/api/v1/nodes", R"({"macs":["52:54:00:aa:bb:01"],"name":"edge-1"})");
+  ASSERT_EQ(created.status, 201) << created.body;
+  std::string id = created.json()["id"];
+  auto list = provisionctl({"node", "list"}, env);
+  ASSERT_EQ(list.code, 0) << list.err;
+  EXPECT_NE(list.out.find("edge-1"), std::string::npos) << list.out;
+  EXPECT_NE(list.out.find("52:54:00:aa:bb:01"), std::string::npos);
+  auto got = provisionctl({"node", "get", id}, env);
+  ASSERT_EQ(got.code, 0) << got.err;
+  EXPECT_EQ(got.json()["state"], "discovered");
+  auto retired = provisionctl({"node", "state", id, "retired", "--reason", "decommissioned"}, env);
+  ASSERT_EQ(retired.code, 0) << retired.err;
+  EXPECT_EQ(retired.json()["state"], "retired");
+  // retired → installed is not a move of the lifecycle: the API's 409, exit 1.
+  auto illegal = provisionctl({"node", "state", id, "installed"}, env);
+  EXPECT_EQ(illegal.code, 1);
+  EXPECT_NE(illegal.err.find("HTTP 409"), std::string::npos) << illegal.err;
+  auto filtered = provisionctl({"node", "list", "--state", "retired", "-o", "json"}, env);
+  ASSERT_EQ(filtered.code, 0);
+  EXPECT_EQ(filtered.json().size(), 1u);
+}
