@@ -55,6 +55,7 @@ const std::vector<RouteSpec>& api_routes() {
       {"PATCH", "/api/v1/servers/{id}", Permission::operate},
       {"DELETE", "/api/v1/servers/{id}", Permission::operate},
       {"POST", "/api/v1/artifacts", Permission::submit, true},
+      {"GET", "/api/v1/artifacts/{sha256}", Permission::read},
       {"GET", "/api/v1/recipes/{name}", Permission::read},
       {"GET", "/api/v1/recipes/{name}/{version}", Permission::read},
       {"PUT", "/api/v1/recipes/{name}/{version}", Permission::submit},
@@ -309,6 +310,31 @@ ApiResponse ApiHandler::dispatch(const RouteSpec& route, const std::vector<std::
     if (p == "/api/v1/servers/{id}") {
       auto removed = servers_.remove(params[0]);
       return removed ? ApiResponse{204, "application/json", "", {}} : from_error(removed.error());
+    }
+    if (p == "/api/v1/artifacts/{sha256}") {
+      // What a client needs to check the bytes it downloaded: a plain artifact is its sha256; a
+      // composite lists where each segment starts, its length and digest (its id is
+      // sha256("provisioner-composite-v2\n" + "<length> <digest>\n" per segment)).
+      auto info = artifacts_.stat(params[0]);
+      if (!info) return from_error(info.error().kind == ErrorKind::invalid_input
+                                       ? make_error(ErrorKind::not_found, "no artifact " + params[0])
+                                       : info.error());
+      nlohmann::json out{{"sha256", info->sha256}, {"size", info->size}, {"composite", info->composite}};
+      if (info->composite) {
+        auto m = artifacts_.composite(params[0]);
+        if (!m) return from_error(m.error());
+        nlohmann::json segments = nlohmann::json::array();
+        std::uint64_t start = 0;
+        bool v2 = true;
+        for (const auto& seg : m->segments) {
+          segments.push_back({{"start", start}, {"length", seg.length}, {"digest", seg.digest}});
+          v2 = v2 && !seg.digest.empty();
+          start += seg.length;
+        }
+        out["segments"] = std::move(segments);
+        out["id_scheme"] = v2 ? "provisioner-composite-v2" : "sha256";
+      }
+      return json_response(200, out);
     }
     if (p == "/api/v1/artifacts") {
       if (!req.read_body) return error_response(500, "upload without a body stream");

@@ -1,5 +1,6 @@
 #include "controller/artifacts/artifact_store.hpp"
 
+#include <fstream>
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <sys/stat.h>
@@ -158,10 +159,11 @@ nlohmann::json manifest_to_json(const CompositeManifest& m) {
       segs.push_back({{"kind", "bytes"}, {"sha256", s.sha256}, {"length", s.length}});
     } else {
       segs.push_back({{"kind", "artifact"}, {"sha256", s.sha256}, {"offset", s.offset},
-                      {"length", s.length}});
+                      {"length", s.length}, {"digest", s.digest}});
     }
   }
-  return {{"version", 1}, {"sha256", m.sha256}, {"size", m.size}, {"segments", segs}};
+  // Version 2: the id is composite_id() of the segments (version 1: the sha256 of the bytes).
+  return {{"version", 2}, {"sha256", m.sha256}, {"size", m.size}, {"segments", segs}};
 }
 
 Result<CompositeManifest> manifest_from_json(const std::string& text) {
@@ -184,6 +186,8 @@ Result<CompositeManifest> manifest_from_json(const std::string& text) {
       }
       seg.sha256 = s.at("sha256").get<std::string>();
       seg.length = s.at("length").get<std::uint64_t>();
+      seg.digest = seg.kind == Segment::Kind::bytes ? seg.sha256 : s.value("digest", std::string());
+      if (!seg.digest.empty() && !is_sha256_hex(seg.digest)) return make_error(ErrorKind::internal, "manifest: bad digest");
       if (!is_sha256_hex(seg.sha256)) return make_error(ErrorKind::internal, "manifest: bad sha256");
       if (seg.length > std::numeric_limits<std::uint64_t>::max() - total ||
           seg.offset > std::numeric_limits<std::uint64_t>::max() - seg.length)
@@ -199,6 +203,12 @@ Result<CompositeManifest> manifest_from_json(const std::string& text) {
 }
 
 }  // namespace
+
+std::string composite_id(const std::vector<std::pair<std::uint64_t, std::string>>& lengths_and_digests) {
+  std::string text = "provisioner-composite-v2\n";
+  for (const auto& [length, digest] : lengths_and_digests) text += std::to_string(length) + " " + digest + "\n";
+  return crypto::sha256_hex(text);
+}
 
 std::optional<std::string> normalize_sha256(std::string_view digest) {
   if (digest.size() > 7 && (digest.substr(0, 7) == "sha256:" || digest.substr(0, 7) == "SHA256:"))
@@ -318,26 +328,20 @@ Result<ArtifactInfo> ArtifactStore::put_composite(const std::vector<CompositePar
     m.segments.push_back(std::move(seg));
   }
 
-  // The id is the hash of what a client downloads, so ETag and `sha256sum` agree.
-  Sha256 hash;
-  std::vector<char> buf(kCopyBuffer);
-  for (const auto& seg : m.segments) {
-    auto p = blob_path(seg.sha256);
-    Fd in(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
-    if (in.fd < 0) return io_error("open " + p.string());
-    std::uint64_t off = seg.offset, left = seg.length;
-    while (left > 0) {
-      ssize_t r = ::pread(in.fd, buf.data(), std::min<std::uint64_t>(left, buf.size()),
-                          static_cast<off_t>(off));
-      if (r < 0 && errno == EINTR) continue;
-      if (r < 0) return io_error("read " + p.string());
-      if (r == 0) return make_error(ErrorKind::internal, "artifact shrank: " + seg.sha256);
-      hash.update(buf.data(), static_cast<std::size_t>(r));
-      off += static_cast<std::uint64_t>(r);
-      left -= static_cast<std::uint64_t>(r);
+  // The id: from the segments' lengths and digests (see composite_id), so the big region of
+  // the base is hashed once, not per job.
+  std::vector<std::pair<std::uint64_t, std::string>> ids;
+  for (auto& seg : m.segments) {
+    if (seg.kind == Segment::Kind::bytes) {
+      seg.digest = seg.sha256;
+    } else {
+      auto d = region_digest(seg.sha256, seg.offset, seg.length);
+      if (!d) return d.error();
+      seg.digest = *d;
     }
+    ids.emplace_back(seg.length, seg.digest);
   }
-  m.sha256 = hash.hex();
+  m.sha256 = composite_id(ids);
 
   auto final = manifest_path(m.sha256);
   auto tmp = TempFile::create(final.parent_path());
@@ -407,6 +411,65 @@ Result<CompositeManifest> ArtifactStore::composite(std::string_view sha256) cons
   return m;
 }
 
+namespace {
+Result<std::string> hash_range(const fs::path& p, std::uint64_t off, std::uint64_t left) {
+  Fd in(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+  if (in.fd < 0) return io_error("open " + p.string());
+  Sha256 hash;
+  std::vector<char> buf(kCopyBuffer);
+  while (left > 0) {
+    ssize_t r = ::pread(in.fd, buf.data(), std::min<std::uint64_t>(left, buf.size()), static_cast<off_t>(off));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return io_error("read " + p.string());
+    if (r == 0) return make_error(ErrorKind::internal, "artifact shrank: " + p.string());
+    hash.update(buf.data(), static_cast<std::size_t>(r));
+    off += static_cast<std::uint64_t>(r);
+    left -= static_cast<std::uint64_t>(r);
+  }
+  return hash.hex();
+}
+}  // namespace
+
+Result<std::string> ArtifactStore::region_digest(const std::string& sha256, std::uint64_t offset,
+                                                 std::uint64_t length) const {
+  auto blob = blob_path(sha256);
+  auto size = blob_size(blob);
+  if (!size) return size.error();
+  if (offset == 0 && length == *size) return sha256;  // the whole artifact: its own id
+  // Kept per (artifact, offset, length): artifacts never change, so neither does this.
+  auto cached = root_ / "regions" / (sha256 + "-" + std::to_string(offset) + "-" + std::to_string(length));
+  {
+    std::ifstream in(cached);
+    std::string hex;
+    if (in >> hex && is_sha256_hex(hex)) return hex;
+  }
+  auto digest = hash_range(blob, offset, length);
+  if (!digest) return digest.error();
+  auto tmp = TempFile::create(cached.parent_path());
+  if (!tmp) return tmp.error();
+  std::string text = *digest + "\n";
+  if (auto w = write_all((*tmp)->fd(), text.data(), text.size()); !w) return w.error();
+  if (auto c = (*tmp)->commit(cached); !c) return c.error();
+  return *digest;
+}
+
+Status ArtifactStore::verify_composite(std::string_view id) const {
+  auto m = composite(id);
+  if (!m) return m.error();
+  std::vector<std::pair<std::uint64_t, std::string>> ids;
+  for (const auto& seg : m->segments) {
+    auto d = hash_range(blob_path(seg.sha256), seg.offset, seg.length);
+    if (!d) return d.error();
+    if (!seg.digest.empty() && *d != seg.digest)
+      return make_error(ErrorKind::internal, "composite " + std::string(id) + ": a segment of " + seg.sha256 +
+                                                 " does not match its digest");
+    ids.emplace_back(seg.length, *d);
+  }
+  if (composite_id(ids) != id)
+    return make_error(ErrorKind::internal, "composite " + std::string(id) + ": its bytes do not give its id");
+  return Ok{};
+}
+
 Result<GcReport> ArtifactStore::gc(const std::set<std::string>& referenced,
                                    std::chrono::seconds retention,
                                    std::chrono::system_clock::time_point now) {
@@ -469,6 +532,19 @@ Result<GcReport> ArtifactStore::gc(const std::set<std::string>& referenced,
         continue;
       }
       remove_file(entry.path(), t->size);
+    }
+  }
+  // Region digests of artifacts that are gone.
+  auto rdir = root_ / "regions";
+  if (std::error_code missing; fs::is_directory(rdir, missing)) {
+    for (const auto& entry : fs::directory_iterator(rdir, ec)) {
+      auto name = entry.path().filename().string();
+      auto base = name.substr(0, name.find('-'));
+      if (name.starts_with(kTempPrefix)) {  // a crash's leftover, not one being written now
+        if (auto t = file_times(entry.path()); t && t->last_used < temp_cutoff) ::unlink(entry.path().c_str());
+        continue;
+      }
+      if (!is_sha256_hex(base) || ::access(blob_path(base).c_str(), F_OK) != 0) ::unlink(entry.path().c_str());
     }
   }
   if (ec) return make_error(ErrorKind::internal, "gc: " + ec.message());

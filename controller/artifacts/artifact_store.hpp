@@ -43,8 +43,17 @@ struct Segment {
   std::string sha256;         // the plain artifact holding the bytes
   std::uint64_t offset = 0;   // into that artifact (always 0 for `bytes`)
   std::uint64_t length = 0;
+  // SHA-256 of this segment's own bytes (for `bytes`, and a whole artifact: its sha256; for a
+  // region: computed once per region and kept). "" in manifests written before it existed.
+  std::string digest;
   bool operator==(const Segment&) const = default;
 };
+
+// A composite's id, from its segments' lengths and digests (composite_id_v2 below):
+//   sha256("provisioner-composite-v2\n" + for each segment: "<length> <sha256 hex>\n")
+// So it costs the small per-job parts, not the size of the base they reuse, and it is
+// checkable: hash each byte range of the download, rebuild this text, hash it.
+std::string composite_id(const std::vector<std::pair<std::uint64_t, std::string>>& lengths_and_digests);
 
 // What a caller hands to put_composite(): a region of a stored artifact, or inline bytes that
 // the store keeps as a small plain artifact of their own.
@@ -94,9 +103,13 @@ class ArtifactStore {
   Result<ArtifactInfo> put_stream(const ReadFn& read,
                                   std::optional<std::string> expected_sha256,
                                   std::uint64_t max_bytes);
-  // Registers a composite. Its id is the sha256 of the concatenated bytes, computed here by
-  // streaming through the regions once (the base ISO is read, never copied).
+  // Registers a composite (the base ISO is read, never copied). Its id is composite_id() of
+  // its segments: the bytes parts are hashed as they are stored, a region of a stored artifact
+  // is hashed once and its digest kept (regions/), so a single-ISO job costs its own bytes.
   Result<ArtifactInfo> put_composite(const std::vector<CompositePart>& parts);
+  // Reads a composite's bytes and checks them against its id (every segment's digest and the
+  // id formula). A test and a tool's check; the controller never needs it.
+  Status verify_composite(std::string_view id) const;
 
   // Plain or composite.
   bool exists(std::string_view sha256) const;
@@ -116,6 +129,9 @@ class ArtifactStore {
   std::filesystem::path manifest_path(std::string_view sha256) const;
 
  private:
+  // SHA-256 of bytes [offset, offset + length) of a plain artifact, hashed once and kept in
+  // regions/ (removed by gc with the artifact).
+  Result<std::string> region_digest(const std::string& sha256, std::uint64_t offset, std::uint64_t length) const;
   std::filesystem::path root_;
 };
 

@@ -156,6 +156,47 @@ std::string sha256_file(const std::string& path, std::uint64_t& size) {
   return out;
 }
 
+// SHA-256 of bytes [start, start + length) of a file.
+std::string sha256_range(const std::string& path, std::uint64_t start, std::uint64_t length) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw CLI::ValidationError("cannot read " + path);
+  in.seekg(static_cast<std::streamoff>(start));
+  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr);
+  std::vector<char> buf(1 << 20);
+  while (length > 0 && in) {
+    in.read(buf.data(), static_cast<std::streamsize>(std::min<std::uint64_t>(length, buf.size())));
+    auto n = in.gcount();
+    if (n <= 0) break;
+    EVP_DigestUpdate(ctx.get(), buf.data(), static_cast<std::size_t>(n));
+    length -= static_cast<std::uint64_t>(n);
+  }
+  if (length != 0) throw std::runtime_error(path + " is shorter than the artifact");
+  unsigned char md[32];
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(ctx.get(), md, &len);
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (unsigned i = 0; i < len; ++i) {
+    out += hex[md[i] >> 4];
+    out += hex[md[i] & 15];
+  }
+  return out;
+}
+
+std::string sha256_text(const std::string& text) {
+  unsigned char md[32];
+  unsigned int len = 0;
+  EVP_Digest(text.data(), text.size(), md, &len, EVP_sha256(), nullptr);
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (unsigned i = 0; i < len; ++i) {
+    out += hex[md[i] >> 4];
+    out += hex[md[i] & 15];
+  }
+  return out;
+}
+
 std::string bar(double fraction, int width = 30) {
   int filled = static_cast<int>(fraction * width + 0.5);
   filled = std::clamp(filled, 0, width);
@@ -711,6 +752,35 @@ int main(int argc, char** argv) {
       if (o.json) return print_json(r), 0;
       std::cout << "sha256:" << digest << "  " << size << " bytes" << (r.value("reused", false) ? " (already stored)" : "") << "\n";
       return 0;
+    });
+  }
+
+  {
+    auto* verify = artifact->add_subcommand("verify", "check a downloaded file against an artifact id (plain or composite)");
+    static std::string file, id;
+    verify->add_option("file", file, "the downloaded file")->required()->check(CLI::ExistingFile);
+    verify->add_option("sha256", id, "the artifact's id (from a job's media or a URL)")->required();
+    on(verify, [](ApiClient& api, const Output& o) {
+      auto info = api.call("GET", "/api/v1/artifacts/" + url_encode(id));
+      auto size = std::filesystem::file_size(file);
+      bool ok = size == info["size"].get<std::uint64_t>();
+      std::string got;
+      if (ok && info.value("id_scheme", "") == "provisioner-composite-v2") {
+        // Each segment's digest, then the id rebuilt from them.
+        std::string text = "provisioner-composite-v2\n";
+        for (const auto& seg : info["segments"]) {
+          auto d = sha256_range(file, seg["start"], seg["length"]);
+          if (d != seg["digest"]) ok = false;
+          text += std::to_string(seg["length"].get<std::uint64_t>()) + " " + d + "\n";
+        }
+        got = sha256_text(text);
+      } else if (ok) {
+        got = sha256_range(file, 0, size);
+      }
+      ok = ok && got == id;
+      if (o.json) print_json({{"file", file}, {"sha256", id}, {"ok", ok}, {"size", size}});
+      else std::cout << file << ": " << (ok ? o.paint("OK", "32") : o.paint("MISMATCH", "31")) << "\n";
+      return ok ? 0 : kExitFailed;
     });
   }
 

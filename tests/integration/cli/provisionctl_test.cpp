@@ -291,3 +291,36 @@ TEST(ProvisionctlNodes, NodesAreListedShownAndMovedAndAnIllegalMoveIsTheApisConf
   ASSERT_EQ(filtered.code, 0);
   EXPECT_EQ(filtered.json().size(), 1u);
 }
+
+TEST_F(Provisionctl, ASingleIsoJobsMediumIsCheckedAgainstItsIdAndAChangedByteFails) {
+  auto recipe = linux_recipe();
+  recipe["media_mode"] = "single-iso";
+  auto id = controller->post("/api/v1/jobs", job_body("SN-VERIFY", recipe)).json()["id"].get<std::string>();
+  auto job = controller->wait_for_status(id, "provisioning");
+  std::string sha = job["media"]["boot_iso"]["sha256"];
+  auto info = controller->get("/api/v1/artifacts/" + sha).json();
+  EXPECT_TRUE(info["composite"].get<bool>());
+  EXPECT_EQ(info["id_scheme"], "provisioner-composite-v2");
+  ASSERT_EQ(info["segments"].size(), 3u);  // the job's head, the maintenance ISO, the task session
+  // What a BMC would fetch, then checked the way an operator would.
+  auto file = tmp.path() / "boot.iso";
+  ASSERT_EQ(std::system(("curl -sS -o '" + file.string() + "' '" + job["media"]["boot_iso"]["url"].get<std::string>() + "'").c_str()), 0);
+  auto ok = ctl({"artifact", "verify", file.string(), sha});
+  EXPECT_EQ(ok.code, 0) << ok.out << ok.err;
+  EXPECT_NE(ok.out.find("OK"), std::string::npos);
+  {
+    std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(std::filesystem::file_size(file) / 2);
+    f.put('\x5a');
+  }
+  auto bad = ctl({"artifact", "verify", file.string(), sha});
+  EXPECT_EQ(bad.code, 1) << bad.out;
+  EXPECT_NE(bad.out.find("MISMATCH"), std::string::npos);
+  // A plain artifact is its SHA-256.
+  auto plain = tmp.path() / "plain.bin";
+  std::ofstream(plain) << "plain bytes";
+  auto up = ctl({"artifact", "upload", plain.string(), "-o", "json"});
+  ASSERT_EQ(up.code, 0) << up.err;
+  EXPECT_EQ(ctl({"artifact", "verify", plain.string(), up.json()["sha256"]}).code, 0);
+  EXPECT_EQ(controller->get("/api/v1/artifacts/" + std::string(64, '0')).status, 404);
+}

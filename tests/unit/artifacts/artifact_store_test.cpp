@@ -154,7 +154,11 @@ TEST_F(ArtifactStoreTest, CompositeIsAVirtualConcatenation) {
   ASSERT_TRUE(c) << c.error().message;
   std::string expected = "HEAD" + base.substr(4) + "tail session";
   EXPECT_TRUE(c->composite);
-  EXPECT_EQ(c->sha256, crypto::sha256_hex(expected));
+  // The id: from each segment's length and digest, as anyone holding the bytes can rebuild it.
+  EXPECT_EQ(c->sha256, crypto::sha256_hex("provisioner-composite-v2\n4 " + crypto::sha256_hex("HEAD") + "\n" +
+                                          std::to_string(base.size() - 4) + " " + crypto::sha256_hex(base.substr(4)) +
+                                          "\n12 " + crypto::sha256_hex("tail session") + "\n"));
+  EXPECT_TRUE(store.verify_composite(c->sha256).ok());
   EXPECT_EQ(c->size, expected.size());
   EXPECT_FALSE(store.path_of(c->sha256));  // never materialised
   EXPECT_TRUE(store.exists(c->sha256));
@@ -164,7 +168,7 @@ TEST_F(ArtifactStoreTest, CompositeIsAVirtualConcatenation) {
   ASSERT_TRUE(m);
   ASSERT_EQ(m->segments.size(), 3u);
   EXPECT_EQ(m->segments[0].kind, Segment::Kind::bytes);
-  EXPECT_EQ(m->segments[1], (Segment{Segment::Kind::artifact, b->sha256, 4, base.size() - 4}));
+  EXPECT_EQ(m->segments[1], (Segment{Segment::Kind::artifact, b->sha256, 4, base.size() - 4, crypto::sha256_hex(base.substr(4))}));
   EXPECT_EQ(m->size, expected.size());
 
   auto again = store.put_composite({CompositePart::bytes("HEAD"),
@@ -172,6 +176,24 @@ TEST_F(ArtifactStoreTest, CompositeIsAVirtualConcatenation) {
                                     CompositePart::bytes("tail session")});
   ASSERT_TRUE(again);
   EXPECT_TRUE(again->reused);
+  // The region's digest was kept: the second composite did not read the base again.
+  EXPECT_TRUE(std::filesystem::exists(root_ / "regions" / (b->sha256 + "-4-" + std::to_string(base.size() - 4))));
+}
+
+TEST_F(ArtifactStoreTest, ACompositeWhoseBytesChangedFailsItsCheck) {
+  ArtifactStore store(root_);
+  auto b = store.put(std::string(100000, 'x'));
+  ASSERT_TRUE(b);
+  auto c = store.put_composite({CompositePart::bytes("HEAD"), CompositePart::region(b->sha256, 4, 99996)});
+  ASSERT_TRUE(c) << c.error().message;
+  ASSERT_TRUE(store.verify_composite(c->sha256).ok());
+  // Someone edits the stored base in place (the store never does): the check says so.
+  {
+    std::fstream f(root_ / "sha256" / b->sha256, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(5000);
+    f.put('y');
+  }
+  EXPECT_FALSE(store.verify_composite(c->sha256).ok());
 }
 
 TEST_F(ArtifactStoreTest, CompositeRejectsRegionsOutsideTheBase) {
