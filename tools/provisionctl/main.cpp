@@ -293,6 +293,19 @@ int report_error(const ApiError& e) {
   return kExitFailed;
 }
 
+// A server named by its id (srv_…) or by its serial number, as operators know it.
+std::string resolve_server(ApiClient& api, const std::string& text) {
+  if (text.rfind("srv_", 0) == 0) return text;
+  std::string cursor;
+  do {
+    auto page = api.call("GET", "/api/v1/servers?limit=500" + (cursor.empty() ? "" : "&cursor=" + url_encode(cursor)));
+    for (const auto& s : page["servers"])
+      if (s.value("serial", "") == text) return s["id"];
+    cursor = page.value("next_cursor", json()).is_string() ? page["next_cursor"].get<std::string>() : "";
+  } while (!cursor.empty());
+  throw CLI::ValidationError("no server with id or serial " + text);
+}
+
 int job_exit_code(const json& job) {
   auto outcome = job.value("outcome", json());
   if (outcome == "succeeded") return 0;
@@ -507,8 +520,10 @@ int main(int argc, char** argv) {
     });
     auto* get = server->add_subcommand("get", "show one server");
     static std::string id;
-    get->add_option("id", id, "server id")->required();
-    on(get, [](ApiClient& api, const Output& o) { return print_server(o, api.call("GET", "/api/v1/servers/" + url_encode(id))), 0; });
+    get->add_option("id", id, "server id or serial number")->required();
+    on(get, [](ApiClient& api, const Output& o) {
+      return print_server(o, api.call("GET", "/api/v1/servers/" + url_encode(resolve_server(api, id)))), 0;
+    });
     auto* label = server->add_subcommand("label", "set (key=value) or remove (key-) labels");
     static std::string label_id;
     static std::vector<std::string> changes;
@@ -540,14 +555,14 @@ int main(int argc, char** argv) {
     static bool watch = false;
     submit->add_option("-f,--file", file, "the recipe (JSON or YAML), '-' for stdin");
     submit->add_option("--recipe-ref", recipe_ref, "a named recipe instead: name[@version]");
-    submit->add_option("--server", server_id, "server id");
+    submit->add_option("--server", server_id, "server id, or its serial number");
     submit->add_option("--node", node_id, "node id (network boot)");
     submit->add_flag("-w,--watch", watch, "follow the job until it ends (exit code = outcome)");
     on(submit, [](ApiClient& api, const Output& o) {
       if (file.empty() == recipe_ref.empty()) throw CLI::ValidationError("give -f recipe.json or --recipe-ref, one of them");
       if (server_id.empty() == node_id.empty()) throw CLI::ValidationError("give --server or --node, one of them");
       json body = json::object();
-      if (!server_id.empty()) body["server"] = {{"id", server_id}};
+      if (!server_id.empty()) body["server"] = {{"id", resolve_server(api, server_id)}};
       else body["node"] = {{"id", node_id}};
       if (!file.empty()) body["recipe"] = read_document(file);
       else body["recipe_ref"] = recipe_ref;

@@ -120,6 +120,8 @@ TEST_F(Provisionctl, ServersAreAddedListedLabelledAndRemovedAndThePasswordNeverS
   EXPECT_EQ(label.json()["labels"], (nlohmann::json{{"role", "db"}}));
   auto got = ctl({"server", "get", id, "-o", "json"});
   EXPECT_EQ(got.json()["serial"], "CLI0001");
+  EXPECT_EQ(ctl({"server", "get", "CLI0001", "-o", "json"}).json()["id"], id) << "by serial";
+  EXPECT_EQ(ctl({"server", "get", "NOSUCHSERIAL"}).code, 2);
   EXPECT_EQ(got.out.find("mock-bmc-password"), std::string::npos);
   EXPECT_EQ(ctl({"server", "rm", id}).code, 0);
   auto gone = ctl({"server", "get", id});
@@ -129,7 +131,7 @@ TEST_F(Provisionctl, ServersAreAddedListedLabelledAndRemovedAndThePasswordNeverS
 
 TEST_F(Provisionctl, AJobIsWatchedToItsOutcomeAndTheExitCodeSaysIt) {
   auto server = add_server();
-  auto submitted = ctl({"job", "submit", "-f", recipe_file.string(), "--server", server});
+  auto submitted = ctl({"job", "submit", "-f", recipe_file.string(), "--server", "CLI0001"});  // by serial
   ASSERT_EQ(submitted.code, 0) << submitted.err;
   std::string id = submitted.out.substr(0, submitted.out.find('\n'));
   ASSERT_EQ(id.rfind("job_", 0), 0u) << submitted.out;
