@@ -691,12 +691,14 @@ int main(int argc, char** argv) {
       print_table({"ID", "NAME", "STATUS", "SUCCEEDED", "FAILED", "CREATED"}, rows);
       return 0;
     });
+    static std::string verb_targets[3];  // the fleet id each of cancel/pause/resume takes
+    int verb_index = 0;
     for (const char* verb : {"cancel", "pause", "resume"}) {
       auto* cmd = fleet->add_subcommand(verb, std::string(verb) == "cancel"
                                                   ? "stop launching and cancel running jobs (never a reset)"
                                                   : std::string(verb) == "pause" ? "stop launching; running jobs go on"
                                                                                  : "launch again");
-      auto* target = new std::string;  // lives as long as the program
+      auto* target = &verb_targets[verb_index++];
       cmd->add_option("id", *target, "fleet id")->required();
       std::string v = verb;
       on(cmd, [target, v](ApiClient& api, const Output& o) {
