@@ -47,7 +47,7 @@ double secs(Clock::duration d) { return std::chrono::duration<double>(d).count()
 }  // namespace
 
 int main(int argc, char** argv) {
-  int servers = 1000, delay_ms = 100, install_s = 20, api_rps = 200, tls = 1, base_mib = 0, workers = 1024;
+  int servers = 1000, delay_ms = 100, install_s = 20, api_rps = 200, tls = 1, base_mib = 0, workers = 256;  // the controller's default workers
   std::string mode = "single-iso";
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i], v = argv[i + 1];
@@ -94,9 +94,12 @@ int main(int argc, char** argv) {
     bmcs.push_back(std::make_unique<MockBmc>(o));
     bmcs.back()->set_hook([delay_ms](const RecordedRequest&, int) { return MockAction::delay(delay_ms); });
   }
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress lines as they come
   std::printf("%d mock BMCs over %s (+%d ms per Redfish call) up in %.1f s; media mode %s; maintenance ISO %d MiB\n",
               servers, tls ? "HTTPS" : "HTTP", delay_ms, secs(Clock::now() - made), mode.c_str(), base_mib);
 
+  // Info, as a site runs it: the test harness's debug level logs every Redfish request.
+  ::setenv("PROVISIONER_LOG_LEVEL", "info", 1);
   ControllerProcess controller("[reconciler]\ntick_ms = 100\nworkers = " + std::to_string(workers) +
                                    "\n[redfish]\nmax_concurrent_requests = 1024\npower_poll_ms = 200\n",
                                "text", "maintenance_iso = \"" + base.string() + "\"\n");

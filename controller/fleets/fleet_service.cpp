@@ -20,9 +20,10 @@ namespace {
 
 constexpr int kDefaultMaxParallel = 10;
 constexpr int kMaxMembers = 100000;  // the schema's bound on servers, max_parallel and canary
-// How many launches a pass makes before it looks at the failures again: a job launched early
-// in a large pass may already have failed.
-constexpr int kRecheckEvery = 32;
+// How long a pass launches before it looks at the failures again: a job launched early in a
+// large pass may already have failed. By time, not by count: a re-read costs the whole member
+// list, and a fleet of 10,000 re-read every few launches spent its pass reading.
+constexpr auto kRecheckEvery = std::chrono::milliseconds(250);
 
 // A member whose job has ended for the gates: its outcome.
 bool member_failed(const FleetMember& m) { return m.job_outcome == "failed" || m.job_outcome == "canceled"; }
@@ -399,14 +400,16 @@ Status FleetService::drive(const std::string& id) {
   auto recipe = open_recipe_secrets(fleet->spec["recipe"], secret_key_);
   if (!recipe) return recipe.error();
   int launched = 0;
+  auto looked = std::chrono::steady_clock::now();
   for (const auto& m : *members) {
     if (slots <= 0 || m.position >= limit_position) break;
     if (!m.job_id.empty()) continue;
-    if (launched > 0 && launched % kRecheckEvery == 0) {
+    if (std::chrono::steady_clock::now() - looked >= kRecheckEvery) {
       // Jobs launched earlier in this pass may have failed already: the gates again.
       auto now = store_.fleet_members(id);
       if (!now) return now.error();
       if (auto why = stop_reason(*now, count_fleet(*fleet, *now), canaries); !why.empty()) return stop_launching(why);
+      looked = std::chrono::steady_clock::now();
     }
     nlohmann::json request{{"server", {{"id", m.server_id}}}, {"recipe", *recipe}};
     auto made = jobs_.create_in_fleet(std::move(request), JobService::FleetLaunch{id, m.position});

@@ -229,6 +229,8 @@ Result<std::optional<nlohmann::json>> JobService::create_job(nlohmann::json requ
   log_.info("job created", Logger::job_fields(job.id, job.server_serial,
                                               {{"task_target", recipe.value("task_target", "")}}));
   if (on_change_) on_change_(job.id);
+  // A fleet's launcher needs only the id: no read back of the job it just wrote.
+  if (launch) return std::optional<nlohmann::json>(nlohmann::json{{"id", job.id}});
   auto stored = store_.get_job(job.id);
   if (!stored) return stored.error();
   auto shown = view(**stored);
