@@ -399,7 +399,6 @@ Status FleetService::drive(const std::string& id) {
     }
   auto recipe = open_recipe_secrets(fleet->spec["recipe"], secret_key_);
   if (!recipe) return recipe.error();
-  int launched = 0;
   auto looked = std::chrono::steady_clock::now();
   for (const auto& m : *members) {
     if (slots <= 0 || m.position >= limit_position) break;
@@ -423,7 +422,6 @@ Status FleetService::drive(const std::string& id) {
     }
     if (!*made) return Ok{};  // paused, canceled or stopped meanwhile, or launched by another pass
     --slots;
-    ++launched;
     log_.info("fleet launched a job", {{"fleet_id", id}, {"serial", m.serial}, {"job_id", (**made)["id"].get<std::string>()}});
   }
   return Ok{};

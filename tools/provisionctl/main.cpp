@@ -18,6 +18,7 @@
 #include <sstream>
 #include <thread>
 
+#include "common/crypto.hpp"
 #include "tools/provisionctl/api_client.hpp"
 
 using nlohmann::json;
@@ -130,32 +131,6 @@ json read_document(const std::string& path) {
   }
 }
 
-std::string sha256_file(const std::string& path, std::uint64_t& size) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw CLI::ValidationError("cannot read " + path);
-  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr);
-  std::vector<char> buf(1 << 20);
-  size = 0;
-  while (in) {
-    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    auto n = in.gcount();
-    if (n <= 0) break;
-    EVP_DigestUpdate(ctx.get(), buf.data(), static_cast<std::size_t>(n));
-    size += static_cast<std::uint64_t>(n);
-  }
-  unsigned char md[32];
-  unsigned int len = 0;
-  EVP_DigestFinal_ex(ctx.get(), md, &len);
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned i = 0; i < len; ++i) {
-    out += hex[md[i] >> 4];
-    out += hex[md[i] & 15];
-  }
-  return out;
-}
-
 // SHA-256 of bytes [start, start + length) of a file.
 std::string sha256_range(const std::string& path, std::uint64_t start, std::uint64_t length) {
   std::ifstream in(path, std::ios::binary);
@@ -175,26 +150,7 @@ std::string sha256_range(const std::string& path, std::uint64_t start, std::uint
   unsigned char md[32];
   unsigned int len = 0;
   EVP_DigestFinal_ex(ctx.get(), md, &len);
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned i = 0; i < len; ++i) {
-    out += hex[md[i] >> 4];
-    out += hex[md[i] & 15];
-  }
-  return out;
-}
-
-std::string sha256_text(const std::string& text) {
-  unsigned char md[32];
-  unsigned int len = 0;
-  EVP_Digest(text.data(), text.size(), md, &len, EVP_sha256(), nullptr);
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned i = 0; i < len; ++i) {
-    out += hex[md[i] >> 4];
-    out += hex[md[i] & 15];
-  }
-  return out;
+  return provisioner::crypto::to_hex(std::string_view(reinterpret_cast<char*>(md), len));
 }
 
 std::string bar(double fraction, int width = 30) {
@@ -752,8 +708,8 @@ int main(int argc, char** argv) {
     upload->add_option("--purpose", purpose, "e.g. maintenance-iso (the controller then uses it as the current one)");
     upload->add_option("--name", name, "a name (default: the file's name)");
     on(upload, [](ApiClient& api, const Output& o) {
-      std::uint64_t size = 0;
-      auto digest = sha256_file(file, size);  // the controller refuses the body if it differs
+      std::uint64_t size = std::filesystem::file_size(file);
+      auto digest = sha256_range(file, 0, size);  // the controller refuses the body if it differs
       std::string q = "?digest=sha256:" + digest + "&name=" + url_encode(name.empty() ? std::filesystem::path(file).filename().string() : name);
       if (!purpose.empty()) q += "&purpose=" + url_encode(purpose);
       auto last = std::chrono::steady_clock::now();
@@ -790,7 +746,7 @@ int main(int argc, char** argv) {
           if (d != seg["digest"]) ok = false;
           text += std::to_string(seg["length"].get<std::uint64_t>()) + " " + d + "\n";
         }
-        got = sha256_text(text);
+        got = provisioner::crypto::sha256_hex(text);
       } else if (ok) {
         got = sha256_range(file, 0, size);
       }

@@ -69,9 +69,6 @@ CtlRun provisionctl(const std::vector<std::string>& args, const std::vector<std:
   return r;
 }
 
-constexpr const char* kFastRedfish =
-    "[redfish]\npower_poll_ms = 20\nretry_base_ms = 20\nretry_cap_ms = 50\ninsert_retry_delay_ms = 20\n"
-    "not_ready_delay_ms = 20\ntask_poll_ms = 20\nrequest_timeout_ms = 5000\nbreaker_open_ms = 300\n";
 
 }  // namespace
 
@@ -82,7 +79,7 @@ class Provisionctl : public testing::Test {
     MockBmcOptions options;
     options.serial = "CLI0001";
     bmc = std::make_unique<MockBmc>(options);
-    controller = std::make_unique<ControllerProcess>(kFastRedfish, "text", "maintenance_iso = \"" + base.string() + "\"\n");
+    controller = std::make_unique<ControllerProcess>(kFastRedfishToml, "text", "maintenance_iso = \"" + base.string() + "\"\n");
     controller->start();
     env = {"PROVISIONER_URL=http://127.0.0.1:" + std::to_string(controller->port()),
            std::string("PROVISIONER_TOKEN=") + ControllerProcess::kAdminToken, "HOME=" + tmp.path().string()};

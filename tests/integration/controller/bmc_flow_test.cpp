@@ -19,11 +19,6 @@ using namespace provisioner::test;
 
 namespace {
 
-// Redfish pauses scaled down so the flow runs in well under a second.
-constexpr const char* kFastRedfish =
-    "[redfish]\npower_poll_ms = 20\nretry_base_ms = 20\nretry_cap_ms = 50\ninsert_retry_delay_ms = 20\n"
-    "not_ready_delay_ms = 20\ntask_poll_ms = 20\nrequest_timeout_ms = 5000\nbreaker_open_ms = 300\n";
-
 std::vector<std::string> phase_names(const nlohmann::json& job) {
   std::vector<std::string> out;
   for (const auto& p : job["phases"]) out.push_back(p["name"]);
@@ -40,7 +35,7 @@ class BmcFlow : public testing::Test {
 
   void start(MockBmcOptions options = {}) {
     bmc = std::make_unique<MockBmc>(std::move(options));
-    controller = std::make_unique<ControllerProcess>(kFastRedfish, "text",
+    controller = std::make_unique<ControllerProcess>(kFastRedfishToml, "text",
                                                      "maintenance_iso = \"" + base.string() + "\"\n");
     controller->start();
   }

@@ -6,6 +6,11 @@
 
 namespace provisioner::test {
 
+// Redfish pauses scaled down so a BMC flow against the mock BMC runs in well under a second.
+inline constexpr const char* kFastRedfishToml =
+    "[redfish]\npower_poll_ms = 20\nretry_base_ms = 20\nretry_cap_ms = 50\ninsert_retry_delay_ms = 20\n"
+    "not_ready_delay_ms = 20\ntask_poll_ms = 20\nrequest_timeout_ms = 5000\nbreaker_open_ms = 300\n";
+
 inline nlohmann::json linux_recipe() {
   return nlohmann::json::parse(R"({
     "task_target": "provision-linux.target",

@@ -25,9 +25,6 @@ using namespace provisioner::test;
 
 namespace {
 
-constexpr const char* kFastRedfish =
-    "[redfish]\npower_poll_ms = 20\nretry_base_ms = 20\nretry_cap_ms = 50\ninsert_retry_delay_ms = 20\n"
-    "not_ready_delay_ms = 20\ntask_poll_ms = 20\nrequest_timeout_ms = 5000\nbreaker_open_ms = 300\n";
 
 // A headless chromium and a DevTools session with its one page.
 class Browser {
@@ -148,7 +145,7 @@ TEST(Dashboard, TilesFollowAJobLiveInARealBrowserWithNoConsoleErrors) {
   MockBmcOptions options;
   options.serial = "DASH0001";
   MockBmc bmc(options);
-  ControllerProcess controller(kFastRedfish, "text", "maintenance_iso = \"" + base.string() + "\"\n");
+  ControllerProcess controller(kFastRedfishToml, "text", "maintenance_iso = \"" + base.string() + "\"\n");
   controller.start();
   auto server = controller.post("/api/v1/servers", nlohmann::json{{"serial", "DASH0001"}, {"name", "rack1-node1"},
                                                                   {"labels", {{"rack", "r1"}}},

@@ -19,9 +19,6 @@ using namespace provisioner::test;
 
 namespace {
 
-constexpr const char* kFastRedfish =
-    "[redfish]\npower_poll_ms = 20\nretry_base_ms = 20\nretry_cap_ms = 50\ninsert_retry_delay_ms = 20\n"
-    "not_ready_delay_ms = 20\ntask_poll_ms = 20\nrequest_timeout_ms = 5000\nbreaker_open_ms = 300\n";
 
 bool has_phase(const nlohmann::json& job, const std::string& phase) {
   for (const auto& p : job["phases"])
@@ -41,7 +38,7 @@ class Fleets : public testing::Test {
       options.serial = serial(i);
       bmcs.push_back(std::make_unique<MockBmc>(options));
     }
-    controller = std::make_unique<ControllerProcess>(kFastRedfish, "text",
+    controller = std::make_unique<ControllerProcess>(kFastRedfishToml, "text",
                                                      "maintenance_iso = \"" + base.string() + "\"\n");
     controller->start();
     for (int i = 0; i < servers; ++i) {
