@@ -63,8 +63,8 @@ struct RegistryStoreTest : ::testing::Test {
   test::TempDir dir;
   fs::path blobs = dir.path() / "artifacts";
   std::unique_ptr<RegistryStore> store = make();
-  std::unique_ptr<RegistryStore> make() {
-    auto s = std::make_unique<RegistryStore>(dir.path() / "registry", blobs, 1 << 16, std::chrono::seconds(1));
+  std::unique_ptr<RegistryStore> make(std::chrono::seconds push_grace = std::chrono::seconds(1)) {
+    auto s = std::make_unique<RegistryStore>(dir.path() / "registry", blobs, 1 << 16, push_grace);
     EXPECT_TRUE(s->open().ok());
     return s;
   }
@@ -294,12 +294,17 @@ TEST_F(RegistryStoreTest, CollectKeepsWhatManifestsNameAndRemovesTheRest) {
   ok(store->put_blob("app", loose512, from(std::string("loose")), 1 << 20));
   auto m = ok(store->put_manifest("app", "v1", manifest(cd, 2, ld, 1000), std::nullopt)).digest;
   auto sweep = [&](const std::set<std::string>& roots, std::chrono::seconds keep) { return artifacts.gc(roots, keep); };
-  // Within the push grace (1 s here) nothing goes, whatever the retention: a push may not have
-  // sent its manifest yet.
-  auto kept = store->collect({}, std::chrono::seconds(0), sweep);
-  ASSERT_TRUE(kept);
-  EXPECT_EQ(kept->removed, 0u);
-  std::this_thread::sleep_for(std::chrono::milliseconds(2100));  // past it, at 1 s resolution
+  // Within the push grace nothing goes, whatever the retention: a push may not have sent its
+  // manifest yet. (The same registry opened with an hour's grace, so a slow machine cannot
+  // pass it before the first look.)
+  {
+    auto patient = make(std::chrono::hours(1));
+    auto kept = patient->collect({}, std::chrono::seconds(0), sweep);
+    ASSERT_TRUE(kept);
+    EXPECT_EQ(kept->removed, 0u);
+    EXPECT_TRUE(patient->blob("app", lo));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(2100));  // past the 1 s grace, at 1 s resolution
   auto report = store->collect({}, std::chrono::seconds(0), sweep);
   ASSERT_TRUE(report) << report.error().message;
   EXPECT_EQ(report->removed, 2u);  // the loose sha256 and sha512 blobs
