@@ -14,6 +14,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <deque>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -181,47 +183,89 @@ int main(int argc, char** argv) {
   }
 
   // The simulated maintenance OS: install_s after its server's reset, each reports success.
+  // Its job id and webhook key come from the controller's database (a real one reads them
+  // from its task ISO), all at once and at most once a second; the reports go out from a
+  // small pool, as many machines would send them.
   std::vector<Clock::time_point> reset_at(static_cast<std::size_t>(servers));
   std::vector<bool> reset(static_cast<std::size_t>(servers), false), reported(static_cast<std::size_t>(servers), false);
-  int resets = 0, reports = 0;
+  int resets = 0;
   long requests_at_reset = 0;  // Redfish requests until every server was reset (the boot half)
-  Clock::time_point all_reset{};
-  std::map<std::string, std::string> job_of;  // serial → job id
-  auto deadline = started + std::chrono::seconds(1800);
-  while (Clock::now() < deadline && reports < servers) {
+  Clock::time_point all_reset{}, keys_read{};
+  std::map<std::string, ControllerProcess::JobKey> keys;  // serial → its job
+  std::mutex out_mutex;
+  std::condition_variable out_cv;
+  std::deque<std::pair<std::string, ControllerProcess::JobKey>> outbox;
+  std::atomic<int> sent{0};
+  bool senders_stop = false;
+  std::vector<std::thread> senders;
+  for (int k = 0; k < 8; ++k)
+    senders.emplace_back([&] {
+      for (;;) {
+        std::pair<std::string, ControllerProcess::JobKey> item;
+        {
+          std::unique_lock l(out_mutex);
+          out_cv.wait(l, [&] { return senders_stop || !outbox.empty(); });
+          if (outbox.empty()) return;
+          item = std::move(outbox.front());
+          outbox.pop_front();
+        }
+        auto body = R"({"job_id":")" + item.second.job_id + R"(","status":"success"})";
+        auto r = send_webhook(controller, item.first, item.second.key, body);
+        if (r.status != 200) std::fprintf(stderr, "webhook %s: %d %s\n", item.first.c_str(), r.status, r.body.c_str());
+        ++sent;
+      }
+    });
+  auto deadline = started + std::chrono::seconds(3600);
+  auto progress = Clock::now();
+  while (Clock::now() < deadline && sent < servers) {
     for (int i = 0; i < servers; ++i) {
       auto u = static_cast<std::size_t>(i);
-      if (!reset[u] && !bmcs[u]->resets().empty()) {
+      if (!reset[u] && bmcs[u]->reset_count() > 0) {
         reset[u] = true;
         reset_at[u] = Clock::now();
         if (++resets == servers) {
           all_reset = Clock::now();
-          for (const auto& b : bmcs) requests_at_reset += static_cast<long>(b->requests().size());
+          for (const auto& b : bmcs) requests_at_reset += static_cast<long>(b->request_count());
         }
       }
     }
-    if (job_of.size() < static_cast<std::size_t>(resets)) {
-      auto f = controller.get("/api/v1/fleets/" + fleet_id).json();
-      for (const auto& m : f["members"])
-        if (m["job_id"].is_string()) job_of[m["serial"]] = m["job_id"];
+    if (Clock::now() - progress >= std::chrono::seconds(10)) {
+      std::printf("  %.0f s: %d reset, %d reported\n", secs(Clock::now() - started), resets, sent.load());
+      progress = Clock::now();
     }
-    for (int i = 0; i < servers; ++i) {
+    bool due = false;
+    for (int i = 0; i < servers && !due; ++i) {
+      auto u = static_cast<std::size_t>(i);
+      due = reset[u] && !reported[u] && Clock::now() - reset_at[u] >= std::chrono::seconds(install_s);
+    }
+    if (due && Clock::now() - keys_read >= std::chrono::seconds(1)) {
+      keys = controller.job_keys_by_serial();
+      keys_read = Clock::now();
+    }
+    for (int i = 0; i < servers && due; ++i) {
       auto u = static_cast<std::size_t>(i);
       if (!reset[u] || reported[u] || Clock::now() - reset_at[u] < std::chrono::seconds(install_s)) continue;
-      auto job = job_of.find(serial(i));
-      if (job == job_of.end()) continue;
-      auto body = R"({"job_id":")" + job->second + R"(","status":"success"})";
-      auto r = send_webhook(controller, serial(i), controller.webhook_key(job->second), body);
-      if (r.status != 200) std::fprintf(stderr, "webhook %s: %d %s\n", serial(i).c_str(), r.status, r.body.c_str());
+      auto job = keys.find(serial(i));
+      if (job == keys.end()) continue;
+      {
+        std::lock_guard l(out_mutex);
+        outbox.emplace_back(serial(i), job->second);
+      }
+      out_cv.notify_one();
       reported[u] = true;
-      ++reports;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
+  {
+    std::lock_guard l(out_mutex);
+    senders_stop = true;
+  }
+  out_cv.notify_all();
+  for (auto& t : senders) t.join();
   auto last_report = Clock::now();
   nlohmann::json f;
   while (Clock::now() < deadline) {
-    f = controller.get("/api/v1/fleets/" + fleet_id).json();
+    f = controller.get("/api/v1/fleets?limit=1").json()["fleets"][0];  // the counts, not every member
     if (f["status"] != "running") break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }

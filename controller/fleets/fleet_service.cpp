@@ -28,11 +28,6 @@ constexpr auto kRecheckEvery = std::chrono::milliseconds(250);
 // A member whose job has ended for the gates: its outcome.
 bool member_failed(const FleetMember& m) { return m.job_outcome == "failed" || m.job_outcome == "canceled"; }
 bool member_succeeded(const FleetMember& m) { return m.job_outcome == "succeeded"; }
-bool member_in_flight(const FleetMember& m) {
-  if (m.job_id.empty()) return false;
-  // A job the store does not have (cannot happen: it is inserted with its claim) holds a slot.
-  return !m.job_status || !is_terminal(*m.job_status);
-}
 
 // A stored count, clamped to [0, cap] whatever its JSON type (the schema bounds new requests).
 int bounded(const nlohmann::json& spec, const char* key, int fallback, int cap) {
@@ -73,19 +68,20 @@ bool labels_match(const nlohmann::json& record, const nlohmann::json& wanted) {
 
 }  // namespace
 
-FleetCounts count_fleet(const FleetRecord& fleet, const std::vector<FleetMember>& members) {
+FleetCounts count_fleet(const FleetRecord& fleet, const std::vector<FleetCountRow>& rows) {
   FleetCounts c;
-  c.total = static_cast<int>(members.size());
-  for (const auto& m : members) {
-    if (m.job_id.empty()) {
-      ++c.not_launched;
-      ++c.by_status["not_launched"];
+  for (const auto& r : rows) {
+    c.total += r.count;
+    if (!r.launched) {
+      c.not_launched += r.count;
+      c.by_status["not_launched"] += r.count;
       continue;
     }
-    ++c.by_status[m.job_status ? std::string(to_string(*m.job_status)) : "unknown"];
-    if (member_in_flight(m)) ++c.in_flight;
-    if (member_failed(m)) ++c.failed;
-    if (member_succeeded(m)) ++c.succeeded;
+    c.by_status[r.job_status ? std::string(to_string(*r.job_status)) : "unknown"] += r.count;
+    // A job the store does not have (cannot happen: it is inserted with its claim) holds a slot.
+    if (!r.job_status || !is_terminal(*r.job_status)) c.in_flight += r.count;
+    if (r.outcome == "failed" || r.outcome == "canceled") c.failed += r.count;
+    if (r.outcome == "succeeded") c.succeeded += r.count;
   }
   c.failure_budget = failure_budget(fleet.spec, c.total);
   return c;
@@ -187,9 +183,9 @@ Result<FleetRecord> FleetService::load(const std::string& id) {
 }
 
 Result<nlohmann::json> FleetService::view(const FleetRecord& fleet, bool with_members) {
-  auto members = store_.fleet_members(fleet.id);
-  if (!members) return members.error();
-  auto c = count_fleet(fleet, *members);
+  auto rows = store_.fleet_counts(fleet.id);
+  if (!rows) return rows.error();
+  auto c = count_fleet(fleet, *rows);
   nlohmann::json spec{{"max_parallel", fleet.spec["max_parallel"]},
                       {"canary", fleet.spec["canary"]},
                       {"max_failures", fleet.spec["max_failures"]}};
@@ -212,6 +208,8 @@ Result<nlohmann::json> FleetService::view(const FleetRecord& fleet, bool with_me
                      {"created_at", format_rfc3339_ms(fleet.created_ms)},
                      {"updated_at", format_rfc3339_ms(fleet.updated_ms)}};
   if (with_members) {
+    auto members = store_.fleet_members(fleet.id);
+    if (!members) return members.error();
     nlohmann::json list = nlohmann::json::array();
     for (const auto& m : *members) {
       nlohmann::json item{{"server_id", m.server_id},
@@ -336,13 +334,19 @@ void FleetService::finish_cancels() {
 }
 
 // The reason a fleet must stop launching (a failed canary, the budget exceeded), or "".
-static std::string stop_reason(const std::vector<FleetMember>& members, const FleetCounts& c, int canaries) {
-  for (int i = 0; i < canaries; ++i)
-    if (member_failed(members[static_cast<std::size_t>(i)])) return "canary " + describe_failure(members[static_cast<std::size_t>(i)]);
-  if (c.failed <= c.failure_budget) return "";
+// `canary_members`: positions [0, canaries), read with the counts.
+Result<std::string> FleetService::stop_reason(const std::string& id, const FleetCounts& c,
+                                              const std::vector<FleetMember>& canary_members) {
+  for (const auto& m : canary_members)
+    if (member_failed(m)) return "canary " + describe_failure(m);
+  if (c.failed <= c.failure_budget) return std::string();
   std::string reason = std::to_string(c.failed) + " failures exceed the budget of " + std::to_string(c.failure_budget);
-  for (const auto& m : members)
-    if (member_failed(m)) return reason + "; first: " + describe_failure(m);
+  FleetMemberQuery first_failed;
+  first_failed.failed_only = true;
+  first_failed.limit = 1;
+  auto failed = store_.fleet_members(id, first_failed);
+  if (!failed) return failed.error();
+  if (!failed->empty()) reason += "; first: " + describe_failure(failed->front());
   return reason;
 }
 
@@ -350,10 +354,26 @@ Status FleetService::drive(const std::string& id) {
   auto fleet = load(id);
   if (!fleet) return fleet.error();
   if (is_terminal(fleet->status)) return Ok{};
-  auto members = store_.fleet_members(id);
-  if (!members) return members.error();
-  auto c = count_fleet(*fleet, *members);
-  const int canaries = std::min(bounded(fleet->spec, "canary", 0, kMaxMembers), c.total);
+  // The gates read counts and the canaries, never every member: a pass over a fleet of
+  // 10,000 costs one grouped count.
+  FleetCounts c;
+  std::vector<FleetMember> canary_members;
+  int canaries = 0;
+  auto look = [&]() -> Status {
+    auto rows = store_.fleet_counts(id);
+    if (!rows) return rows.error();
+    c = count_fleet(*fleet, *rows);
+    canaries = std::min(bounded(fleet->spec, "canary", 0, kMaxMembers), c.total);
+    canary_members.clear();
+    if (canaries == 0) return Ok{};
+    FleetMemberQuery q;
+    q.below_position = canaries;
+    auto read = store_.fleet_members(id, q);
+    if (!read) return read.error();
+    canary_members = std::move(*read);
+    return Ok{};
+  };
+  if (auto looked = look(); !looked) return looked;
 
   // The gates that stop launching for good: a failed canary, then the budget.
   std::string reason = fleet->reason;
@@ -364,9 +384,12 @@ Status FleetService::drive(const std::string& id) {
     reason = why;
     return Ok{};
   };
-  if (reason.empty())
-    if (auto why = stop_reason(*members, c, canaries); !why.empty())
-      if (auto s = stop_launching(why); !s) return s;
+  if (reason.empty()) {
+    auto why = stop_reason(id, c, canary_members);
+    if (!why) return why.error();
+    if (!why->empty())
+      if (auto s = stop_launching(*why); !s) return s;
+  }
 
   if (!reason.empty()) {
     if (c.in_flight == 0) {
@@ -392,22 +415,29 @@ Status FleetService::drive(const std::string& id) {
   int slots = bounded(fleet->spec, "max_parallel", kDefaultMaxParallel, kMaxMembers) - c.in_flight;
   if (slots <= 0) return Ok{};
   int limit_position = c.total;
-  for (int i = 0; i < canaries; ++i)
-    if (!member_succeeded((*members)[static_cast<std::size_t>(i)])) {
+  for (const auto& m : canary_members)
+    if (!member_succeeded(m)) {
       limit_position = canaries;
       break;
     }
+  FleetMemberQuery next;
+  next.unlaunched_only = true;
+  next.below_position = limit_position;
+  next.limit = slots;
+  auto todo = store_.fleet_members(id, next);
+  if (!todo) return todo.error();
+  // The pinned recipe was checked when the fleet was created; each launch only opens it.
   auto recipe = open_recipe_secrets(fleet->spec["recipe"], secret_key_);
   if (!recipe) return recipe.error();
   auto looked = std::chrono::steady_clock::now();
-  for (const auto& m : *members) {
-    if (slots <= 0 || m.position >= limit_position) break;
-    if (!m.job_id.empty()) continue;
+  for (const auto& m : *todo) {
+    if (slots <= 0) break;
     if (std::chrono::steady_clock::now() - looked >= kRecheckEvery) {
       // Jobs launched earlier in this pass may have failed already: the gates again.
-      auto now = store_.fleet_members(id);
-      if (!now) return now.error();
-      if (auto why = stop_reason(*now, count_fleet(*fleet, *now), canaries); !why.empty()) return stop_launching(why);
+      if (auto again = look(); !again) return again;
+      auto why = stop_reason(id, c, canary_members);
+      if (!why) return why.error();
+      if (!why->empty()) return stop_launching(*why);
       looked = std::chrono::steady_clock::now();
     }
     nlohmann::json request{{"server", {{"id", m.server_id}}}, {"recipe", *recipe}};

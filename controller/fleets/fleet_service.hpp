@@ -77,6 +77,8 @@ class FleetService {
   Result<nlohmann::json> move(const std::string& id, FleetStatus to, const std::string& actor);
   void cancel_running_jobs(const FleetRecord& fleet);
   Status drive(const std::string& id);
+  Result<std::string> stop_reason(const std::string& id, const FleetCounts& counts,
+                                  const std::vector<FleetMember>& canary_members);
 
   Store& store_;
   JobService& jobs_;
@@ -94,6 +96,7 @@ class FleetService {
   std::thread thread_;
 };
 
-FleetCounts count_fleet(const FleetRecord& fleet, const std::vector<FleetMember>& members);
+// The counts the gates and views use, from the store's grouped rows.
+FleetCounts count_fleet(const FleetRecord& fleet, const std::vector<FleetCountRow>& rows);
 
 }  // namespace provisioner

@@ -1053,17 +1053,21 @@ Result<bool> SqliteStore::set_fleet_reason(const std::string& id, const std::str
   });
 }
 
-Result<std::vector<FleetMember>> SqliteStore::fleet_members(const std::string& id) {
+Result<std::vector<FleetMember>> SqliteStore::fleet_members(const std::string& id, const FleetMemberQuery& q) {
   auto reader = impl_->reader();
   if (!reader) return reader.error();
   // The outcome is the job's last succeeded/failed/canceled transition (transition_job keeps it).
-  auto st = (*reader)->prepare(
+  std::string sql =
       "SELECT m.position, m.server_id, m.serial, m.job_id, COALESCE(j.status, ''), COALESCE(j.phase, ''), "
       "m.outcome, COALESCE(j.failed_step, ''), COALESCE(j.error, '') "
-      "FROM fleet_members m LEFT JOIN jobs j ON j.id = m.job_id WHERE m.fleet_id = ? ORDER BY m.position");
+      "FROM fleet_members m LEFT JOIN jobs j ON j.id = m.job_id WHERE m.fleet_id = ? AND m.position < ?";
+  if (q.unlaunched_only) sql += " AND m.job_id = ''";
+  if (q.failed_only) sql += " AND m.outcome IN ('failed', 'canceled')";
+  sql += " ORDER BY m.position LIMIT ?";
+  auto st = (*reader)->prepare(sql);
   if (!st) return st.error();
   Stmt s(*st);
-  s.bind(1, id);
+  s.bind(1, id).bind(2, static_cast<std::int64_t>(q.below_position)).bind(3, static_cast<std::int64_t>(q.limit));
   std::vector<FleetMember> out;
   int rc;
   while ((rc = s.step()) == SQLITE_ROW) {
@@ -1083,6 +1087,32 @@ Result<std::vector<FleetMember>> SqliteStore::fleet_members(const std::string& i
     out.push_back(std::move(m));
   }
   if (rc != SQLITE_DONE) return db_error((*reader)->db, "fleet members");
+  return out;
+}
+
+Result<std::vector<FleetCountRow>> SqliteStore::fleet_counts(const std::string& id) {
+  auto reader = impl_->reader();
+  if (!reader) return reader.error();
+  auto st = (*reader)->prepare(
+      "SELECT m.job_id <> '', COALESCE(j.status, ''), m.outcome, COUNT(*) "
+      "FROM fleet_members m LEFT JOIN jobs j ON j.id = m.job_id WHERE m.fleet_id = ? GROUP BY 1, 2, 3");
+  if (!st) return st.error();
+  Stmt s(*st);
+  s.bind(1, id);
+  std::vector<FleetCountRow> out;
+  int rc;
+  while ((rc = s.step()) == SQLITE_ROW) {
+    FleetCountRow row;
+    row.launched = s.integer(0) != 0;
+    if (auto status = s.text(1); !status.empty()) {
+      row.job_status = parse_job_status(status);
+      if (!row.job_status) return make_error(ErrorKind::internal, "a job of fleet " + id + " has an unknown status '" + status + "'");
+    }
+    row.outcome = s.text(2);
+    row.count = static_cast<int>(s.integer(3));
+    out.push_back(std::move(row));
+  }
+  if (rc != SQLITE_DONE) return db_error((*reader)->db, "fleet counts");
   return out;
 }
 

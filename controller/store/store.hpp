@@ -110,6 +110,23 @@ struct FleetMember {
   std::string job_error;
 };
 
+// Which of a fleet's members fleet_members reads (all, by default), in position order.
+struct FleetMemberQuery {
+  int below_position = INT32_MAX;  // only positions [0, below_position)
+  bool unlaunched_only = false;    // only members without a job yet
+  bool failed_only = false;        // only members whose job's outcome is failed or canceled
+  int limit = -1;                  // at most this many (-1: no bound)
+};
+
+// A fleet's members counted by whether they were launched, their job's status and its outcome:
+// the gates and the views count these rows instead of reading every member.
+struct FleetCountRow {
+  bool launched = false;
+  std::optional<JobStatus> job_status;
+  std::string outcome;
+  int count = 0;
+};
+
 struct FleetFilter {
   std::optional<FleetStatus> status;
   std::optional<std::int64_t> before_seq;  // newest first
@@ -236,7 +253,8 @@ class Store {
                                         const std::string& reason, std::int64_t now_ms) = 0;
   // Records why a fleet stopped launching (the first reason stays); false when one was set.
   virtual Result<bool> set_fleet_reason(const std::string& id, const std::string& reason, std::int64_t now_ms) = 0;
-  virtual Result<std::vector<FleetMember>> fleet_members(const std::string& id) = 0;
+  virtual Result<std::vector<FleetMember>> fleet_members(const std::string& id, const FleetMemberQuery& query = {}) = 0;
+  virtual Result<std::vector<FleetCountRow>> fleet_counts(const std::string& id) = 0;
   // Inserts a fleet's job and names it on its member, in one transaction, only while the fleet
   // is running, has not stopped launching (no reason set) and the member has no job yet; false (nothing written) otherwise. This is what
   // launches a member at most once, across restarts and racing launchers.

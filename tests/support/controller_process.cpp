@@ -158,4 +158,25 @@ std::string ControllerProcess::webhook_key(const std::string& job_id) const {
   return *opened;
 }
 
+std::map<std::string, ControllerProcess::JobKey> ControllerProcess::job_keys_by_serial() const {
+  auto key = read_file(data_dir_ / "secret.key");
+  if (!key) throw std::runtime_error("no secret.key");
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2((data_dir_ / "provisioner.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK)
+    throw std::runtime_error("cannot open the controller's database");
+  sqlite3_busy_timeout(db, 5000);
+  sqlite3_stmt* st = nullptr;
+  sqlite3_prepare_v2(db, "SELECT id, server_serial, webhook_key_sealed FROM jobs ORDER BY seq", -1, &st, nullptr);
+  std::map<std::string, JobKey> out;
+  while (sqlite3_step(st) == SQLITE_ROW) {
+    auto text = [&](int i) { return std::string(reinterpret_cast<const char*>(sqlite3_column_text(st, i))); };
+    auto opened = crypto::open(*key, text(2));
+    if (!opened) throw std::runtime_error("cannot unseal the webhook key of " + text(0));
+    out[text(1)] = JobKey{text(0), *opened};
+  }
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return out;
+}
+
 }  // namespace provisioner::test

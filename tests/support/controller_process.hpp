@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 
@@ -68,6 +69,13 @@ class ControllerProcess {
   // The per-job webhook key, read the way the task ISO gets it: unsealed from the store with
   // the controller's key file.
   std::string webhook_key(const std::string& job_id) const;
+  // Every job's id and webhook key by its server's serial (the newest job of each), read in
+  // one look at the database: what a benchmark's simulated machines need by the thousand.
+  struct JobKey {
+    std::string job_id;
+    std::string key;
+  };
+  std::map<std::string, JobKey> job_keys_by_serial() const;
 
  private:
   TempDir dir_;

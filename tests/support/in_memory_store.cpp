@@ -421,21 +421,39 @@ Result<bool> InMemoryStore::set_fleet_reason(const std::string& id, const std::s
   return true;
 }
 
-Result<std::vector<FleetMember>> InMemoryStore::fleet_members(const std::string& id) {
+Result<std::vector<FleetMember>> InMemoryStore::fleet_members(const std::string& id, const FleetMemberQuery& q) {
   std::lock_guard lock(mutex_);
   auto it = fleet_members_.find(id);
   if (it == fleet_members_.end()) return std::vector<FleetMember>();
-  auto out = it->second;
-  for (auto& m : out) {
-    auto job = jobs_.find(m.job_id);
-    if (job == jobs_.end()) continue;
-    m.job_status = job->second.status;
-    m.job_phase = job->second.phase;
-    m.job_failed_step = job->second.failed_step;
-    m.job_error = job->second.error;
-    for (const auto& e : events_[m.job_id])
-      if (e.kind == "transition" && (e.name == "succeeded" || e.name == "failed" || e.name == "canceled"))
-        m.job_outcome = e.name;
+  std::vector<FleetMember> out;
+  for (auto m : it->second) {
+    if (m.position >= q.below_position || (q.unlaunched_only && !m.job_id.empty())) continue;
+    if (auto job = jobs_.find(m.job_id); job != jobs_.end()) {
+      m.job_status = job->second.status;
+      m.job_phase = job->second.phase;
+      m.job_failed_step = job->second.failed_step;
+      m.job_error = job->second.error;
+      for (const auto& e : events_[m.job_id])
+        if (e.kind == "transition" && (e.name == "succeeded" || e.name == "failed" || e.name == "canceled"))
+          m.job_outcome = e.name;
+    }
+    if (q.failed_only && m.job_outcome != "failed" && m.job_outcome != "canceled") continue;
+    if (q.limit >= 0 && static_cast<int>(out.size()) >= q.limit) break;
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+Result<std::vector<FleetCountRow>> InMemoryStore::fleet_counts(const std::string& id) {
+  auto members = fleet_members(id);
+  if (!members) return members.error();
+  std::vector<FleetCountRow> out;
+  for (const auto& m : *members) {
+    auto row = std::find_if(out.begin(), out.end(), [&](const FleetCountRow& r) {
+      return r.launched == !m.job_id.empty() && r.job_status == m.job_status && r.outcome == m.job_outcome;
+    });
+    if (row == out.end()) row = out.insert(out.end(), FleetCountRow{!m.job_id.empty(), m.job_status, m.job_outcome, 0});
+    ++row->count;
   }
   return out;
 }

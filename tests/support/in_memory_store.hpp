@@ -59,7 +59,8 @@ class InMemoryStore final : public Store {
   Result<bool> transition_fleet(const std::string& id, FleetStatus expected, FleetStatus next,
                                 const std::string& reason, std::int64_t now_ms) override;
   Result<bool> set_fleet_reason(const std::string& id, const std::string& reason, std::int64_t now_ms) override;
-  Result<std::vector<FleetMember>> fleet_members(const std::string& id) override;
+  Result<std::vector<FleetMember>> fleet_members(const std::string& id, const FleetMemberQuery& query = {}) override;
+  Result<std::vector<FleetCountRow>> fleet_counts(const std::string& id) override;
   Result<bool> insert_fleet_job(const JobRecord& job, const std::string& fleet_id, int position) override;
   Result<std::vector<EventRecord>> events_after(std::int64_t after_seq, const EventFilter& filter, int limit) override;
   Result<std::int64_t> last_event_seq() override;

@@ -796,6 +796,11 @@ std::vector<RecordedRequest> MockBmc::requests() const {
   return log_;
 }
 
+std::size_t MockBmc::request_count() const {
+  std::lock_guard lock(mu_);
+  return log_.size();
+}
+
 std::vector<std::string> MockBmc::sequence() const {
   std::lock_guard lock(mu_);
   std::vector<std::string> out;
@@ -888,6 +893,11 @@ std::string MockBmc::power_state() const {
 std::vector<std::string> MockBmc::resets() const {
   std::lock_guard lock(mu_);
   return resets_;
+}
+
+std::size_t MockBmc::reset_count() const {
+  std::lock_guard lock(mu_);
+  return resets_.size();
 }
 
 std::vector<MockBootEvent> MockBmc::boots() const {

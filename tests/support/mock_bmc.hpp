@@ -177,6 +177,7 @@ class MockBmc {
   void update_options(const std::function<void(MockBmcOptions&)>& change);
 
   std::vector<RecordedRequest> requests() const;
+  std::size_t request_count() const;  // requests().size() without the copy (benchmarks poll it)
   // "GET /redfish/v1/Systems/1 200" per request, for sequence assertions.
   std::vector<std::string> sequence() const;
   void clear_requests();
@@ -193,6 +194,7 @@ class MockBmc {
   void set_boot(const MockBoot& boot);
   std::string power_state() const;
   std::vector<std::string> resets() const;  // ResetType values applied, in order
+  std::size_t reset_count() const;
   std::vector<MockBootEvent> boots() const;
   std::vector<MockMediaFetch> media_fetches() const;
 

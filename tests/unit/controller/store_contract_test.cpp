@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <map>
 #include <memory>
+#include <tuple>
 
 #include "controller/store/sqlite_store.hpp"
 #include "tests/support/job_records.hpp"
@@ -328,6 +330,64 @@ TEST_P(StoreContract, AFleetMemberIsLaunchedOnceAndOnlyWhileTheFleetRuns) {
   FleetFilter canceled;
   canceled.status = FleetStatus::canceled;
   EXPECT_EQ(store->list_fleets(canceled)->size(), 1u);
+}
+
+// The gates read counts and pages of members, not every member: both agree with the members.
+TEST_P(StoreContract, AFleetIsCountedByStatusAndOutcomeAndReadInPages) {
+  ASSERT_TRUE(store->insert_fleet(fleet_record("f1"), members(6)).ok());
+  ASSERT_TRUE(store->insert_fleet(fleet_record("f2"), members(2)).ok());  // not counted in f1
+  for (int i : {0, 1, 2, 4}) {
+    auto j = job("j" + std::to_string(i), "SN" + std::to_string(i));
+    j.fleet_id = "f1";
+    ASSERT_TRUE(*store->insert_fleet_job(j, "f1", i));
+  }
+  ASSERT_TRUE(*store->transition_job("j0", JobStatus::queued, JobStatus::provisioning, {}, "", 2000));
+  ASSERT_TRUE(*store->transition_job("j0", JobStatus::provisioning, JobStatus::succeeded, {}, "", 2001));
+  ASSERT_TRUE(*store->transition_job("j1", JobStatus::queued, JobStatus::provisioning, {}, "", 2002));
+  ASSERT_TRUE(*store->transition_job("j1", JobStatus::provisioning, JobStatus::failed, {}, "", 2003));
+  ASSERT_TRUE(*store->transition_job("j1", JobStatus::failed, JobStatus::complete, {}, "", 2004));
+  ASSERT_TRUE(*store->transition_job("j4", JobStatus::queued, JobStatus::canceled, {}, "", 2005));
+
+  std::map<std::tuple<bool, std::string, std::string>, int> counted;
+  int total = 0;
+  auto rows = store->fleet_counts("f1");  // named: a temporary's contents would dangle
+  ASSERT_TRUE(rows);
+  for (const auto& r : *rows) {
+    counted[{r.launched, r.job_status ? std::string(to_string(*r.job_status)) : "", r.outcome}] += r.count;
+    total += r.count;
+  }
+  EXPECT_EQ(total, 6);
+  EXPECT_EQ((counted[{false, "", ""}]), 2);  // positions 3 and 5
+  EXPECT_EQ((counted[{true, "succeeded", "succeeded"}]), 1);
+  EXPECT_EQ((counted[{true, "complete", "failed"}]), 1);
+  EXPECT_EQ((counted[{true, "queued", ""}]), 1);
+  EXPECT_EQ((counted[{true, "canceled", "canceled"}]), 1);
+  EXPECT_TRUE(store->fleet_counts("none")->empty());
+
+  auto positions = [](const std::vector<FleetMember>& ms) {
+    std::vector<int> out;
+    for (const auto& m : ms) out.push_back(m.position);
+    return out;
+  };
+  FleetMemberQuery q;
+  EXPECT_EQ(positions(*store->fleet_members("f1", q)), (std::vector<int>{0, 1, 2, 3, 4, 5}));
+  q.unlaunched_only = true;
+  EXPECT_EQ(positions(*store->fleet_members("f1", q)), (std::vector<int>{3, 5}));
+  q.limit = 1;
+  EXPECT_EQ(positions(*store->fleet_members("f1", q)), (std::vector<int>{3}));
+  q.limit = -1;
+  q.below_position = 3;
+  EXPECT_TRUE(store->fleet_members("f1", q)->empty());
+  FleetMemberQuery failed;
+  failed.failed_only = true;
+  auto f = *store->fleet_members("f1", failed);
+  EXPECT_EQ(positions(f), (std::vector<int>{1, 4}));
+  ASSERT_EQ(f.size(), 2u);
+  EXPECT_EQ(f[0].job_outcome, "failed");
+  EXPECT_EQ(f[0].job_status, JobStatus::complete);
+  FleetMemberQuery canaries;
+  canaries.below_position = 2;
+  EXPECT_EQ(positions(*store->fleet_members("f1", canaries)), (std::vector<int>{0, 1}));
 }
 
 TEST_P(StoreContract, EveryChangeIsOnTheEventStreamInOrderAndFilterable) {
