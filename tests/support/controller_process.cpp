@@ -1,5 +1,7 @@
 #include "tests/support/controller_process.hpp"
 
+#include <array>
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -140,42 +142,50 @@ nlohmann::json ControllerProcess::wait_for_status(const std::string& job_id, con
   throw std::runtime_error("job " + job_id + " did not reach " + status + ": " + job.dump());
 }
 
-std::string ControllerProcess::webhook_key(const std::string& job_id) const {
-  auto key = read_file(data_dir_ / "secret.key");
-  if (!key) throw std::runtime_error("no secret.key");
-  sqlite3* db = nullptr;
-  if (sqlite3_open_v2((data_dir_ / "provisioner.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK)
-    throw std::runtime_error("cannot open the controller's database");
-  sqlite3_stmt* st = nullptr;
-  sqlite3_prepare_v2(db, "SELECT webhook_key_sealed FROM jobs WHERE id = ?", -1, &st, nullptr);
-  sqlite3_bind_text(st, 1, job_id.c_str(), -1, SQLITE_TRANSIENT);
-  std::string sealed;
-  if (sqlite3_step(st) == SQLITE_ROW) sealed = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
-  sqlite3_finalize(st);
-  sqlite3_close(db);
-  auto opened = crypto::open(*key, sealed);
-  if (!opened) throw std::runtime_error("cannot unseal the webhook key of " + job_id);
-  return *opened;
-}
+namespace {
 
-std::map<std::string, ControllerProcess::JobKey> ControllerProcess::job_keys_by_serial() const {
-  auto key = read_file(data_dir_ / "secret.key");
+// Every job's (id, server serial, webhook key unsealed) the query selects, read-only beside
+// the running controller.
+std::vector<std::array<std::string, 3>> read_job_keys(const std::filesystem::path& data_dir, const char* sql,
+                                                      const std::string& bound) {
+  auto key = read_file(data_dir / "secret.key");
   if (!key) throw std::runtime_error("no secret.key");
   sqlite3* db = nullptr;
-  if (sqlite3_open_v2((data_dir_ / "provisioner.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK)
+  if (sqlite3_open_v2((data_dir / "provisioner.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK)
     throw std::runtime_error("cannot open the controller's database");
   sqlite3_busy_timeout(db, 5000);
   sqlite3_stmt* st = nullptr;
-  sqlite3_prepare_v2(db, "SELECT id, server_serial, webhook_key_sealed FROM jobs ORDER BY seq", -1, &st, nullptr);
-  std::map<std::string, JobKey> out;
+  sqlite3_prepare_v2(db, sql, -1, &st, nullptr);
+  if (!bound.empty()) sqlite3_bind_text(st, 1, bound.c_str(), -1, SQLITE_TRANSIENT);
+  std::vector<std::array<std::string, 3>> out;
   while (sqlite3_step(st) == SQLITE_ROW) {
     auto text = [&](int i) { return std::string(reinterpret_cast<const char*>(sqlite3_column_text(st, i))); };
     auto opened = crypto::open(*key, text(2));
-    if (!opened) throw std::runtime_error("cannot unseal the webhook key of " + text(0));
-    out[text(1)] = JobKey{text(0), *opened};
+    if (!opened) {
+      sqlite3_finalize(st);
+      sqlite3_close(db);
+      throw std::runtime_error("cannot unseal the webhook key of " + text(0));
+    }
+    out.push_back({text(0), text(1), *opened});
   }
   sqlite3_finalize(st);
   sqlite3_close(db);
+  return out;
+}
+
+}  // namespace
+
+std::string ControllerProcess::webhook_key(const std::string& job_id) const {
+  auto rows = read_job_keys(data_dir_, "SELECT id, server_serial, webhook_key_sealed FROM jobs WHERE id = ?", job_id);
+  if (rows.empty()) throw std::runtime_error("cannot unseal the webhook key of " + job_id);
+  return rows.front()[2];
+}
+
+std::map<std::string, ControllerProcess::JobKey> ControllerProcess::job_keys_by_serial() const {
+  std::map<std::string, JobKey> out;
+  for (auto& [id, serial, key] :
+       read_job_keys(data_dir_, "SELECT id, server_serial, webhook_key_sealed FROM jobs ORDER BY seq", ""))
+    out[serial] = JobKey{id, key};
   return out;
 }
 
