@@ -6,7 +6,7 @@
 
 namespace provisioner {
 
-inline constexpr std::array<std::string_view, 4> kMigrations = {
+inline constexpr std::array<std::string_view, 5> kMigrations = {
     R"sql(
 CREATE TABLE jobs (
   seq                INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -152,6 +152,14 @@ CREATE TABLE events (
 CREATE INDEX events_job ON events(job_id, seq);
 CREATE INDEX events_fleet ON events(fleet_id, seq);
 CREATE INDEX events_node ON events(node_id, seq);
+)sql",
+    R"sql(
+-- A member's job status, kept by the job's own transitions (like outcome): a fleet is counted
+-- from its member rows alone, without reading each job's wide row.
+ALTER TABLE fleet_members ADD COLUMN job_status TEXT NOT NULL DEFAULT '';
+UPDATE fleet_members SET job_status = COALESCE((SELECT status FROM jobs WHERE jobs.id = fleet_members.job_id), '')
+  WHERE job_id <> '';
+CREATE INDEX fleet_members_counts ON fleet_members(fleet_id, job_status, outcome, job_id);
 )sql",
 };
 

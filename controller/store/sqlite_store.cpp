@@ -403,13 +403,17 @@ Result<bool> SqliteStore::transition_job(const std::string& id, JobStatus expect
     s.bind(5, id).bind(6, expected);
     if (s.step() != SQLITE_DONE) return db_error(impl_->db, "transition job");
     if (sqlite3_changes(impl_->db) == 0) return false;
-    if (next_status == JobStatus::succeeded || next_status == JobStatus::failed || next_status == JobStatus::canceled) {
-      // A fleet's gates read the outcome from its member row: kept here, in the same transaction.
-      auto o = impl_->prepare("UPDATE fleet_members SET outcome = ? WHERE job_id = ?");
+    {
+      // A fleet is counted from its member rows: the job's status, and its outcome (the last
+      // succeeded/failed/canceled), are kept there in the same transaction.
+      const bool outcome = next_status == JobStatus::succeeded || next_status == JobStatus::failed ||
+                           next_status == JobStatus::canceled;
+      auto o = impl_->prepare(
+          "UPDATE fleet_members SET job_status = ?, outcome = CASE WHEN ? THEN ? ELSE outcome END WHERE job_id = ?");
       if (!o) return o.error();
       Stmt u(*o);
-      u.bind(1, next).bind(2, id);
-      if (u.step() != SQLITE_DONE) return db_error(impl_->db, "fleet member outcome");
+      u.bind(1, next).bind(2, static_cast<std::int64_t>(outcome)).bind(3, next).bind(4, id);
+      if (u.step() != SQLITE_DONE) return db_error(impl_->db, "fleet member status");
     }
     return impl_->insert_event(id, "transition", next, expected, detail, now_ms);
   });
@@ -1094,8 +1098,7 @@ Result<std::vector<FleetCountRow>> SqliteStore::fleet_counts(const std::string& 
   auto reader = impl_->reader();
   if (!reader) return reader.error();
   auto st = (*reader)->prepare(
-      "SELECT m.job_id <> '', COALESCE(j.status, ''), m.outcome, COUNT(*) "
-      "FROM fleet_members m LEFT JOIN jobs j ON j.id = m.job_id WHERE m.fleet_id = ? GROUP BY 1, 2, 3");
+      "SELECT job_id <> '', job_status, outcome, COUNT(*) FROM fleet_members WHERE fleet_id = ? GROUP BY 1, 2, 3");
   if (!st) return st.error();
   Stmt s(*st);
   s.bind(1, id);
@@ -1121,12 +1124,12 @@ Result<bool> SqliteStore::insert_fleet_job(const JobRecord& job, const std::stri
   return impl_->transaction([&]() -> Result<bool> {
     // Claims the member first: only a running fleet's member without a job.
     auto st = impl_->prepare(
-        "UPDATE fleet_members SET job_id = ? WHERE fleet_id = ? AND position = ? AND job_id = '' "
+        "UPDATE fleet_members SET job_id = ?, job_status = ? WHERE fleet_id = ? AND position = ? AND job_id = '' "
         "AND EXISTS (SELECT 1 FROM fleets WHERE id = ? AND status = 'running' AND reason = '')");
     if (!st) return st.error();
     {
       Stmt s(*st);
-      s.bind(1, job.id).bind(2, fleet_id).bind(3, static_cast<std::int64_t>(position)).bind(4, fleet_id);
+      s.bind(1, job.id).bind(2, status_text(job.status)).bind(3, fleet_id).bind(4, static_cast<std::int64_t>(position)).bind(5, fleet_id);
       if (s.step() != SQLITE_DONE) return db_error(impl_->db, "claim fleet member");
     }
     if (sqlite3_changes(impl_->db) == 0) return false;

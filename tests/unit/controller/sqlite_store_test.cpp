@@ -1,6 +1,7 @@
 // The SQLite store on real files: migrations, compare-and-swap, phases once, replay memory.
 #include <gtest/gtest.h>
 
+#include <map>
 #include <thread>
 
 #include <sqlite3.h>
@@ -137,4 +138,38 @@ TEST_F(SqliteStoreTest, RefusesADatabaseFromTheFuture) {
   sqlite3_exec(db, "PRAGMA user_version = 99", nullptr, nullptr, nullptr);
   sqlite3_close(db);
   EXPECT_FALSE(SqliteStore::open(dir.path() / "store.db").ok());
+}
+
+// Migration 5 keeps each fleet member's job status on the member row: a database written
+// before it is backfilled from the jobs, so its fleets count the same after the upgrade.
+TEST_F(SqliteStoreTest, UpgradeBackfillsTheFleetMembersJobStatus) {
+  {
+    auto s = open();
+    FleetRecord fleet;
+    fleet.id = "f1";
+    std::vector<FleetMember> members(2);
+    members[0].position = 0, members[0].server_id = "s0", members[0].serial = "SN0";
+    members[1].position = 1, members[1].server_id = "s1", members[1].serial = "SN1";
+    ASSERT_TRUE(s->insert_fleet(fleet, members).ok());
+    ASSERT_TRUE(*s->insert_fleet_job(job("j0", "SN0"), "f1", 0));
+    ASSERT_TRUE(*s->transition_job("j0", JobStatus::queued, JobStatus::provisioning, {}, "go", 2000));
+  }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir.path() / "store.db").c_str(), &db), SQLITE_OK);
+  char* err = nullptr;
+  ASSERT_EQ(sqlite3_exec(db,
+                         "DROP INDEX fleet_members_counts; ALTER TABLE fleet_members DROP COLUMN job_status; "
+                         "PRAGMA user_version = 4",
+                         nullptr, nullptr, &err),
+            SQLITE_OK)
+      << (err ? err : "");
+  sqlite3_close(db);
+  auto s = open();
+  EXPECT_EQ(s->schema_version(), static_cast<int>(kMigrations.size()));
+  auto counts = s->fleet_counts("f1");
+  ASSERT_TRUE(counts.ok());
+  std::map<std::string, int> by;
+  for (const auto& r : *counts)
+    by[std::string(r.launched ? "launched:" : "unlaunched:") + (r.job_status ? std::string(to_string(*r.job_status)) : std::string())] += r.count;
+  EXPECT_EQ(by, (std::map<std::string, int>{{"launched:provisioning", 1}, {"unlaunched:", 1}}));
 }
