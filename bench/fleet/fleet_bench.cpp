@@ -233,12 +233,15 @@ int main(int argc, char** argv) {
       std::printf("  %.0f s: %d reset, %d reported\n", secs(Clock::now() - started), resets, sent.load());
       progress = Clock::now();
     }
-    bool due = false;
-    for (int i = 0; i < servers && !due; ++i) {
+    bool due = false, unknown = false;  // a report is due; one of them for a job whose key we lack
+    for (int i = 0; i < servers && !unknown; ++i) {
       auto u = static_cast<std::size_t>(i);
-      due = reset[u] && !reported[u] && Clock::now() - reset_at[u] >= std::chrono::seconds(install_s);
+      if (reset[u] && !reported[u] && Clock::now() - reset_at[u] >= std::chrono::seconds(install_s)) {
+        due = true;
+        unknown = !keys.contains(serial(i));
+      }
     }
-    if (due && Clock::now() - keys_read >= std::chrono::seconds(1)) {
+    if (unknown && Clock::now() - keys_read >= std::chrono::seconds(1)) {
       keys = controller.job_keys_by_serial();
       keys_read = Clock::now();
     }

@@ -113,6 +113,24 @@ void BmcJobDriver::job_changed(const std::string& job_id) {
   if (auto it = steps_.find(job_id); it != steps_.end()) it->second.request_stop();
 }
 
+std::shared_ptr<const redfish::BmcTopology> BmcJobDriver::known_topology(const std::string& job_id) {
+  std::lock_guard lock(topology_mutex_);
+  auto it = topology_.find(job_id);
+  return it == topology_.end() ? nullptr : it->second;
+}
+
+void BmcJobDriver::keep_topology(const std::string& job_id, std::shared_ptr<const redfish::BmcTopology> topology) {
+  if (!topology) return;
+  std::lock_guard lock(topology_mutex_);
+  if (topology_.size() >= 100'000 && !topology_.contains(job_id)) topology_.clear();  // a cache: bounded
+  topology_[job_id] = std::move(topology);
+}
+
+void BmcJobDriver::forget_topology(const std::string& job_id) {
+  std::lock_guard lock(topology_mutex_);
+  topology_.erase(job_id);
+}
+
 void BmcJobDriver::advance(const JobRecord& job) {
   if (backing_off(job.id)) return;
   // Registered before the status is read again: a cancel before this point is seen here, one
@@ -139,9 +157,25 @@ void BmcJobDriver::advance(const JobRecord& job) {
   }
 
   redfish::BmcClient bmc(redfish_, *ep, {{"job_id", job.id}, {"serial", job.server_serial}}, stop);
+  auto known = known_topology(job.id);
+  bmc.reuse_topology(known);
+  struct KeepTopology {  // what this step found, the next one starts from
+    BmcJobDriver& d;
+    const std::string& id;
+    redfish::BmcClient& c;
+    bool drop = false;
+    ~KeepTopology() { drop ? d.forget_topology(id) : d.keep_topology(id, c.topology()); }
+  } keep{*this, job.id, bmc};
   auto transient = [&](const std::string& phase, const Error& e) {
     if (redfish::failure_code(e) == redfish::FailureCode::canceled)  // shutdown or cancel: the phases stand
       return log_.info("BMC step stopped", fields({{"phase", phase}, {"reason", e.message}}));
+    if (known) {
+      // It started from a known topology, which may be what is wrong now: the retry
+      // discovers the BMC afresh, and only a failure then counts as permanent.
+      keep.drop = true;
+      log_.warn("BMC step will be retried with a fresh discovery", fields({{"phase", phase}, {"error", e.message}}));
+      return back_off(job.id);
+    }
     if (is_permanent(redfish::failure_code(e))) return fail(job, phase, e);
     log_.warn("BMC step will be retried", fields({{"phase", phase}, {"error", e.message}}));
     back_off(job.id);
@@ -232,12 +266,16 @@ bool BmcJobDriver::clean_up(const JobRecord& job, bool boot_disk_now) {
   auto events = store_.job_events(job.id);
   if (!events) return false;
   if (!has_phase(*events, JobPhase::media_requested) && !has_phase(*events, JobPhase::media_inserted) &&
-      !has_phase(*events, JobPhase::reset_issued))
+      !has_phase(*events, JobPhase::reset_issued)) {
+    forget_topology(job.id);
     return true;  // the BMC was never asked for anything: nothing to undo
+  }
   auto media = JobMedia::from_json(job.media);
   std::vector<std::string> urls;
   for (const auto& r : media_requests(media)) urls.push_back(r.url);
   redfish::BmcClient bmc(redfish_, *ep, {{"job_id", job.id}, {"serial", job.server_serial}});
+  auto known = known_topology(job.id);
+  bmc.reuse_topology(known);
   redfish::CleanupOptions options;
   options.boot = redfish::CleanupOptions::BootRestore::hdd_once;
   options.reset = false;  // below, once only
@@ -266,12 +304,21 @@ bool BmcJobDriver::clean_up(const JobRecord& job, bool boot_disk_now) {
     }
   }
   if (done) {
+    forget_topology(job.id);  // the job's BMC work is over
     std::lock_guard lock(backoff_mutex_);
     backoff_.erase(job.id);
     return true;
   }
   auto fields = Logger::job_fields(job.id, job.server_serial, {{"error", done.error().message}});
+  if (known) {  // perhaps out of date: the retry discovers afresh, and only its failure counts
+    forget_topology(job.id);
+    log_.warn("cleanup will be retried with a fresh discovery", fields);
+    back_off(job.id);
+    return false;
+  }
+  keep_topology(job.id, bmc.topology());
   if (is_permanent(redfish::failure_code(done.error()))) {
+    forget_topology(job.id);
     log_.error("cleanup failed for good: media may still be inserted", fields);
     if (auto r = store_.record_phase(job.id, phase_name(JobPhase::cleanup_failed), done.error().message, clock_.now_ms()); !r)
       log_store_error(log_, job, "record cleanup_failed", r.error());

@@ -5,6 +5,7 @@
 // recorded before it is sent and never sent twice for one job.
 #include <chrono>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <stop_token>
@@ -25,6 +26,7 @@ class ServerService;
 namespace redfish {
 class RedfishContext;
 struct BmcEndpoint;
+struct BmcTopology;
 }  // namespace redfish
 
 class BmcJobDriver {
@@ -70,6 +72,17 @@ class BmcJobDriver {
   };
   std::mutex backoff_mutex_;
   std::map<std::string, Backoff> backoff_;
+
+  // Each job's BMC topology as its last step found it: the next step (the cleanup after the
+  // install, a retry) starts from it instead of discovering the BMC again. In memory: a
+  // restarted controller discovers once more. Dropped when the job's BMC work is over, and
+  // when a step that started from it fails (the retry discovers afresh, and only then is a
+  // failure taken as permanent).
+  std::shared_ptr<const redfish::BmcTopology> known_topology(const std::string& job_id);
+  void keep_topology(const std::string& job_id, std::shared_ptr<const redfish::BmcTopology> topology);
+  void forget_topology(const std::string& job_id);
+  std::mutex topology_mutex_;
+  std::map<std::string, std::shared_ptr<const redfish::BmcTopology>> topology_;
 
   // The stop of each job's BMC step in progress (advance), requested by job_changed.
   std::mutex steps_mutex_;

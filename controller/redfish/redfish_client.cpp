@@ -57,6 +57,15 @@ RedfishContext::RedfishContext(const Clock& clock, Sleeper& sleeper, RedfishOpti
       registry_(clock, options.breaker_threshold, options.breaker_open_ms),
       shutdown_(std::move(shutdown)) {}
 
+struct BmcTopology {
+  std::string address, system_id, serial;  // the endpoint it was discovered for
+  json root;                               // the service root's login links only
+  bool basic = false;                      // sessions failed: HTTP basic
+  BmcFacts facts;                          // slot contents and power as they were then
+  VendorProfile profile;
+  std::vector<std::pair<std::string, bool>> vm_collections;
+};
+
 // The BMC operations (discovery, virtual media, boot override, power, cleanup) over one
 // Redfish session (redfish_session.hpp: transport, auth, call policy, stopping, logging).
 struct BmcClient::Impl : RedfishSession {
@@ -125,11 +134,14 @@ struct BmcClient::Impl : RedfishSession {
     }
     if (!ep.serial.empty() || !ep.system_id.empty()) {
       for (const auto& m : members) {
-        auto s = get_json(m);
+        std::string etag;
+        auto asked = ctx.clock().now_ms();
+        auto s = get_json(m, &etag);
         if (!s) return s.error();
         if ((!ep.serial.empty() && s->value("SerialNumber", "") == ep.serial) ||
             (!ep.system_id.empty() && s->value("Id", "") == ep.system_id)) {
-          found_system = std::move(*s);  // discovery uses it instead of reading it again
+          remember_system(*s, etag, m, asked);  // discovery uses it instead of reading it again
+          found_system = std::move(*s);
           return m;
         }
       }
@@ -145,15 +157,86 @@ struct BmcClient::Impl : RedfishSession {
   // The System document find_system() read while matching the serial, if it did.
   std::optional<json> found_system;
 
+  // The System as this client last read it. Reused (instead of another GET) only within
+  // kSystemReuseMs of asking for it and while this client has sent nothing that changes anything
+  // since (RedfishSession::writes): e.g. the reset step reads the power state and reset types
+  // from the read-back that just verified the boot override.
+  static constexpr std::int64_t kSystemReuseMs = 1000;
+  struct SystemRead {
+    json body;
+    std::string etag, uri;
+    std::int64_t at_ms = 0;
+    std::uint64_t writes = 0;
+  };
+  std::optional<SystemRead> last_system;
+
+  void remember_system(const json& body, const std::string& etag, const std::string& uri, std::int64_t asked_ms) {
+    last_system = SystemRead{body, etag, uri, asked_ms, writes};
+  }
+
+  // GET of the System (facts->system_uri, or `uri` during discovery), remembered.
+  Result<json> read_system(std::string* etag = nullptr, std::string uri = {}) {
+    if (uri.empty()) uri = facts ? facts->system_uri : "";
+    std::string tag;
+    auto asked = ctx.clock().now_ms();
+    auto sys = get_json(uri, &tag);
+    if (!sys) return sys.error();
+    remember_system(*sys, tag, uri, asked);
+    if (etag) *etag = tag;
+    return sys;
+  }
+
+  // The System read a moment ago when nothing has been sent since, else a fresh GET.
+  Result<json> recent_system(std::string* etag = nullptr) {
+    const auto& uri = facts->system_uri;
+    if (last_system && (last_system->uri.empty() || last_system->uri == uri) && last_system->writes == writes &&
+        ctx.clock().now_ms() - last_system->at_ms <= kSystemReuseMs) {
+      if (etag) *etag = last_system->etag;
+      return last_system->body;
+    }
+    return read_system(etag);
+  }
+
+  std::shared_ptr<const BmcTopology> known;  // to start from (reuse_topology), once
+  std::shared_ptr<const BmcTopology> found;  // what this client knows (topology())
+
+  // Starts from a known topology: log in, read each known slot. not_found: it is out of date.
+  Result<BmcFacts> adopt(const BmcTopology& k) {
+    if (!root_loaded) {
+      root = k.root;
+      root_loaded = true;
+    }
+    if (k.basic) basic = true;
+    if (auto s = ensure_auth(); !s) return s.error();
+    BmcFacts f = k.facts;
+    for (auto& slot : f.slots) {
+      auto now = read_slot(slot);
+      if (!now) return now.error();
+      slot = *now;
+    }
+    profile = k.profile;
+    transport->set_keep_alive(profile.keep_alive);
+    vm_collections = k.vm_collections;
+    facts = f;
+    found = std::make_shared<const BmcTopology>(k);
+    return f;
+  }
+
   Result<BmcFacts> discover_locked(bool force = false) {
     if (facts && !force) return *facts;
+    if (auto k = std::exchange(known, nullptr); k && !force) {
+      auto f = adopt(*k);
+      if (f || failure_code(f.error()) != FailureCode::not_found) return f;
+      log(1, "the BMC's known topology is out of date; discovering again", {{"error", f.error().message}});
+      root_loaded = false;  // read the service root too
+    }
     if (auto s = ensure_auth(); !s) return s.error();
     BmcFacts f;
     found_system.reset();
     auto sys_uri = find_system();
     if (!sys_uri) return sys_uri.error();
     f.system_uri = *sys_uri;
-    Result<json> sys = found_system ? Result<json>(std::move(*found_system)) : get_json(f.system_uri);
+    Result<json> sys = found_system ? Result<json>(std::move(*found_system)) : read_system(nullptr, f.system_uri);
     found_system.reset();
     if (!sys) return sys.error();
     if (sys->contains("Actions") && (*sys)["Actions"].is_object() && (*sys)["Actions"].contains("#ComputerSystem.Reset") &&
@@ -212,6 +295,15 @@ struct BmcClient::Impl : RedfishSession {
     if (auto s = refresh_slots(f); !s) return s.error();
     log(1, "BMC discovered", {{"system", f.system_uri}, {"profile", f.profile}, {"slots", std::to_string(f.slots.size())}});
     facts = f;
+    auto t = std::make_shared<BmcTopology>();
+    t->address = ep.address, t->system_id = ep.system_id, t->serial = ep.serial;
+    for (const char* key : {"Links", "SessionService"})  // what logging in reads
+      if (root.contains(key)) t->root[key] = root[key];
+    t->basic = basic;
+    t->facts = f;
+    t->profile = profile;
+    t->vm_collections = vm_collections;
+    found = std::move(t);
     return f;
   }
 
@@ -465,7 +557,7 @@ struct BmcClient::Impl : RedfishSession {
 
   Result<BootView> read_boot() {
     BootView v;
-    auto sys = get_json(facts->system_uri, &v.etag);
+    auto sys = recent_system(&v.etag);
     if (!sys) return sys.error();
     v.patch_uri = facts->system_uri;
     v.boot = sys->value("Boot", json::object());
@@ -607,7 +699,7 @@ struct BmcClient::Impl : RedfishSession {
 
   // ---------------------------------------------------------------- power
   Result<std::string> read_power() {
-    auto sys = get_json(facts->system_uri);
+    auto sys = read_system();  // polled: always a fresh GET
     if (!sys) return sys.error();
     facts->power_state = sys->value("PowerState", "");
     return facts->power_state;
@@ -652,7 +744,7 @@ struct BmcClient::Impl : RedfishSession {
     action_maybe_sent = false;
     auto f = discover_locked();
     if (!f) return f.error();
-    auto sys = get_json(facts->system_uri);
+    auto sys = recent_system();  // e.g. the read-back of the boot override just set
     if (!sys) return sys.error();
     auto allowed = allowable_reset_types(*sys);
     if (allowed.empty()) allowed = {"On", "ForceOff", "ForceRestart", "GracefulRestart", "GracefulShutdown"};
@@ -796,6 +888,17 @@ Result<std::string> BmcClient::power_state() {
 }
 
 void BmcClient::set_stop(std::stop_token stop) { impl_->set_stop(std::move(stop)); }
+
+// Both touch this client's own fields only, between its operations (one thread uses a client).
+void BmcClient::reuse_topology(std::shared_ptr<const BmcTopology> known) {
+  const auto& ep = impl_->ep;
+  if (known && (known->address != ep.address || known->system_id != ep.system_id || known->serial != ep.serial)) return;
+  impl_->known = std::move(known);
+}
+
+std::shared_ptr<const BmcTopology> BmcClient::topology() const {
+  return impl_->found;
+}
 
 void BmcClient::logout() {
   if (!impl_) return;

@@ -166,6 +166,11 @@ class RedfishContext {
   std::stop_token shutdown_;
 };
 
+// What discovery found that a BMC's topology cannot change between the phases of one job:
+// the System's and Managers' URIs and actions, the virtual media slots and their actions, the
+// vendor profile, how to log in. Opaque; see BmcClient::reuse_topology.
+struct BmcTopology;
+
 // Owns the connection settings, session and discovery cache for one BMC. Operations on the
 // same BMC address are serialised across all clients of one context. Not copyable.
 //
@@ -202,6 +207,14 @@ class BmcClient {
   // context's shutdown stops this client). E.g. a job's reset, once recorded, must be sent
   // even when the job is canceled a moment later.
   void set_stop(std::stop_token stop);
+  // Starts from what an earlier client of the same BMC discovered for the same job
+  // (topology()), instead of discovering again: no service root, Systems, Manager or
+  // VirtualMedia collection GETs; each known slot is read again (its contents change). A
+  // known slot that is gone (404) means the topology changed after all: the client then
+  // discovers afresh. Ignored when it was discovered for another address or System.
+  void reuse_topology(std::shared_ptr<const BmcTopology> known);
+  // What this client's discovery found or reused (null before either).
+  std::shared_ptr<const BmcTopology> topology() const;
   // Ends the session now (the destructor does it otherwise). Not stopped by the client's own
   // token (a canceled job still gives its session back); skipped once the controller stops.
   void logout();

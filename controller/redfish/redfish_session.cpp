@@ -158,6 +158,7 @@ Result<Reply> RedfishSession::call(const std::string& method, const std::string&
   int transient = 0, limited = 0, not_ready = 0;
   bool relogged = false;
   std::string last_cause;  // shown when the breaker opens in the middle of our retries
+  if (!is_idempotent(method)) ++writes;
   for (;;) {
     auto r = exchange(method, path, body, co);
     if (!r) {

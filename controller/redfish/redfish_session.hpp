@@ -72,6 +72,9 @@ class RedfishSession {
   std::string token, session_uri;
 
   std::string op = "redfish";  // the operation in progress, for errors and logs
+  // Requests other than GET/HEAD this session has started: a document read before the last
+  // of them may be out of date (BmcClient reuses a System read only while this is unchanged).
+  std::uint64_t writes = 0;
   // A request marked CallOptions::acts got an answer or left with its bytes on the wire, so
   // the BMC may have acted on it (power_cycle clears it first).
   bool action_maybe_sent = false;

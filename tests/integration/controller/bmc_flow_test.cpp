@@ -111,6 +111,15 @@ TEST_F(BmcFlow, DualCdFromSubmissionToBootFromDisk) {
   EXPECT_EQ(bmc->boots()[1].boot_target, "Hdd");
   EXPECT_TRUE(bmc->boots()[1].media.empty()) << "booted back into the ISO";
   EXPECT_EQ(bmc->live_sessions(), 0) << "sessions must be logged out";
+  // Discovered once: the cleanup after the install starts from the topology the boot half
+  // found (two sessions, one read of the service root and of the VirtualMedia collection).
+  auto count = [&](const std::string& line) {
+    auto seq = bmc->sequence();
+    return std::count(seq.begin(), seq.end(), line);
+  };
+  EXPECT_EQ(count("POST /redfish/v1/SessionService/Sessions 201"), 2);
+  EXPECT_EQ(count("GET /redfish/v1/ 200"), 1);
+  EXPECT_EQ(count("GET /redfish/v1/Systems/1/VirtualMedia 200"), 1);
 }
 
 TEST_F(BmcFlow, ABmcRefusingASecondMediumGetsOneIso) {

@@ -110,6 +110,13 @@ struct Rig {
   RedfishContext ctx;
 };
 
+// One virtual CD slot, as an iDRAC has.
+MockBmcOptions single_cd() {
+  MockBmcOptions o;
+  o.slots = {{"CD1", {"CD", "DVD"}}};
+  return o;
+}
+
 const std::string kSessions = "POST /redfish/v1/SessionService/Sessions 201";
 const std::string kSys = "/redfish/v1/Systems/1";
 const std::string kVm = "/redfish/v1/Systems/1/VirtualMedia";
@@ -190,6 +197,96 @@ TEST(RedfishFlow, HappyPathDualCd) {
       << "no Inserted/WriteProtected unless needed";
   auto eject = matching(rig.bmc, "POST", "EjectMedia");
   EXPECT_EQ(eject[0].body, "") << "EjectMedia with no body first";
+}
+
+// The reset step reads the power state from the read-back that verified the boot override
+// (nothing was sent in between, a moment ago): one GET of the System between the PATCH and
+// the reset. A read-back older than a second is not trusted: the System is read again.
+TEST(RedfishFlow, TheResetTrustsOnlyAFreshReadBackOfTheSystem) {
+  for (bool stale : {false, true}) {
+    Rig rig;
+    BmcClient client(rig.ctx, rig.endpoint());
+    ASSERT_TRUE(client.insert_media({{kMaint, MediaKind::cd}}));
+    ASSERT_TRUE(client.set_boot_once_cd(BootMode::keep));
+    if (stale) rig.time.sleep_ms(1500);
+    rig.bmc.clear_requests();
+    ASSERT_TRUE(client.power_cycle_into_boot());
+    std::vector<std::string> want = {"POST " + kSys + "/Actions/ComputerSystem.Reset 204", "GET " + kSys + " 200"};
+    if (stale) want.insert(want.begin(), "GET " + kSys + " 200");
+    EXPECT_EQ(rig.bmc.sequence(), want) << (stale ? "stale read-back\n" : "fresh read-back\n") << dump(rig.bmc.sequence());
+  }
+}
+
+// The cleanup after the install starts from the topology the boot half discovered: it logs
+// in and reads the slot it ejects, and reads no service root, Systems, Manager or
+// VirtualMedia collection again.
+TEST(RedfishFlow, ACleanupFromAKnownTopologyDiscoversNothingAgain) {
+  Rig rig(single_cd());
+  std::shared_ptr<const BmcTopology> known;
+  {
+    BmcClient boot(rig.ctx, rig.endpoint());
+    ASSERT_TRUE(boot.insert_media({{kMaint, MediaKind::cd}}));
+    ASSERT_TRUE(boot.set_boot_once_cd(BootMode::keep));
+    ASSERT_TRUE(boot.power_cycle_into_boot());
+    known = boot.topology();
+  }
+  ASSERT_NE(known, nullptr);
+  rig.bmc.clear_requests();
+  {
+    BmcClient cleanup(rig.ctx, rig.endpoint());
+    cleanup.reuse_topology(known);
+    ASSERT_TRUE(cleanup.cleanup({kMaint}));
+  }
+  EXPECT_FALSE(rig.bmc.slot_inserted("CD1"));
+  EXPECT_EQ(rig.bmc.boot().target, "Hdd");
+  std::vector<std::string> want = {kSessions,
+                                   "GET " + kVm + "/CD1 200",
+                                   eject_of("CD1", 204),
+                                   "GET " + kSys + " 200",
+                                   "PATCH " + kSys + " 204",
+                                   "DELETE /redfish/v1/SessionService/Sessions/2 204"};
+  EXPECT_EQ(rig.bmc.sequence(), want) << dump(rig.bmc.sequence());
+}
+
+// A known slot that is gone (the BMC's firmware changed under the job) means the topology is
+// out of date: the client discovers the BMC again and ejects from what it finds now. One
+// that was discovered for another BMC is not used at all.
+TEST(RedfishFlow, AnOutOfDateOrForeignTopologyIsDiscoveredAgain) {
+  Rig rig(single_cd());
+  std::shared_ptr<const BmcTopology> known;
+  {
+    BmcClient boot(rig.ctx, rig.endpoint());
+    ASSERT_TRUE(boot.insert_media({{kMaint, MediaKind::cd}}));
+    known = boot.topology();
+  }
+  auto gone = std::make_shared<std::atomic<int>>(1);  // the first read of the slot: 404
+  rig.bmc.set_hook([gone](const RecordedRequest& r, int) {
+    if (r.method == "GET" && r.path == kVm + "/CD1" && gone->fetch_sub(1) > 0)
+      return MockAction::respond(404, R"({"error":{"code":"Base.1.8.ResourceMissingAtURI"}})");
+    return MockAction::pass();
+  });
+  rig.bmc.clear_requests();
+  {
+    BmcClient cleanup(rig.ctx, rig.endpoint());
+    cleanup.reuse_topology(known);
+    auto done = cleanup.cleanup({kMaint});
+    ASSERT_TRUE(done) << done.error().message;
+  }
+  EXPECT_FALSE(rig.bmc.slot_inserted("CD1"));
+  auto seq = rig.bmc.sequence();
+  ASSERT_GE(seq.size(), 4u) << dump(seq);
+  EXPECT_EQ(seq[1], "GET " + kVm + "/CD1 404") << dump(seq);
+  EXPECT_EQ(seq[2], "GET /redfish/v1/ 200") << "discovered again\n" << dump(seq);
+  EXPECT_NE(std::find(seq.begin(), seq.end(), "GET " + kVm + " 200"), seq.end()) << dump(seq);
+
+  // Another BMC's topology: ignored, this client discovers its own.
+  MockBmc other(single_cd());
+  BmcEndpoint e = rig.endpoint();
+  e.address = other.address();
+  BmcClient foreign(rig.ctx, e);
+  foreign.reuse_topology(known);
+  ASSERT_TRUE(foreign.insert_media({{kMaint, MediaKind::cd}}));
+  EXPECT_EQ(other.sequence().front(), "GET /redfish/v1/ 200") << dump(other.sequence());
 }
 
 TEST(RedfishFlow, HappyPathCdUsb) {
