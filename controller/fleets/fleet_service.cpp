@@ -477,6 +477,7 @@ void FleetService::run_once() {
 
 void FleetService::start(std::chrono::milliseconds interval) {
   thread_ = std::thread([this, interval] {
+    mark_store_background_thread();  // its reads leave some connections to the API
     for (;;) {
       {
         std::unique_lock lock(wake_mutex_);

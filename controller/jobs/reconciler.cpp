@@ -33,6 +33,7 @@ JobReconciler::~JobReconciler() { stop(); }
 void JobReconciler::start() {
   for (int i = 0; i < options_.workers; ++i) workers_.emplace_back([this] { work(); });
   ticker_ = std::thread([this] {
+    mark_store_background_thread();
     std::unique_lock lock(mutex_);
     while (!stopping_) {
       lock.unlock();
@@ -98,6 +99,7 @@ void JobReconciler::work() {
   // Background work yields to the API: a burst of submissions must not wait behind the
   // ISO builds it causes (nice +5 for this thread only; Linux schedules threads separately).
   ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 5);
+  mark_store_background_thread();  // and its reads leave some connections to the API
   std::unique_lock lock(mutex_);
   while (true) {
     work_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
@@ -106,10 +108,11 @@ void JobReconciler::work() {
     queue_.pop_front();
     lock.unlock();
     bool idle = false;
+    std::int64_t next_look = 0;
     try {
       auto job = store_.get_job(id);
       if (job && *job) {
-        drive(**job);
+        next_look = drive(**job);
         // Nothing changed: the job waits for its machine or its BMC backoff; look again later.
         auto after = store_.get_job(id);
         idle = after && *after && (*after)->updated_ms == (**job).updated_ms && (*after)->status == (**job).status;
@@ -123,28 +126,36 @@ void JobReconciler::work() {
       continue;
     }
     in_flight_.erase(id);
-    if (idle) resting_until_[id] = clock_.now_ms() + std::chrono::milliseconds(options_.idle_recheck).count();
+    if (idle) {
+      auto now = clock_.now_ms(), recheck = now + std::chrono::milliseconds(options_.idle_recheck).count();
+      // Waiting for its machine: nothing to do before the deadline (a few ms past it, so the
+      // look finds it passed), unless something wakes it.
+      resting_until_[id] = next_look > 0 ? std::max(recheck, std::min(next_look + 10, now + kMaxMachineWait)) : recheck;
+    }
   }
 }
 
-void JobReconciler::drive(const JobRecord& job) {
+std::int64_t JobReconciler::drive(const JobRecord& job) {
   auto status = job.status;
   switch (status) {
     case JobStatus::queued: {
       build_media(job);
       auto fresh = store_.get_job(job.id);  // media ready: go straight on to the BMC steps
-      if (fresh && *fresh && (*fresh)->status == JobStatus::provisioning) drive(**fresh);
-      return;
+      if (fresh && *fresh && (*fresh)->status == JobStatus::provisioning) return drive(**fresh);
+      return 0;
     }
-    case JobStatus::provisioning:
-      if (check_timeouts(job)) return;
+    case JobStatus::provisioning: {
+      std::int64_t deadline = 0;
+      if (check_timeouts(job, deadline)) return 0;
       if (bmc_ && BmcJobDriver::has_bmc(job)) bmc_->advance(job);
-      return;
+      return deadline;
+    }
     case JobStatus::succeeded:
     case JobStatus::failed:
-    case JobStatus::canceled: return clean_up(job);
-    case JobStatus::complete: return;
+    case JobStatus::canceled: clean_up(job); return 0;
+    case JobStatus::complete: return 0;
   }
+  return 0;
 }
 
 void JobReconciler::build_media(const JobRecord& job) {
@@ -174,17 +185,23 @@ void JobReconciler::build_media(const JobRecord& job) {
     log_store_error(log_, job, "start provisioning", t.error());
 }
 
-bool JobReconciler::check_timeouts(const JobRecord& job) {
+bool JobReconciler::check_timeouts(const JobRecord& job, std::int64_t& deadline) {
+  deadline = 0;
   auto events = store_.job_events(job.id);
   if (!events) return false;
   std::int64_t started = 0, booted = 0;
+  bool machine_started = false;  // reset, or its network boot answered: the machine's turn
   // A node's job waits for the node to boot, which may be any time (someone powers it on):
   // its boot clock starts when its network boot is answered.
   const bool network_boot = job.media.value("mode", "") == "pxe";
   for (const auto& e : *events) {
     if (e.kind == "transition" && e.name == "provisioning" && !network_boot) started = e.at_ms;
-    if (e.kind == "phase" && (e.name == to_string(JobPhase::reset_issued) || e.name == to_string(JobPhase::netboot_served)))
+    const bool machine_phase = e.name == to_string(JobPhase::reset_issued) || e.name == to_string(JobPhase::netboot_served);
+    if (e.kind == "phase" && machine_phase) {
       started = e.at_ms;  // the clock restarts at the reset
+      machine_started = true;
+    }
+    if (e.kind == "phase_withdrawn" && machine_phase) machine_started = false;
     if (e.kind == "phase" && e.name == to_string(JobPhase::maint_booted)) booted = e.at_ms;
   }
   auto recipe = job.recipe;
@@ -198,7 +215,11 @@ bool JobReconciler::check_timeouts(const JobRecord& job) {
     why = "the maintenance OS did not report within " + std::to_string(limit("boot", options_.boot_timeout) / 1000) + " s";
   else if (booted > 0 && now - booted > limit("install", options_.install_timeout))
     why = "the installation did not finish within " + std::to_string(limit("install", options_.install_timeout) / 1000) + " s";
-  if (why.empty()) return false;
+  if (why.empty()) {
+    if (booted > 0) deadline = booted + limit("install", options_.install_timeout);
+    else if (machine_started) deadline = started + limit("boot", options_.boot_timeout);
+    return false;
+  }
   log_.warn("job timed out", Logger::job_fields(job.id, job.server_serial, {{"reason", why}}));
   auto failed = jobs_.transition(job, JobStatus::provisioning, JobStatus::failed, JobChanges{std::nullopt, why}, "timeout");
   if (!failed) log_store_error(log_, job, "mark the job timed out", failed.error());

@@ -67,9 +67,13 @@ class JobReconciler {
 
  private:
   void work();
-  void drive(const JobRecord& job);
+  // Returns when the job next needs a look if nothing wakes it (unix ms), 0 when unknown
+  // (then it rests idle_recheck).
+  std::int64_t drive(const JobRecord& job);
   void build_media(const JobRecord& job);
-  bool check_timeouts(const JobRecord& job);  // true when it failed the job
+  // True when it failed the job. Otherwise `deadline` is when the job waiting for its machine
+  // times out (0 when it does not wait for its machine yet).
+  bool check_timeouts(const JobRecord& job, std::int64_t& deadline);
   void clean_up(const JobRecord& job);
 
   Store& store_;
@@ -90,8 +94,11 @@ class JobReconciler {
   std::set<std::string> in_flight_;   // queued or being driven
   std::set<std::string> rewake_;      // changed while being driven: drive once more
   // Jobs that had nothing to do rest until then (unix ms): a fleet waiting for its machines'
-  // reports must not cost a full pass of work on every tick.
+  // reports must not cost a full pass of work on every tick. One that waits for its machine
+  // (reset, or network boot answered) rests until its boot or install deadline, at most
+  // kMaxMachineWait: its report, a cancel or any change wakes it at once.
   std::map<std::string, std::int64_t> resting_until_;
+  static constexpr std::int64_t kMaxMachineWait = 60'000;
   std::thread ticker_;
   std::vector<std::thread> workers_;
   std::int64_t last_gc_ms_ = 0;

@@ -114,12 +114,17 @@ struct SqliteStore::Impl {
   std::unordered_map<std::string, sqlite3_stmt*> statements;
   std::filesystem::path file;
   // At most kMaxReaders read connections (each holds three file descriptors and a page
-  // cache); a reader beyond that waits for one to come back.
+  // cache); a reader beyond that waits for one to come back. Background threads
+  // (mark_store_background_thread) hold at most kMaxBackgroundReaders of them and wait while
+  // a foreground reader waits: the rest are kept for the API.
   static constexpr std::size_t kMaxReaders = 16;
+  static constexpr std::size_t kMaxBackgroundReaders = 12;
   std::mutex readers_mutex;
-  std::condition_variable reader_returned;
+  std::condition_variable foreground_turn, background_turn;
   std::vector<std::unique_ptr<ReadConnection>> idle_readers;
   std::size_t open_readers = 0;
+  std::size_t background_readers = 0;  // lent to background threads now
+  int foreground_waiting = 0;
 
   ~Impl() {
     for (auto& [sql, s] : statements) sqlite3_finalize(s);
@@ -129,31 +134,51 @@ struct SqliteStore::Impl {
   // Borrows a read connection (opening one when none is idle) and gives it back after use.
   class Reader {
    public:
-    Reader(Impl& impl, std::unique_ptr<ReadConnection> c) : impl_(impl), c_(std::move(c)) {}
-    Reader(Reader&&) = default;
+    Reader(Impl& impl, std::unique_ptr<ReadConnection> c, bool background)
+        : impl_(impl), c_(std::move(c)), background_(background) {}
+    Reader(Reader&& o) noexcept : impl_(o.impl_), c_(std::move(o.c_)), background_(o.background_) {}
     ~Reader() {
       if (!c_) return;
       {
         std::lock_guard lock(impl_.readers_mutex);
         impl_.idle_readers.push_back(std::move(c_));
+        if (background_) --impl_.background_readers;
       }
-      impl_.reader_returned.notify_one();
+      impl_.notify_readers();
     }
     ReadConnection* operator->() { return c_.get(); }
 
    private:
     Impl& impl_;
     std::unique_ptr<ReadConnection> c_;
+    bool background_;
   };
 
+  // A connection came back (or a slot to open one): a waiting foreground reader first.
+  void notify_readers() {
+    foreground_turn.notify_one();
+    background_turn.notify_one();  // it checks that no foreground reader waits
+  }
+
   Result<Reader> reader() {
+    const bool background = store_background_thread;
     {
       std::unique_lock lock(readers_mutex);
-      reader_returned.wait(lock, [this] { return !idle_readers.empty() || open_readers < kMaxReaders; });
+      auto available = [this] { return !idle_readers.empty() || open_readers < kMaxReaders; };
+      if (background) {
+        background_turn.wait(lock, [&] {
+          return foreground_waiting == 0 && background_readers < kMaxBackgroundReaders && available();
+        });
+        ++background_readers;
+      } else if (!available()) {
+        ++foreground_waiting;
+        foreground_turn.wait(lock, available);
+        if (--foreground_waiting == 0) background_turn.notify_one();  // theirs again, if any is left
+      }
       if (!idle_readers.empty()) {
         auto c = std::move(idle_readers.back());
         idle_readers.pop_back();
-        return Reader(*this, std::move(c));
+        return Reader(*this, std::move(c), background);
       }
       ++open_readers;  // ours to open, outside the lock
     }
@@ -163,12 +188,13 @@ struct SqliteStore::Impl {
       {
         std::lock_guard lock(readers_mutex);
         --open_readers;
+        if (background) --background_readers;
       }
-      reader_returned.notify_one();
+      notify_readers();
       return make_error(ErrorKind::unavailable, "cannot open a read connection: " + why);
     }
     sqlite3_busy_timeout(c->db, 5000);
-    return Reader(*this, std::move(c));
+    return Reader(*this, std::move(c), background);
   }
 
   Result<sqlite3_stmt*> prepare(const std::string& sql) { return prepare_cached(db, statements, sql); }

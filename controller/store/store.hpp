@@ -149,6 +149,12 @@ struct EventFilter {
   std::optional<std::string> job, fleet, node;  // any that are set must match
 };
 
+// Background work (the reconciler's workers and ticker, the fleet runner) marks its threads:
+// a store may then keep some of its read connections for the other threads (the API, the
+// webhooks, the boot endpoints), so a busy reconciler never makes an API call wait behind it.
+inline thread_local bool store_background_thread = false;
+inline void mark_store_background_thread() { store_background_thread = true; }
+
 class Store {
  public:
   virtual ~Store() = default;

@@ -133,6 +133,7 @@ Result<bool> InMemoryStore::withdraw_phase(const std::string& id, const std::str
 }
 
 Result<std::vector<JobEvent>> InMemoryStore::job_events(const std::string& id) {
+  ++job_event_reads;
   std::lock_guard lock(mutex_);
   auto it = events_.find(id);
   return it == events_.end() ? std::vector<JobEvent>() : it->second;

@@ -3,6 +3,7 @@
 // the same contract as SqliteStore (compare-and-swap transitions, phases recorded once,
 // intents only in the expected status, events in order), no file, no SQL. Its behaviour is
 // pinned against SqliteStore by tests/unit/controller/store_contract_test.cpp.
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <set>
@@ -67,6 +68,9 @@ class InMemoryStore final : public Store {
 
   // For tests that stage a store failure: every call fails with ErrorKind::internal while set.
   void fail_writes(bool fail);
+
+  // How often job_events() was called: how often something looked at a job's history.
+  std::atomic<long> job_event_reads{0};
 
  private:
   bool has_phase(const std::string& id, const std::string& phase) const;

@@ -123,6 +123,34 @@ TEST_F(ReconcilerTest, NoTimeoutBeforeItsTime) {
   EXPECT_EQ(status(id), "provisioning");
 }
 
+// A job whose machine was reset waits for its report: nothing to do before its boot deadline,
+// so it rests past the idle recheck (up to a minute at a time; a report wakes it at once),
+// and still fails when the deadline passes.
+TEST_F(ReconcilerTest, AJobWaitingForItsMachineRestsUntilItsDeadline) {
+  auto id = create();
+  ASSERT_TRUE(settles([&] { return status(id) == "provisioning"; }));
+  std::this_thread::sleep_for(100ms);  // the worker that started it has set its idle rest
+  ASSERT_TRUE(*store.record_phase(id, "reset_issued", "", clock.now_ms()));
+  auto looked = store.job_event_reads.load();
+  for (int i = 0; i < 3; ++i) {  // past the idle rest: a look, which finds it waiting for its machine
+    clock.advance(11'000);
+    reconciler.reconcile_once();
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_GT(store.job_event_reads.load(), looked) << "not looked at after its idle rest";
+  looked = store.job_event_reads.load();
+  clock.advance(25'000);  // idle rechecks later, within the minute since that look
+  for (int i = 0; i < 20; ++i) {
+    reconciler.reconcile_once();
+    std::this_thread::sleep_for(5ms);
+  }
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(store.job_event_reads.load(), looked) << "a job waiting for its machine was looked at again";
+  clock.advance(600'000);  // past the boot deadline
+  ASSERT_TRUE(settles_over_time([&] { return status(id) != "provisioning"; })) << status(id);
+  EXPECT_NE(record(id).error.find("did not report within 600 s"), std::string::npos) << record(id).error;
+}
+
 TEST_F(ReconcilerTest, AFailedJobIsCleanedUpToComplete) {
   auto id = create();
   ASSERT_TRUE(settles([&] { return status(id) == "provisioning"; }));
