@@ -224,7 +224,12 @@ class CurlTransport final : public HttpTransport {
       result.failure = {TransportFailure::Kind::aborted, false, "request not sent: shutting down"};
       return result;
     }
-    auto handle = pool_->acquire();
+    std::unique_ptr<Handle> handle;
+    {
+      std::lock_guard lock(own_mutex_);
+      handle = std::move(own_);
+    }
+    if (!handle) handle = pool_->acquire();
     if (!handle->multi || !handle->easy) {
       result.failure = {TransportFailure::Kind::protocol, false, "cannot create an HTTP client handle"};
       return result;
@@ -321,7 +326,15 @@ class CurlTransport final : public HttpTransport {
     // The handle keeps its connection only after a complete exchange.
     bool done = !aborted && rc == CURLE_OK;
     curl_easy_reset(e);  // no pointer into this call's locals survives it
-    pool_->release(std::move(handle), done && keep_alive);
+    if (done && keep_alive) {
+      // Kept for this transport's next request (its client's next step a moment later) and
+      // only parked in the pool when the transport ends: the process-wide cap on parked
+      // connections, filled by thousands of BMCs waiting for their installs, never makes a
+      // live client reconnect for each request.
+      std::lock_guard lock(own_mutex_);
+      if (!own_) own_ = std::move(handle);
+    }
+    if (handle) pool_->release(std::move(handle), done && keep_alive);
 
     if (done) {
       result.ok = true;
@@ -412,6 +425,13 @@ class CurlTransport final : public HttpTransport {
   TransportOptions options_;
   std::atomic<bool> keep_alive_;
   std::shared_ptr<Pool> pool_;
+  std::mutex own_mutex_;
+  std::unique_ptr<Handle> own_;  // the connection of this transport's last request
+
+ public:
+  ~CurlTransport() override {
+    if (own_) pool_->release(std::move(own_), true);
+  }
 };
 
 }  // namespace

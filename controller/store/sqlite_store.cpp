@@ -110,7 +110,40 @@ struct ReadConnection {
 
 struct SqliteStore::Impl {
   sqlite3* db = nullptr;  // the one writer
-  std::mutex mutex;       // guards db and statements
+  // Guards db and statements. A thread marked background (mark_store_background_thread)
+  // waits while any other thread waits for it: an API call or a webhook never queues behind
+  // the reconciler's workers.
+  class WriterLock {
+   public:
+    void lock() {
+      std::unique_lock l(m_);
+      if (store_background_thread) {
+        background_turn_.wait(l, [this] { return !held_ && foreground_waiting_ == 0; });
+      } else {
+        ++foreground_waiting_;
+        foreground_turn_.wait(l, [this] { return !held_; });
+        --foreground_waiting_;
+      }
+      held_ = true;
+    }
+    void unlock() {
+      bool foreground;
+      {
+        std::lock_guard l(m_);
+        held_ = false;
+        foreground = foreground_waiting_ > 0;
+      }
+      if (foreground) foreground_turn_.notify_one();
+      else background_turn_.notify_one();
+    }
+
+   private:
+    std::mutex m_;
+    std::condition_variable foreground_turn_, background_turn_;
+    bool held_ = false;
+    int foreground_waiting_ = 0;
+  };
+  WriterLock mutex;
   std::unordered_map<std::string, sqlite3_stmt*> statements;
   std::filesystem::path file;
   // At most kMaxReaders read connections (each holds three file descriptors and a page
