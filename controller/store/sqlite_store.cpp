@@ -468,7 +468,7 @@ Result<bool> SqliteStore::transition_job(const std::string& id, JobStatus expect
       const bool outcome = next_status == JobStatus::succeeded || next_status == JobStatus::failed ||
                            next_status == JobStatus::canceled;
       auto o = impl_->prepare(
-          "UPDATE fleet_members SET job_status = ?, outcome = CASE WHEN ? THEN ? ELSE outcome END WHERE job_id = ?");
+          "UPDATE fleet_members SET job_status = ?, outcome = CASE WHEN ? = 1 THEN ? ELSE outcome END WHERE job_id = ?");
       if (!o) return o.error();
       Stmt u(*o);
       u.bind(1, next).bind(2, static_cast<std::int64_t>(outcome)).bind(3, next).bind(4, id);
