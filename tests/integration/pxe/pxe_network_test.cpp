@@ -363,7 +363,9 @@ TEST_F(PxeNetwork, DnsmasqIsRestartedWhenItDiesAndEndsWithTheController) {
   start_controller();
   set_client_mac("52:54:00:aa:bb:06");
   auto ip = take_lease();
-  auto first = dnsmasq_pid();
+  // Never kill(-1): a pid is only taken once dnsmasq is found (a restart may be under way).
+  pid_t first = -1;
+  ASSERT_TRUE(eventually([&] { return (first = dnsmasq_pid()) > 0; }, 10)) << controller->log_text();
   ASSERT_EQ(::kill(first, SIGKILL), 0);
   EXPECT_TRUE(eventually([&] { return dnsmasq_pid() > 0 && dnsmasq_pid() != first; }, 10)) << controller->log_text();
   nlohmann::json answer;
