@@ -36,7 +36,7 @@
 #include "controller/pxe/boot_service.hpp"
 #include "controller/pxe/dnsmasq.hpp"
 #include "controller/servers/server_service.hpp"
-#include "controller/store/sqlite_store.hpp"
+#include "controller/store/sql_store.hpp"
 
 using namespace provisioner;
 
@@ -72,7 +72,7 @@ int run(const ControllerConfig& config) {
     log.error("cannot load the secret key", {{"error", key.error().message}});
     return 1;
   }
-  auto store = SqliteStore::open(config.data_dir / "provisioner.db");
+  auto store = SqlStore::open(config.data_dir / "provisioner.db");
   if (!store) {
     log.error("cannot open the store", {{"error", store.error().message}});
     return 1;

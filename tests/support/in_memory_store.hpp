@@ -1,8 +1,8 @@
 #pragma once
 // An in-memory Store for unit tests of the job service, the reconciler and the BMC driver:
-// the same contract as SqliteStore (compare-and-swap transitions, phases recorded once,
+// the same contract as SqlStore (compare-and-swap transitions, phases recorded once,
 // intents only in the expected status, events in order), no file, no SQL. Its behaviour is
-// pinned against SqliteStore by tests/unit/controller/store_contract_test.cpp.
+// pinned against SqlStore by tests/unit/controller/store_contract_test.cpp.
 #include <atomic>
 #include <map>
 #include <mutex>

@@ -7,7 +7,7 @@
 #include "controller/logging/logger.hpp"
 #include "controller/metrics/metrics.hpp"
 #include "controller/servers/server_service.hpp"
-#include "controller/store/sqlite_store.hpp"
+#include "controller/store/sql_store.hpp"
 #include "tests/support/controller_process.hpp"
 
 using namespace provisioner;
@@ -16,7 +16,7 @@ namespace {
 
 struct Jobs {
   test::TempDir dir;
-  std::unique_ptr<SqliteStore> store;
+  std::unique_ptr<SqlStore> store;
   SystemClock clock;
   Logger log{Logger::Format::text, "error"};
   Metrics metrics;
@@ -25,7 +25,7 @@ struct Jobs {
   std::unique_ptr<JobService> jobs;
 
   Jobs() {
-    auto opened = SqliteStore::open(dir.path() / "p.db");
+    auto opened = SqlStore::open(dir.path() / "p.db");
     if (!opened) throw std::runtime_error(opened.error().message);
     store = std::move(*opened);
     servers = std::make_unique<ServerService>(*store, clock, log, key);

@@ -7,7 +7,7 @@
 #include <sqlite3.h>
 
 #include "controller/store/migrations.hpp"
-#include "controller/store/sqlite_store.hpp"
+#include "controller/store/sql_store.hpp"
 #include "tests/support/job_records.hpp"
 #include "tests/support/controller_process.hpp"
 
@@ -23,8 +23,8 @@ JobRecord job(const std::string& id, const std::string& serial = "SN") {
 
 class SqliteStoreTest : public testing::Test {
  protected:
-  std::unique_ptr<SqliteStore> open() {
-    auto s = SqliteStore::open(dir.path() / "store.db");
+  std::unique_ptr<SqlStore> open() {
+    auto s = SqlStore::open(dir.path() / "store.db");
     EXPECT_TRUE(s.ok()) << (s.ok() ? "" : s.error().message);
     return std::move(*s);
   }
@@ -137,7 +137,7 @@ TEST_F(SqliteStoreTest, RefusesADatabaseFromTheFuture) {
   ASSERT_EQ(sqlite3_open((dir.path() / "store.db").c_str(), &db), SQLITE_OK);
   sqlite3_exec(db, "PRAGMA user_version = 99", nullptr, nullptr, nullptr);
   sqlite3_close(db);
-  EXPECT_FALSE(SqliteStore::open(dir.path() / "store.db").ok());
+  EXPECT_FALSE(SqlStore::open(dir.path() / "store.db").ok());
 }
 
 // Migration 5 keeps each fleet member's job status on the member row: a database written

@@ -1,13 +1,18 @@
-// One contract, two stores: every case runs against SqliteStore (a real file) and the
-// in-memory store the job unit tests use, so a fake that drifts from the real store fails here.
+// One contract, three stores: every case runs against SqlStore on SQLite (a real file), on
+// PostgreSQL (a real server this process starts: tests/support/postgres_server.hpp) and the
+// in-memory store the job unit tests use, so neither a fake nor a dialect drifts from the
+// contract unnoticed.
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <map>
+#include <stdexcept>
 #include <memory>
 #include <tuple>
 
-#include "controller/store/sqlite_store.hpp"
+#include "controller/store/sql_connection.hpp"
+#include "controller/store/sql_store.hpp"
+#include "tests/support/postgres_server.hpp"
 #include "tests/support/job_records.hpp"
 #include "tests/support/in_memory_store.hpp"
 
@@ -23,6 +28,23 @@ struct StoreKind {
   std::string name;
 };
 
+// The PostgreSQL server, started once per test process when a case first needs it.
+test::PostgresServer* postgres(std::string& why) {
+  static std::string why_not;
+  static auto server = test::PostgresServer::start(why_not);
+  why = why_not;
+  return server.get();
+}
+
+// A new database on that server, for one case.
+std::string fresh_postgres_database() {
+  static int n = 0;
+  std::string why;
+  auto* server = postgres(why);
+  if (!server) throw std::runtime_error(why);
+  return server->create_database("contract_" + std::to_string(::getpid()) + "_" + std::to_string(++n));
+}
+
 class StoreContract : public testing::TestWithParam<StoreKind> {
  protected:
   void SetUp() override {
@@ -30,12 +52,20 @@ class StoreContract : public testing::TestWithParam<StoreKind> {
       store = std::make_unique<test::InMemoryStore>();
       return;
     }
+    if (GetParam().name == "postgres") {
+      std::string why;
+      ASSERT_NE(postgres(why), nullptr) << why;
+      auto opened = SqlStore::open(postgres_database(fresh_postgres_database()));
+      ASSERT_TRUE(opened.ok()) << opened.error().message;
+      store = std::move(*opened);
+      return;
+    }
     dir = std::filesystem::temp_directory_path() /
           ("store-contract-" + std::to_string(::getpid()) + "-" +
            testing::UnitTest::GetInstance()->current_test_info()->name());
     std::filesystem::remove_all(dir);
     std::filesystem::create_directories(dir);
-    auto opened = SqliteStore::open(dir / "provisioner.db");
+    auto opened = SqlStore::open(dir / "provisioner.db");
     ASSERT_TRUE(opened.ok()) << opened.error().message;
     store = std::move(*opened);
   }
@@ -275,7 +305,8 @@ TEST_P(StoreContract, NodeTransitionsAreCompareAndSwapWithWhoAndWhy) {
   EXPECT_EQ((*events)[1].at_ms, 2000);
 }
 
-INSTANTIATE_TEST_SUITE_P(BothStores, StoreContract, testing::Values(StoreKind{"sqlite"}, StoreKind{"memory"}),
+INSTANTIATE_TEST_SUITE_P(EveryStore, StoreContract,
+                         testing::Values(StoreKind{"sqlite"}, StoreKind{"postgres"}, StoreKind{"memory"}),
                          [](const testing::TestParamInfo<StoreKind>& info) { return info.param.name; });
 
 namespace {

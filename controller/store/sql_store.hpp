@@ -6,13 +6,18 @@
 
 namespace provisioner {
 
-// SQLite in WAL mode with foreign keys and embedded migrations (PRAGMA user_version).
-// One writer connection guarded by a mutex (SQLite serialises writers anyway) and a bounded
-// pool of read-only WAL connections, so reads never wait behind a write.
-class SqliteStore final : public Store {
+class SqlDatabase;
+
+// The store on a SQL database: SQLite (the embedded default: WAL, foreign keys) or
+// PostgreSQL (several controllers on one database), through SqlDatabase. Embedded migrations,
+// one writer connection per process guarded by a lock (SQLite serialises writers anyway;
+// PostgreSQL's serializable transactions are retried when they race another controller's)
+// and a bounded pool of read connections, so reads never wait behind a write.
+class SqlStore final : public Store {
  public:
-  static Result<std::unique_ptr<SqliteStore>> open(const std::filesystem::path& file);
-  ~SqliteStore() override;
+  static Result<std::unique_ptr<SqlStore>> open(const std::filesystem::path& sqlite_file);
+  static Result<std::unique_ptr<SqlStore>> open(std::unique_ptr<SqlDatabase> database);
+  ~SqlStore() override;
 
   Status insert_job(const JobRecord& job) override;
   Result<std::optional<JobRecord>> get_job(const std::string& id) override;
@@ -71,7 +76,7 @@ class SqliteStore final : public Store {
                                  const std::optional<std::string>& expected_status, const std::string& detail,
                                  std::int64_t now_ms);
   struct Impl;
-  explicit SqliteStore(std::unique_ptr<Impl> impl);
+  explicit SqlStore(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
 

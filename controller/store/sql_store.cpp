@@ -1,6 +1,4 @@
-#include "controller/store/sqlite_store.hpp"
-
-#include <sqlite3.h>
+#include "controller/store/sql_store.hpp"
 
 #include <condition_variable>
 #include <functional>
@@ -10,40 +8,35 @@
 
 #include "controller/nodes/node_identity.hpp"
 #include "controller/store/migrations.hpp"
+#include "controller/store/sql_connection.hpp"
 
 namespace provisioner {
 
 namespace {
 
-Error db_error(sqlite3* db, const std::string& what) {
-  return make_error(ErrorKind::internal, what + ": " + sqlite3_errmsg(db));
+Error db_error(SqlConnection* db, const std::string& what) {
+  return make_error(ErrorKind::internal, what + ": " + db->last_error());
 }
 
 // A prepared statement, reset on scope exit so the cached one can be reused.
 class Stmt {
  public:
-  Stmt(sqlite3_stmt* s) : s_(s) {}
-  ~Stmt() {
-    sqlite3_reset(s_);
-    sqlite3_clear_bindings(s_);
-  }
+  Stmt(SqlStatement* s) : s_(s) {}
+  ~Stmt() { s_->reset(); }
   Stmt& bind(int i, const std::string& v) {
-    sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    s_->bind_text(i, v);
     return *this;
   }
   Stmt& bind(int i, std::int64_t v) {
-    sqlite3_bind_int64(s_, i, v);
+    s_->bind_integer(i, v);
     return *this;
   }
-  int step() { return sqlite3_step(s_); }
-  std::string text(int col) const {
-    auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s_, col));
-    return p ? std::string(p, static_cast<std::size_t>(sqlite3_column_bytes(s_, col))) : std::string();
-  }
-  std::int64_t integer(int col) const { return sqlite3_column_int64(s_, col); }
+  Step step() { return s_->step(); }
+  std::string text(int col) const { return s_->text(col); }
+  std::int64_t integer(int col) const { return s_->integer(col); }
 
  private:
-  sqlite3_stmt* s_;
+  SqlStatement* s_;
 };
 
 constexpr const char* kJobColumns =
@@ -84,32 +77,20 @@ Result<JobRecord> job_from_row(const Stmt& s) {
   return j;
 }
 
-// Statements are prepared once per connection and cached: preparing costs more than running.
-Result<sqlite3_stmt*> prepare_cached(sqlite3* db, std::unordered_map<std::string, sqlite3_stmt*>& cache,
-                                     const std::string& sql) {
-  if (auto it = cache.find(sql); it != cache.end()) return it->second;
-  sqlite3_stmt* s = nullptr;
-  if (sqlite3_prepare_v2(db, sql.c_str(), -1, &s, nullptr) != SQLITE_OK) return db_error(db, "prepare");
-  cache.emplace(sql, s);
-  return s;
-}
-
 }  // namespace
 
-// A read-only connection with its own statement cache. WAL lets readers run beside the
-// writer, so API reads never queue behind the reconciler's writes.
+// A read connection (SQLite: read-only, in WAL beside the writer; PostgreSQL: a session of
+// its own), with its own statement cache: API reads never queue behind the reconciler's writes.
 struct ReadConnection {
-  sqlite3* db = nullptr;
-  std::unordered_map<std::string, sqlite3_stmt*> statements;
-  ~ReadConnection() {
-    for (auto& [sql, s] : statements) sqlite3_finalize(s);
-    if (db) sqlite3_close(db);
-  }
-  Result<sqlite3_stmt*> prepare(const std::string& sql) { return prepare_cached(db, statements, sql); }
+  std::unique_ptr<SqlConnection> owner;
+  SqlConnection* db = nullptr;
+  Result<SqlStatement*> prepare(const std::string& sql) { return db->prepare(sql); }
 };
 
-struct SqliteStore::Impl {
-  sqlite3* db = nullptr;  // the one writer
+struct SqlStore::Impl {
+  std::unique_ptr<SqlDatabase> database;
+  std::unique_ptr<SqlConnection> writer;
+  SqlConnection* db = nullptr;  // the one writer (of this process)
   // Guards db and statements. A thread marked background (mark_store_background_thread)
   // waits while any other thread waits for it: an API call or a webhook never queues behind
   // the reconciler's workers.
@@ -144,8 +125,6 @@ struct SqliteStore::Impl {
     int foreground_waiting_ = 0;
   };
   WriterLock mutex;
-  std::unordered_map<std::string, sqlite3_stmt*> statements;
-  std::filesystem::path file;
   // At most kMaxReaders read connections (each holds three file descriptors and a page
   // cache); a reader beyond that waits for one to come back. Background threads
   // (mark_store_background_thread) hold at most kMaxBackgroundReaders of them and wait while
@@ -158,11 +137,6 @@ struct SqliteStore::Impl {
   std::size_t open_readers = 0;
   std::size_t background_readers = 0;  // lent to background threads now
   int foreground_waiting = 0;
-
-  ~Impl() {
-    for (auto& [sql, s] : statements) sqlite3_finalize(s);
-    if (db) sqlite3_close(db);
-  }
 
   // Borrows a read connection (opening one when none is idle) and gives it back after use.
   class Reader {
@@ -215,58 +189,61 @@ struct SqliteStore::Impl {
       }
       ++open_readers;  // ours to open, outside the lock
     }
-    auto c = std::make_unique<ReadConnection>();
-    if (sqlite3_open_v2(file.c_str(), &c->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
-      std::string why = c->db ? sqlite3_errmsg(c->db) : "out of memory";
+    auto opened = database->open_reader();
+    if (!opened) {
       {
         std::lock_guard lock(readers_mutex);
         --open_readers;
         if (background) --background_readers;
       }
       notify_readers();
-      return make_error(ErrorKind::unavailable, "cannot open a read connection: " + why);
+      return make_error(ErrorKind::unavailable, "cannot open a read connection: " + opened.error().message);
     }
-    sqlite3_busy_timeout(c->db, 5000);
+    auto c = std::make_unique<ReadConnection>();
+    c->owner = std::move(*opened);
+    c->db = c->owner.get();
     return Reader(*this, std::move(c), background);
   }
 
-  Result<sqlite3_stmt*> prepare(const std::string& sql) { return prepare_cached(db, statements, sql); }
-
-  Status exec(const char* sql) {
-    char* msg = nullptr;
-    if (sqlite3_exec(db, sql, nullptr, nullptr, &msg) != SQLITE_OK) {
-      std::string m = msg ? msg : "unknown";
-      sqlite3_free(msg);
-      return make_error(ErrorKind::internal, std::string("sqlite: ") + m);
-    }
-    return Ok{};
-  }
+  Result<SqlStatement*> prepare(const std::string& sql) { return db->prepare(sql); }
+  Status exec(const char* sql) { return db->exec(sql); }
 
   // Set by a transaction that appended to `events`; the listener runs after its commit.
   bool wrote_events = false;
   std::function<void()> events_committed;
 
-  // Runs `body` inside BEGIN IMMEDIATE … COMMIT, rolling back when it fails.
+  // Runs `body` inside a writing transaction (SQLite: BEGIN IMMEDIATE; PostgreSQL:
+  // serializable), rolling back when it fails. A transaction the database refused because it
+  // raced another controller's is run again, a few times: it saw nothing that was kept.
   template <typename F>
   auto transaction(F&& body) -> decltype(body()) {
-    if (auto s = exec("BEGIN IMMEDIATE"); !s) return s.error();
-    wrote_events = false;
-    auto result = body();
-    // A failed ROLLBACK leaves SQLite rolling back on its own; the first error is the one to report.
-    if (!result) {
-      (void)exec("ROLLBACK");
+    for (int attempt = 1;; ++attempt) {
+      if (auto s = exec(database->begin_write()); !s) return s.error();
       wrote_events = false;
-      return result;
+      auto result = body();
+      bool retry = false;
+      if (result) {
+        if (auto s = exec("COMMIT"); !s) {
+          retry = db->retryable();
+          (void)exec(database->rollback());
+          wrote_events = false;
+          if (!retry || attempt == kTransactionAttempts) return s.error();
+        } else {
+          if (wrote_events && events_committed) events_committed();
+          wrote_events = false;
+          return result;
+        }
+      } else {
+        // A failed ROLLBACK leaves the database rolling back on its own; the first error is
+        // the one to report.
+        retry = db->retryable();
+        (void)exec(database->rollback());
+        wrote_events = false;
+        if (!retry || attempt == kTransactionAttempts) return result;
+      }
     }
-    if (auto s = exec("COMMIT"); !s) {
-      (void)exec("ROLLBACK");
-      wrote_events = false;
-      return s.error();
-    }
-    if (wrote_events && events_committed) events_committed();
-    wrote_events = false;
-    return result;
   }
+  static constexpr int kTransactionAttempts = 8;
 
   // Appends to the event stream (inside the caller's transaction).
   Status append_event(const std::string& topic, const std::string& kind, const std::string& name,
@@ -280,7 +257,7 @@ struct SqliteStore::Impl {
     Stmt s(*st);
     s.bind(1, topic).bind(2, kind).bind(3, name).bind(4, from).bind(5, detail).bind(6, job_id).bind(7, fleet_id);
     s.bind(8, node_id).bind(9, serial).bind(10, at_ms);
-    if (s.step() != SQLITE_DONE) return db_error(db, "append event");
+    if (s.step() != Step::done) return db_error(db, "append event");
     wrote_events = true;
     return Ok{};
   }
@@ -291,7 +268,7 @@ struct SqliteStore::Impl {
     if (!st) return st.error();
     Stmt s(*st);
     s.bind(1, id).bind(2, kind).bind(3, name).bind(4, from).bind(5, detail).bind(6, now);
-    if (s.step() != SQLITE_DONE) return db_error(db, "insert event");
+    if (s.step() != Step::done) return db_error(db, "insert event");
     // The same change on the event stream, with what its filters select by.
     auto ev = prepare(
         "INSERT INTO events (topic, kind, name, from_value, detail, job_id, fleet_id, node_id, serial, at_ms) "
@@ -299,7 +276,7 @@ struct SqliteStore::Impl {
     if (!ev) return ev.error();
     Stmt e(*ev);
     e.bind(1, kind).bind(2, name).bind(3, from).bind(4, detail).bind(5, now).bind(6, id);
-    if (e.step() != SQLITE_DONE) return db_error(db, "append job event");
+    if (e.step() != Step::done) return db_error(db, "append job event");
     wrote_events = true;
     return true;
   }
@@ -313,50 +290,43 @@ struct SqliteStore::Impl {
     s.bind(1, j.id).bind(2, status_text(j.status)).bind(3, j.phase).bind(4, j.server_serial).bind(5, j.server.dump());
     s.bind(6, j.recipe.dump()).bind(7, j.webhook_key_sealed).bind(8, j.failed_step).bind(9, j.error);
     s.bind(10, j.created_ms).bind(11, j.updated_ms).bind(12, j.fleet_id).bind(13, j.node_id);
-    int rc = s.step();
-    if (rc == SQLITE_CONSTRAINT) return make_error(ErrorKind::conflict, "job " + j.id + " already exists");
-    if (rc != SQLITE_DONE) return db_error(db, "insert job");
+    Step rc = s.step();
+    if (rc == Step::constraint) return make_error(ErrorKind::conflict, "job " + j.id + " already exists");
+    if (rc != Step::done) return db_error(db, "insert job");
     auto ev = insert_event(j.id, "transition", status_text(j.status), "", "created", j.created_ms);
     if (!ev) return ev.error();
     return Ok{};
   }
 };
 
-SqliteStore::SqliteStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {
+SqlStore::SqlStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {
   impl_->events_committed = [this] { events_written(); };
 }
-SqliteStore::~SqliteStore() = default;
+SqlStore::~SqlStore() = default;
 
-Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::filesystem::path& file) {
+Result<std::unique_ptr<SqlStore>> SqlStore::open(const std::filesystem::path& file) {
+  return open(sqlite_database(file.string()));
+}
+
+Result<std::unique_ptr<SqlStore>> SqlStore::open(std::unique_ptr<SqlDatabase> database) {
   auto impl = std::make_unique<Impl>();
-  impl->file = file;
-  if (sqlite3_open_v2(file.c_str(), &impl->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                      nullptr) != SQLITE_OK)
-    return make_error(ErrorKind::unavailable, "cannot open database " + file.string() + ": " +
-                                                  (impl->db ? sqlite3_errmsg(impl->db) : "out of memory"));
-  sqlite3_busy_timeout(impl->db, 5000);
-  // WAL: readers never block the writer; NORMAL sync keeps every commit across a process
-  // crash (SIGKILL) and costs no fsync per commit. secure_delete: the bytes of a rewritten or
-  // deleted row are zeroed, so a secret sealed in place leaves no clear copy in free space.
-  for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON",
-                             "PRAGMA secure_delete=ON"})
-    if (auto s = impl->exec(pragma); !s) return s.error();
+  impl->database = std::move(database);
+  auto writer = impl->database->open_writer();
+  if (!writer) return writer.error();
+  impl->writer = std::move(*writer);
+  impl->db = impl->writer.get();
+  const std::string file = impl->database->describe();
 
-  int version = 0;
-  {
-    auto st = impl->prepare("PRAGMA user_version");
-    if (!st) return st.error();
-    Stmt s(*st);
-    if (s.step() == SQLITE_ROW) version = static_cast<int>(s.integer(0));
-  }
+  auto current = impl->database->schema_version(*impl->db);
+  if (!current) return current.error();
+  const int version = *current;
   if (version > static_cast<int>(kMigrations.size()))
-    return make_error(ErrorKind::unavailable, "database " + file.string() + " is from a newer controller (schema " +
+    return make_error(ErrorKind::unavailable, "database " + file + " is from a newer controller (schema " +
                                                   std::to_string(version) + ")");
   for (int i = version; i < static_cast<int>(kMigrations.size()); ++i) {
     auto applied = impl->transaction([&]() -> Status {
-      std::string sql(kMigrations[i]);
-      sql += "\nPRAGMA user_version = " + std::to_string(i + 1) + ";";
-      return impl->exec(sql.c_str());
+      if (auto s = impl->db->exec(impl->database->dialect(kMigrations[i])); !s) return s;
+      return impl->database->set_schema_version(*impl->db, i + 1);
     });
     if (!applied) return applied.error();
   }
@@ -369,7 +339,7 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::filesystem::pa
         auto st = impl->prepare("SELECT id, server_json FROM jobs WHERE status NOT IN ('complete', 'canceled')");
         if (!st) return st.error();
         Stmt q(*st);
-        while (q.step() == SQLITE_ROW) {
+        while (q.step() == Step::row) {
           auto server = nlohmann::json::parse(q.text(1), nullptr, false);
           if (server.is_object() && server.contains("node_id") && server["node_id"].is_string())
             rows.emplace_back(q.text(0), server["node_id"].get<std::string>());
@@ -380,46 +350,45 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::filesystem::pa
         if (!st) return st.error();
         Stmt u(*st);
         u.bind(1, node).bind(2, id);
-        if (u.step() != SQLITE_DONE) return db_error(impl->db, "backfill node_id");
+        if (u.step() != Step::done) return db_error(impl->db, "backfill node_id");
       }
       return Ok{};
     });
     if (!filled) return filled.error();
   }
-  return std::unique_ptr<SqliteStore>(new SqliteStore(std::move(impl)));
+  if (auto done = impl->database->migrations_done(*impl->db); !done) return done.error();
+  return std::unique_ptr<SqlStore>(new SqlStore(std::move(impl)));
 }
 
-int SqliteStore::schema_version() {
+int SqlStore::schema_version() {
   std::lock_guard lock(impl_->mutex);
-  auto st = impl_->prepare("PRAGMA user_version");
-  if (!st) return -1;
-  Stmt s(*st);
-  return s.step() == SQLITE_ROW ? static_cast<int>(s.integer(0)) : -1;
+  auto version = impl_->database->schema_version(*impl_->db);
+  return version ? *version : -1;
 }
 
-Status SqliteStore::insert_job(const JobRecord& j) {
+Status SqlStore::insert_job(const JobRecord& j) {
   std::lock_guard lock(impl_->mutex);
   return impl_->transaction([&]() -> Status { return impl_->insert_job_row(j); });
 }
 
-Result<std::optional<JobRecord>> SqliteStore::get_job(const std::string& id) {
+Result<std::optional<JobRecord>> SqlStore::get_job(const std::string& id) {
   auto reader = impl_->reader();
   if (!reader) return reader.error();
   auto st = (*reader)->prepare(std::string("SELECT ") + kJobColumns + " FROM jobs WHERE id = ?");
   if (!st) return st.error();
   Stmt s(*st);
   s.bind(1, id);
-  int rc = s.step();
-  if (rc == SQLITE_ROW) {
+  Step rc = s.step();
+  if (rc == Step::row) {
     auto job = job_from_row(s);
     if (!job) return job.error();
     return std::optional<JobRecord>(std::move(*job));
   }
-  if (rc == SQLITE_DONE) return std::optional<JobRecord>();
+  if (rc == Step::done) return std::optional<JobRecord>();
   return db_error((*reader)->db, "get job");
 }
 
-Result<std::vector<JobRecord>> SqliteStore::list_jobs(const JobFilter& f) {
+Result<std::vector<JobRecord>> SqlStore::list_jobs(const JobFilter& f) {
   auto reader = impl_->reader();
   if (!reader) return reader.error();
   // Fixed SQL text per filter shape keeps the statement cache small and the SQL portable.
@@ -436,17 +405,17 @@ Result<std::vector<JobRecord>> SqliteStore::list_jobs(const JobFilter& f) {
   if (f.server_serial) s.bind(i++, *f.server_serial);
   s.bind(i++, static_cast<std::int64_t>(f.limit));
   std::vector<JobRecord> out;
-  int rc;
-  while ((rc = s.step()) == SQLITE_ROW) {
+  Step rc;
+  while ((rc = s.step()) == Step::row) {
     auto job = job_from_row(s);
     if (!job) return job.error();
     out.push_back(std::move(*job));
   }
-  if (rc != SQLITE_DONE) return db_error((*reader)->db, "list jobs");
+  if (rc != Step::done) return db_error((*reader)->db, "list jobs");
   return out;
 }
 
-Result<bool> SqliteStore::transition_job(const std::string& id, JobStatus expected_status, JobStatus next_status,
+Result<bool> SqlStore::transition_job(const std::string& id, JobStatus expected_status, JobStatus next_status,
                                          const JobChanges& changes, const std::string& detail, std::int64_t now_ms) {
   const std::string expected = status_text(expected_status), next = status_text(next_status);
   std::lock_guard lock(impl_->mutex);
@@ -460,8 +429,8 @@ Result<bool> SqliteStore::transition_job(const std::string& id, JobStatus expect
     if (changes.failed_step) s.bind(3, *changes.failed_step);
     if (changes.error) s.bind(4, *changes.error);
     s.bind(5, id).bind(6, expected);
-    if (s.step() != SQLITE_DONE) return db_error(impl_->db, "transition job");
-    if (sqlite3_changes(impl_->db) == 0) return false;
+    if (s.step() != Step::done) return db_error(impl_->db, "transition job");
+    if (impl_->db->changes() == 0) return false;
     {
       // A fleet is counted from its member rows: the job's status, and its outcome (the last
       // succeeded/failed/canceled), are kept there in the same transaction.
@@ -472,39 +441,39 @@ Result<bool> SqliteStore::transition_job(const std::string& id, JobStatus expect
       if (!o) return o.error();
       Stmt u(*o);
       u.bind(1, next).bind(2, static_cast<std::int64_t>(outcome)).bind(3, next).bind(4, id);
-      if (u.step() != SQLITE_DONE) return db_error(impl_->db, "fleet member status");
+      if (u.step() != Step::done) return db_error(impl_->db, "fleet member status");
     }
     return impl_->insert_event(id, "transition", next, expected, detail, now_ms);
   });
 }
 
-Result<bool> SqliteStore::record_phase(const std::string& id, const std::string& phase, const std::string& detail,
+Result<bool> SqlStore::record_phase(const std::string& id, const std::string& phase, const std::string& detail,
                                        std::int64_t now_ms) {
   return record_phase_when(id, phase, std::nullopt, detail, now_ms);
 }
 
-Result<bool> SqliteStore::record_phase_if_status(const std::string& id, const std::string& phase,
+Result<bool> SqlStore::record_phase_if_status(const std::string& id, const std::string& phase,
                                                  JobStatus expected_status, const std::string& detail,
                                                  std::int64_t now_ms) {
   return record_phase_when(id, phase, status_text(expected_status), detail, now_ms);
 }
 
-Result<bool> SqliteStore::update_job_recipe(const std::string& id, const nlohmann::json& recipe, std::int64_t now_ms) {
+Result<bool> SqlStore::update_job_recipe(const std::string& id, const nlohmann::json& recipe, std::int64_t now_ms) {
   std::lock_guard lock(impl_->mutex);
   auto st = impl_->prepare("UPDATE jobs SET recipe_json = ?, updated_ms = ? WHERE id = ?");
   if (!st) return st.error();
   Stmt s(*st);
   s.bind(1, recipe.dump()).bind(2, now_ms).bind(3, id);
-  if (s.step() != SQLITE_DONE) return db_error(impl_->db, "update recipe");
-  return sqlite3_changes(impl_->db) == 1;
+  if (s.step() != Step::done) return db_error(impl_->db, "update recipe");
+  return impl_->db->changes() == 1;
 }
 
-Status SqliteStore::flush_rewrites() {
+Status SqlStore::flush_rewrites() {
   std::lock_guard lock(impl_->mutex);
-  return impl_->exec("PRAGMA wal_checkpoint(TRUNCATE)");
+  return impl_->database->flush_rewrites(*impl_->db);
 }
 
-Result<bool> SqliteStore::withdraw_phase(const std::string& id, const std::string& phase, const std::string& detail,
+Result<bool> SqlStore::withdraw_phase(const std::string& id, const std::string& phase, const std::string& detail,
                                          std::int64_t now_ms) {
   std::lock_guard lock(impl_->mutex);
   return impl_->transaction([&]() -> Result<bool> {
@@ -513,9 +482,9 @@ Result<bool> SqliteStore::withdraw_phase(const std::string& id, const std::strin
     {
       Stmt s(*st);
       s.bind(1, id).bind(2, phase);
-      if (s.step() != SQLITE_DONE) return db_error(impl_->db, "withdraw phase");
+      if (s.step() != Step::done) return db_error(impl_->db, "withdraw phase");
     }
-    if (sqlite3_changes(impl_->db) == 0) return false;
+    if (impl_->db->changes() == 0) return false;
     // The job's current phase is its latest remaining one.
     auto up = impl_->prepare(
         "UPDATE jobs SET updated_ms = ?, phase = COALESCE((SELECT phase FROM job_phases WHERE job_id = ? "
@@ -524,13 +493,13 @@ Result<bool> SqliteStore::withdraw_phase(const std::string& id, const std::strin
     {
       Stmt u(*up);
       u.bind(1, now_ms).bind(2, id).bind(3, id);
-      if (u.step() != SQLITE_DONE) return db_error(impl_->db, "update phase");
+      if (u.step() != Step::done) return db_error(impl_->db, "update phase");
     }
     return impl_->insert_event(id, "phase_withdrawn", phase, "", detail, now_ms);
   });
 }
 
-Result<bool> SqliteStore::record_phase_when(const std::string& id, const std::string& phase,
+Result<bool> SqlStore::record_phase_when(const std::string& id, const std::string& phase,
                                             const std::optional<std::string>& expected_status,
                                             const std::string& detail, std::int64_t now_ms) {
   std::lock_guard lock(impl_->mutex);
@@ -545,19 +514,19 @@ Result<bool> SqliteStore::record_phase_when(const std::string& id, const std::st
       Stmt s(*st);
       s.bind(1, id).bind(2, phase).bind(3, now_ms).bind(4, id);
       if (expected_status) s.bind(5, *expected_status).bind(6, *expected_status);
-      if (s.step() != SQLITE_DONE) return db_error(impl_->db, "record phase");
+      if (s.step() != Step::done) return db_error(impl_->db, "record phase");
     }
-    if (sqlite3_changes(impl_->db) == 0) return false;
+    if (impl_->db->changes() == 0) return false;
     auto up = impl_->prepare("UPDATE jobs SET phase = ?, updated_ms = ? WHERE id = ?");
     if (!up) return up.error();
     Stmt u(*up);
     u.bind(1, phase).bind(2, now_ms).bind(3, id);
-    if (u.step() != SQLITE_DONE) return db_error(impl_->db, "update phase");
+    if (u.step() != Step::done) return db_error(impl_->db, "update phase");
     return impl_->insert_event(id, "phase", phase, "", detail, now_ms);
   });
 }
 
-Result<std::vector<JobEvent>> SqliteStore::job_events(const std::string& id) {
+Result<std::vector<JobEvent>> SqlStore::job_events(const std::string& id) {
   auto reader = impl_->reader();
   if (!reader) return reader.error();
   auto st = (*reader)->prepare(
@@ -566,14 +535,14 @@ Result<std::vector<JobEvent>> SqliteStore::job_events(const std::string& id) {
   Stmt s(*st);
   s.bind(1, id);
   std::vector<JobEvent> out;
-  int rc;
-  while ((rc = s.step()) == SQLITE_ROW)
+  Step rc;
+  while ((rc = s.step()) == Step::row)
     out.push_back(JobEvent{s.integer(0), s.text(1), s.text(2), s.text(3), s.text(4), s.integer(5)});
-  if (rc != SQLITE_DONE) return db_error((*reader)->db, "job events");
+  if (rc != Step::done) return db_error((*reader)->db, "job events");
   return out;
 }
 
-Result<bool> SqliteStore::set_job_media(const std::string& id, JobStatus expected_status,
+Result<bool> SqlStore::set_job_media(const std::string& id, JobStatus expected_status,
                                         const nlohmann::json& media, std::int64_t now_ms) {
   if (!media.is_object()) return make_error(ErrorKind::invalid_input, "a job's media must be a JSON object");
   std::lock_guard lock(impl_->mutex);
@@ -581,11 +550,11 @@ Result<bool> SqliteStore::set_job_media(const std::string& id, JobStatus expecte
   if (!st) return st.error();
   Stmt s(*st);
   s.bind(1, media.dump()).bind(2, now_ms).bind(3, id).bind(4, status_text(expected_status));
-  if (s.step() != SQLITE_DONE) return db_error(impl_->db, "set job media");
-  return sqlite3_changes(impl_->db) == 1;
+  if (s.step() != Step::done) return db_error(impl_->db, "set job media");
+  return impl_->db->changes() == 1;
 }
 
-Result<std::vector<std::string>> SqliteStore::job_ids_to_reconcile(int limit) {
+Result<std::vector<std::string>> SqlStore::job_ids_to_reconcile(int limit) {
   auto reader = impl_->reader();
   if (!reader) return reader.error();
   auto st = (*reader)->prepare(std::string("SELECT id") +
@@ -596,30 +565,30 @@ Result<std::vector<std::string>> SqliteStore::job_ids_to_reconcile(int limit) {
   Stmt s(*st);
   s.bind(1, static_cast<std::int64_t>(limit));
   std::vector<std::string> out;
-  int rc;
-  while ((rc = s.step()) == SQLITE_ROW) out.push_back(s.text(0));
-  if (rc != SQLITE_DONE) return db_error((*reader)->db, "list jobs to reconcile");
+  Step rc;
+  while ((rc = s.step()) == Step::row) out.push_back(s.text(0));
+  if (rc != Step::done) return db_error((*reader)->db, "list jobs to reconcile");
   return out;
 }
 
-Result<std::vector<nlohmann::json>> SqliteStore::media_in_use() {
+Result<std::vector<nlohmann::json>> SqlStore::media_in_use() {
   auto reader = impl_->reader();
   if (!reader) return reader.error();
   auto st = (*reader)->prepare("SELECT media_json FROM jobs WHERE status NOT IN ('complete', 'canceled')");
   if (!st) return st.error();
   Stmt s(*st);
   std::vector<nlohmann::json> out;
-  int rc;
-  while ((rc = s.step()) == SQLITE_ROW) {
+  Step rc;
+  while ((rc = s.step()) == Step::row) {
     auto media = nlohmann::json::parse(s.text(0), nullptr, false);
     if (media.is_discarded()) return make_error(ErrorKind::internal, "a job's stored media do not parse");
     out.push_back(std::move(media));
   }
-  if (rc != SQLITE_DONE) return db_error((*reader)->db, "media in use");
+  if (rc != Step::done) return db_error((*reader)->db, "media in use");
   return out;
 }
 
-Result<bool> SqliteStore::remember_webhook(const std::string& signature, std::int64_t now_ms, std::int64_t expires_ms) {
+Result<bool> SqlStore::remember_webhook(const std::string& signature, std::int64_t now_ms, std::int64_t expires_ms) {
   std::lock_guard lock(impl_->mutex);
   return impl_->transaction([&]() -> Result<bool> {
     auto prune = impl_->prepare("DELETE FROM webhook_signatures WHERE expires_ms < ?");
@@ -627,27 +596,27 @@ Result<bool> SqliteStore::remember_webhook(const std::string& signature, std::in
     {
       Stmt p(*prune);
       p.bind(1, now_ms);
-      if (p.step() != SQLITE_DONE) return db_error(impl_->db, "prune signatures");
+      if (p.step() != Step::done) return db_error(impl_->db, "prune signatures");
     }
     auto st = impl_->prepare("INSERT INTO webhook_signatures (signature, expires_ms) VALUES (?,?) ON CONFLICT DO NOTHING");
     if (!st) return st.error();
     Stmt s(*st);
     s.bind(1, signature).bind(2, expires_ms);
-    if (s.step() != SQLITE_DONE) return db_error(impl_->db, "remember signature");
-    return sqlite3_changes(impl_->db) == 1;
+    if (s.step() != Step::done) return db_error(impl_->db, "remember signature");
+    return impl_->db->changes() == 1;
   });
 }
 
-Result<std::map<std::string, std::int64_t>> SqliteStore::count_jobs_by_status() {
+Result<std::map<std::string, std::int64_t>> SqlStore::count_jobs_by_status() {
   auto reader = impl_->reader();
   if (!reader) return reader.error();
   auto st = (*reader)->prepare("SELECT status, COUNT(*) FROM jobs GROUP BY status");
   if (!st) return st.error();
   Stmt s(*st);
   std::map<std::string, std::int64_t> out;
-  int rc;
-  while ((rc = s.step()) == SQLITE_ROW) out[s.text(0)] = s.integer(1);
-  if (rc != SQLITE_DONE) return db_error((*reader)->db, "count jobs");
+  Step rc;
+  while ((rc = s.step()) == Step::row) out[s.text(0)] = s.integer(1);
+  if (rc != Step::done) return db_error((*reader)->db, "count jobs");
   return out;
 }
 
@@ -659,36 +628,36 @@ Result<ServerRecord> server_from_row(const Stmt& s) {
 }
 }  // namespace
 
-Status SqliteStore::insert_server(const ServerRecord& r) {
+Status SqlStore::insert_server(const ServerRecord& r) {
   std::lock_guard lock(impl_->mutex);
   auto st = impl_->prepare("INSERT INTO servers (id, serial, record_json, created_ms, updated_ms) VALUES (?,?,?,?,?)");
   if (!st) return st.error();
   Stmt s(*st);
   s.bind(1, r.id).bind(2, r.serial).bind(3, r.record.dump()).bind(4, r.created_ms).bind(5, r.updated_ms);
-  int rc = s.step();
-  if (rc == SQLITE_CONSTRAINT) return make_error(ErrorKind::conflict, "a server with serial " + r.serial + " exists");
-  if (rc != SQLITE_DONE) return db_error(impl_->db, "insert server");
+  Step rc = s.step();
+  if (rc == Step::constraint) return make_error(ErrorKind::conflict, "a server with serial " + r.serial + " exists");
+  if (rc != Step::done) return db_error(impl_->db, "insert server");
   return Ok{};
 }
 
-Result<std::optional<ServerRecord>> SqliteStore::get_server(const std::string& id) {
+Result<std::optional<ServerRecord>> SqlStore::get_server(const std::string& id) {
   auto reader = impl_->reader();
   if (!reader) return reader.error();
   auto st = (*reader)->prepare("SELECT id, serial, record_json, created_ms, updated_ms FROM servers WHERE id = ?");
   if (!st) return st.error();
   Stmt s(*st);
   s.bind(1, id);
-  int rc = s.step();
-  if (rc == SQLITE_ROW) {
+  Step rc = s.step();
+  if (rc == Step::row) {
     auto r = server_from_row(s);
     if (!r) return r.error();
     return std::optional<ServerRecord>(std::move(*r));
   }
-  if (rc == SQLITE_DONE) return std::optional<ServerRecord>();
+  if (rc == Step::done) return std::optional<ServerRecord>();
   return db_error((*reader)->db, "get server");
 }
 
-Result<std::vector<ServerRecord>> SqliteStore::list_servers(const std::optional<std::string>& after_id, int limit) {
+Result<std::vector<ServerRecord>> SqlStore::list_servers(const std::optional<std::string>& after_id, int limit) {
   auto reader = impl_->reader();
   if (!reader) return reader.error();
   auto st = (*reader)->prepare(
@@ -697,40 +666,40 @@ Result<std::vector<ServerRecord>> SqliteStore::list_servers(const std::optional<
   Stmt s(*st);
   s.bind(1, after_id.value_or("")).bind(2, static_cast<std::int64_t>(limit));
   std::vector<ServerRecord> out;
-  int rc;
-  while ((rc = s.step()) == SQLITE_ROW) {
+  Step rc;
+  while ((rc = s.step()) == Step::row) {
     auto r = server_from_row(s);
     if (!r) return r.error();
     out.push_back(std::move(*r));
   }
-  if (rc != SQLITE_DONE) return db_error((*reader)->db, "list servers");
+  if (rc != Step::done) return db_error((*reader)->db, "list servers");
   return out;
 }
 
-Result<bool> SqliteStore::update_server(const ServerRecord& r, std::int64_t expected_updated_ms) {
+Result<bool> SqlStore::update_server(const ServerRecord& r, std::int64_t expected_updated_ms) {
   std::lock_guard lock(impl_->mutex);
   auto st = impl_->prepare(
       "UPDATE servers SET serial = ?, record_json = ?, updated_ms = ? WHERE id = ? AND updated_ms = ?");
   if (!st) return st.error();
   Stmt s(*st);
   s.bind(1, r.serial).bind(2, r.record.dump()).bind(3, r.updated_ms).bind(4, r.id).bind(5, expected_updated_ms);
-  int rc = s.step();
-  if (rc == SQLITE_CONSTRAINT) return make_error(ErrorKind::conflict, "a server with serial " + r.serial + " exists");
-  if (rc != SQLITE_DONE) return db_error(impl_->db, "update server");
-  return sqlite3_changes(impl_->db) == 1;
+  Step rc = s.step();
+  if (rc == Step::constraint) return make_error(ErrorKind::conflict, "a server with serial " + r.serial + " exists");
+  if (rc != Step::done) return db_error(impl_->db, "update server");
+  return impl_->db->changes() == 1;
 }
 
-Result<bool> SqliteStore::delete_server(const std::string& id) {
+Result<bool> SqlStore::delete_server(const std::string& id) {
   std::lock_guard lock(impl_->mutex);
   auto st = impl_->prepare("DELETE FROM servers WHERE id = ?");
   if (!st) return st.error();
   Stmt s(*st);
   s.bind(1, id);
-  if (s.step() != SQLITE_DONE) return db_error(impl_->db, "delete server");
-  return sqlite3_changes(impl_->db) == 1;
+  if (s.step() != Step::done) return db_error(impl_->db, "delete server");
+  return impl_->db->changes() == 1;
 }
 
-Result<std::int64_t> SqliteStore::count_unfinished_jobs(const std::string& serial) {
+Result<std::int64_t> SqlStore::count_unfinished_jobs(const std::string& serial) {
   auto reader = impl_->reader();
   if (!reader) return reader.error();
   auto st = (*reader)->prepare(
@@ -738,31 +707,31 @@ Result<std::int64_t> SqliteStore::count_unfinished_jobs(const std::string& seria
   if (!st) return st.error();
   Stmt s(*st);
   s.bind(1, serial);
-  if (s.step() != SQLITE_ROW) return db_error((*reader)->db, "count jobs");
+  if (s.step() != Step::row) return db_error((*reader)->db, "count jobs");
   return s.integer(0);
 }
 
-Result<std::optional<std::string>> SqliteStore::get_setting(const std::string& key) {
+Result<std::optional<std::string>> SqlStore::get_setting(const std::string& key) {
   auto reader = impl_->reader();
   if (!reader) return reader.error();
   auto st = (*reader)->prepare("SELECT value FROM settings WHERE key = ?");
   if (!st) return st.error();
   Stmt s(*st);
   s.bind(1, key);
-  int rc = s.step();
-  if (rc == SQLITE_ROW) return std::optional<std::string>(s.text(0));
-  if (rc == SQLITE_DONE) return std::optional<std::string>();
+  Step rc = s.step();
+  if (rc == Step::row) return std::optional<std::string>(s.text(0));
+  if (rc == Step::done) return std::optional<std::string>();
   return db_error((*reader)->db, "get setting");
 }
 
-Status SqliteStore::set_setting(const std::string& key, const std::string& value) {
+Status SqlStore::set_setting(const std::string& key, const std::string& value) {
   std::lock_guard lock(impl_->mutex);
   auto st = impl_->prepare(
       "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value");
   if (!st) return st.error();
   Stmt s(*st);
   s.bind(1, key).bind(2, value);
-  if (s.step() != SQLITE_DONE) return db_error(impl_->db, "set setting");
+  if (s.step() != Step::done) return db_error(impl_->db, "set setting");
   return Ok{};
 }
 
@@ -789,41 +758,41 @@ Result<NodeRecord> node_from_row(const Stmt& s) {
 
 // Replaces a node's identity keys; a key another node holds is a conflict (the caller's
 // transaction rolls back).
-static Status replace_node_keys(sqlite3* db, const std::function<Result<sqlite3_stmt*>(const std::string&)>& prepare,
+static Status replace_node_keys(SqlConnection* db, const std::function<Result<SqlStatement*>(const std::string&)>& prepare,
                                 const NodeRecord& n) {
   {
     auto st = prepare("DELETE FROM node_keys WHERE node_id = ?");
     if (!st) return st.error();
     Stmt s(*st);
     s.bind(1, n.id);
-    if (s.step() != SQLITE_DONE) return db_error(db, "replace node keys");
+    if (s.step() != Step::done) return db_error(db, "replace node keys");
   }
   for (const auto& key : node_identity_keys(n.record)) {
     auto st = prepare("INSERT INTO node_keys (key, node_id) VALUES (?, ?)");
     if (!st) return st.error();
     Stmt s(*st);
     s.bind(1, key).bind(2, n.id);
-    int rc = s.step();
-    if (rc == SQLITE_CONSTRAINT) return make_error(ErrorKind::conflict, "another node has " + key);
-    if (rc != SQLITE_DONE) return db_error(db, "insert node key");
+    Step rc = s.step();
+    if (rc == Step::constraint) return make_error(ErrorKind::conflict, "another node has " + key);
+    if (rc != Step::done) return db_error(db, "insert node key");
   }
   return Ok{};
 }
 
 namespace {
-Result<bool> insert_node_event(sqlite3* db, const std::function<Result<sqlite3_stmt*>(const std::string&)>& prepare,
+Result<bool> insert_node_event(SqlConnection* db, const std::function<Result<SqlStatement*>(const std::string&)>& prepare,
                                const std::string& id, const std::string& from, const std::string& to,
                                const std::string& actor, const std::string& detail, std::int64_t at_ms) {
   auto st = prepare("INSERT INTO node_events (node_id, from_state, to_state, actor, detail, at_ms) VALUES (?,?,?,?,?,?)");
   if (!st) return st.error();
   Stmt s(*st);
   s.bind(1, id).bind(2, from).bind(3, to).bind(4, actor).bind(5, detail).bind(6, at_ms);
-  if (s.step() != SQLITE_DONE) return db_error(db, "insert node event");
+  if (s.step() != Step::done) return db_error(db, "insert node event");
   return true;
 }
 }  // namespace
 
-Status SqliteStore::insert_node(const NodeRecord& n, const std::string& actor, const std::string& detail) {
+Status SqlStore::insert_node(const NodeRecord& n, const std::string& actor, const std::string& detail) {
   std::lock_guard lock(impl_->mutex);
   auto prepare = [this](const std::string& sql) { return impl_->prepare(sql); };
   auto done = impl_->transaction([&]() -> Result<bool> {
@@ -831,9 +800,9 @@ Status SqliteStore::insert_node(const NodeRecord& n, const std::string& actor, c
     if (!st) return st.error();
     Stmt s(*st);
     s.bind(1, n.id).bind(2, std::string(to_string(n.state))).bind(3, n.record.dump()).bind(4, n.created_ms).bind(5, n.updated_ms);
-    int rc = s.step();
-    if (rc == SQLITE_CONSTRAINT) return make_error(ErrorKind::conflict, "a node " + n.id + " exists");
-    if (rc != SQLITE_DONE) return db_error(impl_->db, "insert node");
+    Step rc = s.step();
+    if (rc == Step::constraint) return make_error(ErrorKind::conflict, "a node " + n.id + " exists");
+    if (rc != Step::done) return db_error(impl_->db, "insert node");
     if (auto k = replace_node_keys(impl_->db, prepare, n); !k) return k.error();
     if (auto e = insert_node_event(impl_->db, prepare, n.id, "", std::string(to_string(n.state)), actor, detail,
                                    n.created_ms);
@@ -850,24 +819,24 @@ Status SqliteStore::insert_node(const NodeRecord& n, const std::string& actor, c
   return Ok{};
 }
 
-Result<std::optional<NodeRecord>> SqliteStore::get_node(const std::string& id) {
+Result<std::optional<NodeRecord>> SqlStore::get_node(const std::string& id) {
   auto reader = impl_->reader();
   if (!reader) return reader.error();
   auto st = (*reader)->prepare(std::string("SELECT ") + kNodeColumns + " FROM nodes WHERE id = ?");
   if (!st) return st.error();
   Stmt s(*st);
   s.bind(1, id);
-  int rc = s.step();
-  if (rc == SQLITE_ROW) {
+  Step rc = s.step();
+  if (rc == Step::row) {
     auto n = node_from_row(s);
     if (!n) return n.error();
     return std::optional<NodeRecord>(std::move(*n));
   }
-  if (rc == SQLITE_DONE) return std::optional<NodeRecord>();
+  if (rc == Step::done) return std::optional<NodeRecord>();
   return db_error((*reader)->db, "get node");
 }
 
-Result<std::optional<NodeRecord>> SqliteStore::find_node(const std::string& key) {
+Result<std::optional<NodeRecord>> SqlStore::find_node(const std::string& key) {
   auto reader = impl_->reader();
   if (!reader) return reader.error();
   auto st = (*reader)->prepare(
@@ -876,17 +845,17 @@ Result<std::optional<NodeRecord>> SqliteStore::find_node(const std::string& key)
   if (!st) return st.error();
   Stmt s(*st);
   s.bind(1, key);
-  int rc = s.step();
-  if (rc == SQLITE_ROW) {
+  Step rc = s.step();
+  if (rc == Step::row) {
     auto n = node_from_row(s);
     if (!n) return n.error();
     return std::optional<NodeRecord>(std::move(*n));
   }
-  if (rc == SQLITE_DONE) return std::optional<NodeRecord>();
+  if (rc == Step::done) return std::optional<NodeRecord>();
   return db_error((*reader)->db, "find node");
 }
 
-Result<std::vector<NodeRecord>> SqliteStore::list_nodes(const std::optional<std::string>& after_id, int limit) {
+Result<std::vector<NodeRecord>> SqlStore::list_nodes(const std::optional<std::string>& after_id, int limit) {
   auto reader = impl_->reader();
   if (!reader) return reader.error();
   auto st = (*reader)->prepare(std::string("SELECT ") + kNodeColumns + " FROM nodes WHERE id > ? ORDER BY id LIMIT ?");
@@ -894,17 +863,17 @@ Result<std::vector<NodeRecord>> SqliteStore::list_nodes(const std::optional<std:
   Stmt s(*st);
   s.bind(1, after_id.value_or("")).bind(2, static_cast<std::int64_t>(limit));
   std::vector<NodeRecord> out;
-  int rc;
-  while ((rc = s.step()) == SQLITE_ROW) {
+  Step rc;
+  while ((rc = s.step()) == Step::row) {
     auto n = node_from_row(s);
     if (!n) return n.error();
     out.push_back(std::move(*n));
   }
-  if (rc != SQLITE_DONE) return db_error((*reader)->db, "list nodes");
+  if (rc != Step::done) return db_error((*reader)->db, "list nodes");
   return out;
 }
 
-Result<bool> SqliteStore::update_node(const NodeRecord& n, std::int64_t expected_updated_ms) {
+Result<bool> SqlStore::update_node(const NodeRecord& n, std::int64_t expected_updated_ms) {
   std::lock_guard lock(impl_->mutex);
   auto prepare = [this](const std::string& sql) { return impl_->prepare(sql); };
   return impl_->transaction([&]() -> Result<bool> {
@@ -912,14 +881,14 @@ Result<bool> SqliteStore::update_node(const NodeRecord& n, std::int64_t expected
     if (!st) return st.error();
     Stmt s(*st);
     s.bind(1, n.record.dump()).bind(2, n.updated_ms).bind(3, n.id).bind(4, expected_updated_ms);
-    if (s.step() != SQLITE_DONE) return db_error(impl_->db, "update node");
-    if (sqlite3_changes(impl_->db) == 0) return false;
+    if (s.step() != Step::done) return db_error(impl_->db, "update node");
+    if (impl_->db->changes() == 0) return false;
     if (auto k = replace_node_keys(impl_->db, prepare, n); !k) return k.error();
     return true;
   });
 }
 
-Result<bool> SqliteStore::transition_node(const NodeRecord& n, NodeState expected, std::int64_t expected_updated_ms,
+Result<bool> SqlStore::transition_node(const NodeRecord& n, NodeState expected, std::int64_t expected_updated_ms,
                                           const std::string& actor, const std::string& detail) {
   std::lock_guard lock(impl_->mutex);
   auto prepare = [this](const std::string& sql) { return impl_->prepare(sql); };
@@ -930,8 +899,8 @@ Result<bool> SqliteStore::transition_node(const NodeRecord& n, NodeState expecte
     if (!st) return st.error();
     Stmt s(*st);
     s.bind(1, to).bind(2, n.record.dump()).bind(3, n.updated_ms).bind(4, n.id).bind(5, from).bind(6, expected_updated_ms);
-    if (s.step() != SQLITE_DONE) return db_error(impl_->db, "transition node");
-    if (sqlite3_changes(impl_->db) == 0) return false;
+    if (s.step() != Step::done) return db_error(impl_->db, "transition node");
+    if (impl_->db->changes() == 0) return false;
     if (auto k = replace_node_keys(impl_->db, prepare, n); !k) return k.error();
     if (auto e = insert_node_event(impl_->db, prepare, n.id, from, to, actor, detail, n.updated_ms); !e) return e.error();
     if (auto e = impl_->append_event("node", "transition", to, from, detail, text_field(n.record, "job_id"), "", n.id,
@@ -942,7 +911,7 @@ Result<bool> SqliteStore::transition_node(const NodeRecord& n, NodeState expecte
   });
 }
 
-Result<std::vector<NodeEvent>> SqliteStore::node_events(const std::string& id) {
+Result<std::vector<NodeEvent>> SqlStore::node_events(const std::string& id) {
   auto reader = impl_->reader();
   if (!reader) return reader.error();
   auto st = (*reader)->prepare(
@@ -951,21 +920,21 @@ Result<std::vector<NodeEvent>> SqliteStore::node_events(const std::string& id) {
   Stmt s(*st);
   s.bind(1, id);
   std::vector<NodeEvent> out;
-  int rc;
-  while ((rc = s.step()) == SQLITE_ROW)
+  Step rc;
+  while ((rc = s.step()) == Step::row)
     out.push_back(NodeEvent{s.integer(0), s.text(1), s.text(2), s.text(3), s.text(4), s.integer(5)});
-  if (rc != SQLITE_DONE) return db_error((*reader)->db, "node events");
+  if (rc != Step::done) return db_error((*reader)->db, "node events");
   return out;
 }
 
-Result<bool> SqliteStore::delete_node(const std::string& id) {
+Result<bool> SqlStore::delete_node(const std::string& id) {
   std::lock_guard lock(impl_->mutex);
   auto st = impl_->prepare("DELETE FROM nodes WHERE id = ?");
   if (!st) return st.error();
   Stmt s(*st);
   s.bind(1, id);
-  if (s.step() != SQLITE_DONE) return db_error(impl_->db, "delete node");
-  return sqlite3_changes(impl_->db) == 1;
+  if (s.step() != Step::done) return db_error(impl_->db, "delete node");
+  return impl_->db->changes() == 1;
 }
 
 // --- fleets ---
@@ -993,7 +962,7 @@ std::string fleet_status_text(FleetStatus s) { return std::string(to_string(s));
 
 }  // namespace
 
-Status SqliteStore::insert_fleet(const FleetRecord& f, const std::vector<FleetMember>& members) {
+Status SqlStore::insert_fleet(const FleetRecord& f, const std::vector<FleetMember>& members) {
   std::lock_guard lock(impl_->mutex);
   auto done = impl_->transaction([&]() -> Result<bool> {
     auto st = impl_->prepare(
@@ -1003,16 +972,16 @@ Status SqliteStore::insert_fleet(const FleetRecord& f, const std::vector<FleetMe
       Stmt s(*st);
       s.bind(1, f.id).bind(2, fleet_status_text(f.status)).bind(3, f.spec.dump()).bind(4, f.reason);
       s.bind(5, f.created_ms).bind(6, f.updated_ms);
-      int rc = s.step();
-      if (rc == SQLITE_CONSTRAINT) return make_error(ErrorKind::conflict, "fleet " + f.id + " already exists");
-      if (rc != SQLITE_DONE) return db_error(impl_->db, "insert fleet");
+      Step rc = s.step();
+      if (rc == Step::constraint) return make_error(ErrorKind::conflict, "fleet " + f.id + " already exists");
+      if (rc != Step::done) return db_error(impl_->db, "insert fleet");
     }
     for (const auto& m : members) {
       auto ms = impl_->prepare("INSERT INTO fleet_members (fleet_id, position, server_id, serial) VALUES (?,?,?,?)");
       if (!ms) return ms.error();
       Stmt s(*ms);
       s.bind(1, f.id).bind(2, static_cast<std::int64_t>(m.position)).bind(3, m.server_id).bind(4, m.serial);
-      if (s.step() != SQLITE_DONE) return db_error(impl_->db, "insert fleet member");
+      if (s.step() != Step::done) return db_error(impl_->db, "insert fleet member");
     }
     if (auto e = impl_->append_event("fleet", "created", fleet_status_text(f.status), "",
                                      std::to_string(members.size()) + " servers", "", f.id, "", "", f.created_ms);
@@ -1024,24 +993,24 @@ Status SqliteStore::insert_fleet(const FleetRecord& f, const std::vector<FleetMe
   return Ok{};
 }
 
-Result<std::optional<FleetRecord>> SqliteStore::get_fleet(const std::string& id) {
+Result<std::optional<FleetRecord>> SqlStore::get_fleet(const std::string& id) {
   auto reader = impl_->reader();
   if (!reader) return reader.error();
   auto st = (*reader)->prepare(std::string("SELECT ") + kFleetColumns + " FROM fleets WHERE id = ?");
   if (!st) return st.error();
   Stmt s(*st);
   s.bind(1, id);
-  int rc = s.step();
-  if (rc == SQLITE_ROW) {
+  Step rc = s.step();
+  if (rc == Step::row) {
     auto f = fleet_from_row(s);
     if (!f) return f.error();
     return std::optional<FleetRecord>(std::move(*f));
   }
-  if (rc == SQLITE_DONE) return std::optional<FleetRecord>();
+  if (rc == Step::done) return std::optional<FleetRecord>();
   return db_error((*reader)->db, "get fleet");
 }
 
-Result<std::vector<FleetRecord>> SqliteStore::list_fleets(const FleetFilter& f) {
+Result<std::vector<FleetRecord>> SqlStore::list_fleets(const FleetFilter& f) {
   auto reader = impl_->reader();
   if (!reader) return reader.error();
   std::string sql = std::string("SELECT ") + kFleetColumns + " FROM fleets WHERE seq < ?";
@@ -1055,30 +1024,30 @@ Result<std::vector<FleetRecord>> SqliteStore::list_fleets(const FleetFilter& f) 
   if (f.status) s.bind(i++, fleet_status_text(*f.status));
   s.bind(i++, static_cast<std::int64_t>(f.limit));
   std::vector<FleetRecord> out;
-  int rc;
-  while ((rc = s.step()) == SQLITE_ROW) {
+  Step rc;
+  while ((rc = s.step()) == Step::row) {
     auto fleet = fleet_from_row(s);
     if (!fleet) return fleet.error();
     out.push_back(std::move(*fleet));
   }
-  if (rc != SQLITE_DONE) return db_error((*reader)->db, "list fleets");
+  if (rc != Step::done) return db_error((*reader)->db, "list fleets");
   return out;
 }
 
-Result<std::vector<std::string>> SqliteStore::active_fleet_ids() {
+Result<std::vector<std::string>> SqlStore::active_fleet_ids() {
   auto reader = impl_->reader();
   if (!reader) return reader.error();
   auto st = (*reader)->prepare("SELECT id FROM fleets WHERE status IN ('running', 'paused') ORDER BY seq");
   if (!st) return st.error();
   Stmt s(*st);
   std::vector<std::string> out;
-  int rc;
-  while ((rc = s.step()) == SQLITE_ROW) out.push_back(s.text(0));
-  if (rc != SQLITE_DONE) return db_error((*reader)->db, "active fleets");
+  Step rc;
+  while ((rc = s.step()) == Step::row) out.push_back(s.text(0));
+  if (rc != Step::done) return db_error((*reader)->db, "active fleets");
   return out;
 }
 
-Result<bool> SqliteStore::transition_fleet(const std::string& id, FleetStatus expected, FleetStatus next,
+Result<bool> SqlStore::transition_fleet(const std::string& id, FleetStatus expected, FleetStatus next,
                                            const std::string& reason, std::int64_t now_ms) {
   const std::string from = fleet_status_text(expected), to = fleet_status_text(next);
   std::lock_guard lock(impl_->mutex);
@@ -1090,16 +1059,16 @@ Result<bool> SqliteStore::transition_fleet(const std::string& id, FleetStatus ex
     {
       Stmt s(*st);
       s.bind(1, to).bind(2, reason).bind(3, reason).bind(4, now_ms).bind(5, id).bind(6, from);
-      if (s.step() != SQLITE_DONE) return db_error(impl_->db, "transition fleet");
+      if (s.step() != Step::done) return db_error(impl_->db, "transition fleet");
     }
-    if (sqlite3_changes(impl_->db) == 0) return false;
+    if (impl_->db->changes() == 0) return false;
     if (auto e = impl_->append_event("fleet", "transition", to, from, reason, "", id, "", "", now_ms); !e)
       return e.error();
     return true;
   });
 }
 
-Result<bool> SqliteStore::set_fleet_reason(const std::string& id, const std::string& reason, std::int64_t now_ms) {
+Result<bool> SqlStore::set_fleet_reason(const std::string& id, const std::string& reason, std::int64_t now_ms) {
   std::lock_guard lock(impl_->mutex);
   return impl_->transaction([&]() -> Result<bool> {
     auto st = impl_->prepare("UPDATE fleets SET reason = ?, updated_ms = ? WHERE id = ? AND reason = ''");
@@ -1107,16 +1076,16 @@ Result<bool> SqliteStore::set_fleet_reason(const std::string& id, const std::str
     {
       Stmt s(*st);
       s.bind(1, reason).bind(2, now_ms).bind(3, id);
-      if (s.step() != SQLITE_DONE) return db_error(impl_->db, "set fleet reason");
+      if (s.step() != Step::done) return db_error(impl_->db, "set fleet reason");
     }
-    if (sqlite3_changes(impl_->db) == 0) return false;
+    if (impl_->db->changes() == 0) return false;
     if (auto e = impl_->append_event("fleet", "stopped_launching", "", "", reason, "", id, "", "", now_ms); !e)
       return e.error();
     return true;
   });
 }
 
-Result<std::vector<FleetMember>> SqliteStore::fleet_members(const std::string& id, const FleetMemberQuery& q) {
+Result<std::vector<FleetMember>> SqlStore::fleet_members(const std::string& id, const FleetMemberQuery& q) {
   auto reader = impl_->reader();
   if (!reader) return reader.error();
   // The outcome is the job's last succeeded/failed/canceled transition (transition_job keeps it).
@@ -1126,14 +1095,14 @@ Result<std::vector<FleetMember>> SqliteStore::fleet_members(const std::string& i
       "FROM fleet_members m LEFT JOIN jobs j ON j.id = m.job_id WHERE m.fleet_id = ? AND m.position < ?";
   if (q.unlaunched_only) sql += " AND m.job_id = ''";
   if (q.failed_only) sql += " AND m.outcome IN ('failed', 'canceled')";
-  sql += " ORDER BY m.position LIMIT ?";
+  sql += " ORDER BY m.position LIMIT ?";  // no bound: the largest (PostgreSQL has no LIMIT -1)
   auto st = (*reader)->prepare(sql);
   if (!st) return st.error();
   Stmt s(*st);
-  s.bind(1, id).bind(2, static_cast<std::int64_t>(q.below_position)).bind(3, static_cast<std::int64_t>(q.limit));
+  s.bind(1, id).bind(2, static_cast<std::int64_t>(q.below_position)).bind(3, q.limit < 0 ? INT64_MAX : static_cast<std::int64_t>(q.limit));
   std::vector<FleetMember> out;
-  int rc;
-  while ((rc = s.step()) == SQLITE_ROW) {
+  Step rc;
+  while ((rc = s.step()) == Step::row) {
     FleetMember m;
     m.position = static_cast<int>(s.integer(0));
     m.server_id = s.text(1);
@@ -1149,21 +1118,21 @@ Result<std::vector<FleetMember>> SqliteStore::fleet_members(const std::string& i
     m.job_error = s.text(8);
     out.push_back(std::move(m));
   }
-  if (rc != SQLITE_DONE) return db_error((*reader)->db, "fleet members");
+  if (rc != Step::done) return db_error((*reader)->db, "fleet members");
   return out;
 }
 
-Result<std::vector<FleetCountRow>> SqliteStore::fleet_counts(const std::string& id) {
+Result<std::vector<FleetCountRow>> SqlStore::fleet_counts(const std::string& id) {
   auto reader = impl_->reader();
   if (!reader) return reader.error();
   auto st = (*reader)->prepare(
-      "SELECT job_id <> '', job_status, outcome, COUNT(*) FROM fleet_members WHERE fleet_id = ? GROUP BY 1, 2, 3");
+      "SELECT CASE WHEN job_id <> '' THEN 1 ELSE 0 END, job_status, outcome, COUNT(*) FROM fleet_members WHERE fleet_id = ? GROUP BY 1, 2, 3");
   if (!st) return st.error();
   Stmt s(*st);
   s.bind(1, id);
   std::vector<FleetCountRow> out;
-  int rc;
-  while ((rc = s.step()) == SQLITE_ROW) {
+  Step rc;
+  while ((rc = s.step()) == Step::row) {
     FleetCountRow row;
     row.launched = s.integer(0) != 0;
     if (auto status = s.text(1); !status.empty()) {
@@ -1174,11 +1143,11 @@ Result<std::vector<FleetCountRow>> SqliteStore::fleet_counts(const std::string& 
     row.count = static_cast<int>(s.integer(3));
     out.push_back(std::move(row));
   }
-  if (rc != SQLITE_DONE) return db_error((*reader)->db, "fleet counts");
+  if (rc != Step::done) return db_error((*reader)->db, "fleet counts");
   return out;
 }
 
-Result<bool> SqliteStore::insert_fleet_job(const JobRecord& job, const std::string& fleet_id, int position) {
+Result<bool> SqlStore::insert_fleet_job(const JobRecord& job, const std::string& fleet_id, int position) {
   std::lock_guard lock(impl_->mutex);
   return impl_->transaction([&]() -> Result<bool> {
     // Claims the member first: only a running fleet's member without a job.
@@ -1189,15 +1158,15 @@ Result<bool> SqliteStore::insert_fleet_job(const JobRecord& job, const std::stri
     {
       Stmt s(*st);
       s.bind(1, job.id).bind(2, status_text(job.status)).bind(3, fleet_id).bind(4, static_cast<std::int64_t>(position)).bind(5, fleet_id);
-      if (s.step() != SQLITE_DONE) return db_error(impl_->db, "claim fleet member");
+      if (s.step() != Step::done) return db_error(impl_->db, "claim fleet member");
     }
-    if (sqlite3_changes(impl_->db) == 0) return false;
+    if (impl_->db->changes() == 0) return false;
     if (auto inserted = impl_->insert_job_row(job); !inserted) return inserted.error();
     return true;
   });
 }
 
-Result<std::vector<EventRecord>> SqliteStore::events_after(std::int64_t after_seq, const EventFilter& f, int limit) {
+Result<std::vector<EventRecord>> SqlStore::events_after(std::int64_t after_seq, const EventFilter& f, int limit) {
   auto reader = impl_->reader();
   if (!reader) return reader.error();
   std::string sql =
@@ -1217,21 +1186,21 @@ Result<std::vector<EventRecord>> SqliteStore::events_after(std::int64_t after_se
   if (f.node) s.bind(i++, *f.node);
   s.bind(i++, static_cast<std::int64_t>(limit));
   std::vector<EventRecord> out;
-  int rc;
-  while ((rc = s.step()) == SQLITE_ROW)
+  Step rc;
+  while ((rc = s.step()) == Step::row)
     out.push_back(EventRecord{s.integer(0), s.text(1), s.text(2), s.text(3), s.text(4), s.text(5), s.text(6),
                               s.text(7), s.text(8), s.text(9), s.integer(10)});
-  if (rc != SQLITE_DONE) return db_error((*reader)->db, "events");
+  if (rc != Step::done) return db_error((*reader)->db, "events");
   return out;
 }
 
-Result<std::int64_t> SqliteStore::last_event_seq() {
+Result<std::int64_t> SqlStore::last_event_seq() {
   auto reader = impl_->reader();
   if (!reader) return reader.error();
   auto st = (*reader)->prepare("SELECT COALESCE(MAX(seq), 0) FROM events");
   if (!st) return st.error();
   Stmt s(*st);
-  if (s.step() != SQLITE_ROW) return db_error((*reader)->db, "last event");
+  if (s.step() != Step::row) return db_error((*reader)->db, "last event");
   return s.integer(0);
 }
 
