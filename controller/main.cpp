@@ -36,6 +36,7 @@
 #include "controller/pxe/boot_service.hpp"
 #include "controller/pxe/dnsmasq.hpp"
 #include "controller/servers/server_service.hpp"
+#include "controller/store/sql_connection.hpp"
 #include "controller/store/sql_store.hpp"
 
 using namespace provisioner;
@@ -72,7 +73,8 @@ int run(const ControllerConfig& config) {
     log.error("cannot load the secret key", {{"error", key.error().message}});
     return 1;
   }
-  auto store = SqlStore::open(config.data_dir / "provisioner.db");
+  auto store = config.database_url.empty() ? SqlStore::open(config.data_dir / "provisioner.db")
+                                           : SqlStore::open(postgres_database(config.database_url));
   if (!store) {
     log.error("cannot open the store", {{"error", store.error().message}});
     return 1;
@@ -301,6 +303,7 @@ int run(const ControllerConfig& config) {
                                     {"max_connections", std::to_string(server.max_connections())},
                                     {"artifacts_max_connections", std::to_string(artifact_server.max_connections())},
                                     {"data_dir", config.data_dir.string()},
+                                    {"store", (*store)->describe()},
                                     {"api_users", std::to_string(config.tokens.size())}});
   int sig = 0;
   sigwait(&signals, &sig);

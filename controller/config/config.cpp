@@ -225,11 +225,19 @@ Status unknown_keys(const toml::table& table, const std::set<std::string>& known
     if (auto s_ = (expr); !s_) return s_; \
   } while (0)
 
+// Empty (SQLite) or a PostgreSQL URL; never echoed back (it may hold a password).
+Status check_database_url(const std::string& what, const std::string& url) {
+  if (url.empty() || url.rfind("postgresql://", 0) == 0 || url.rfind("postgres://", 0) == 0) return Ok{};
+  return make_error(ErrorKind::invalid_input, what + ": must be a postgresql:// URL (or empty for SQLite)");
+}
+
 Status read_top(const toml::table& t, ControllerConfig& c) {
   TableReader top(t, "");
   PROVISIONER_TRY(top.listen("listen", c.listen, false));
   PROVISIONER_TRY(top.path("data_dir", c.data_dir));
   PROVISIONER_TRY(top.string("public_url", c.public_url));
+  PROVISIONER_TRY(top.string("database_url", c.database_url));
+  PROVISIONER_TRY(check_database_url("database_url", c.database_url));
   PROVISIONER_TRY(top.path("recipes_dir", c.recipes_dir));
   PROVISIONER_TRY(top.integer("max_body_bytes", c.max_body_bytes));
   PROVISIONER_TRY(top.integer("http_threads", c.http_threads));
@@ -432,7 +440,7 @@ Status read_tokens(const toml::array& tokens, const std::string& where, Controll
 }
 
 Status read_file_tables(const toml::table& t, const std::string& where, ControllerConfig& c) {
-  PROVISIONER_TRY(unknown_keys(t, {"listen", "data_dir", "public_url", "recipes_dir", "max_body_bytes",
+  PROVISIONER_TRY(unknown_keys(t, {"listen", "data_dir", "database_url", "public_url", "recipes_dir", "max_body_bytes",
                                    "http_threads", "log", "tls", "api", "webhook", "tokens", "artifacts",
                                    "reconciler", "redfish", "registry", "pxe"},
                                where));
@@ -480,13 +488,16 @@ Status apply_config_file(const std::filesystem::path& file, ControllerConfig& c)
 std::variant<RunController, ExitWith> parse_command_line(int argc, char** argv) {
   CLI::App app{"provisioner-controller: bare-metal provisioning controller"};
   app.set_version_flag("--version", "provisioner-controller 0.1.0");
-  std::string config_file, listen, data_dir, public_url, recipes_dir, tls_cert, tls_key, log_format, log_level,
+  std::string config_file, listen, data_dir, database_url, public_url, recipes_dir, tls_cert, tls_key, log_format, log_level,
       log_file, admin_hash, artifacts_listen, artifacts_public_url, maintenance_iso;
   std::int64_t max_body = 0, threads = 0;  // signed: a negative value is reported, not wrapped
   app.add_option("-c,--config", config_file, "TOML config file")->envname("PROVISIONER_CONFIG");
   auto* o_listen = app.add_option("--listen", listen, "host:port to listen on")->envname("PROVISIONER_LISTEN");
   auto* o_data = app.add_option("--data-dir", data_dir, "where the database and artifacts live")
                      ->envname("PROVISIONER_DATA_DIR");
+  auto* o_database = app.add_option("--database-url", database_url,
+                                    "postgresql://… to share one PostgreSQL database (default: SQLite in the data dir)")
+                         ->envname("PROVISIONER_DATABASE_URL");
   auto* o_public = app.add_option("--public-url", public_url, "URL machines reach the controller at")
                        ->envname("PROVISIONER_PUBLIC_URL");
   auto* o_recipes = app.add_option("--recipes-dir", recipes_dir, "where recipe_ref names are looked up")
@@ -540,6 +551,10 @@ std::variant<RunController, ExitWith> parse_command_line(int argc, char** argv) 
     c.listen = listen;
   }
   if (*o_data) c.data_dir = data_dir;
+  if (*o_database) {
+    if (auto s = check_database_url("database_url (--database-url)", database_url); !s) return failed(s);
+    c.database_url = database_url;
+  }
   if (*o_public) c.public_url = public_url;
   if (*o_recipes) c.recipes_dir = recipes_dir;
   if (*o_cert) c.tls_cert = tls_cert;

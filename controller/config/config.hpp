@@ -19,6 +19,10 @@ namespace provisioner {
 struct ControllerConfig {
   std::string listen = "127.0.0.1:8080";
   std::filesystem::path data_dir = "./var";
+  // postgresql://… (or postgres://…): the store is on that PostgreSQL database, which several
+  // controllers may share; empty: embedded SQLite in <data_dir>/provisioner.db. A password in
+  // it (or PGPASSWORD, ~/.pgpass) is never logged.
+  std::string database_url;
   std::string public_url;                 // default: http(s)://<listen>
   std::filesystem::path recipes_dir;      // default: <data_dir>/recipes
   std::optional<std::filesystem::path> tls_cert;

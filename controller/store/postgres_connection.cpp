@@ -22,6 +22,13 @@ namespace provisioner {
 
 namespace {
 
+// Session-level advisory locks: one controller migrates at a time; one controller uses a
+// database at a time (its writer holds the lock while it runs: work is not leased yet, so a
+// second controller would drive the same BMCs).
+constexpr const char* kMigrationLock = "SELECT pg_advisory_lock(7201400115)";
+constexpr const char* kMigrationUnlock = "SELECT pg_advisory_unlock(7201400115)";
+constexpr const char* kControllerLock = "SELECT pg_try_advisory_lock(7201400116)";
+
 constexpr Oid kTextOid = 25;
 constexpr Oid kInt8Oid = 20;
 
@@ -99,13 +106,24 @@ class PostgresStatement final : public SqlStatement {
 
 class PostgresConnection final : public SqlConnection {
  public:
-  explicit PostgresConnection(PGconn* conn) : conn_(conn) {}
+  explicit PostgresConnection(PGconn* conn, bool exclusive) : conn_(conn), exclusive_(exclusive) {}
+
+  // Takes the one-controller lock (the writer): false when another controller holds it.
+  Result<bool> take_controller_lock() {
+    PGresult* res = PQexec(conn_, kControllerLock);
+    const bool ok = note(res);
+    const bool got = ok && PQntuples(res) == 1 && std::string(PQgetvalue(res, 0, 0)) == "t";
+    PQclear(res);
+    if (!ok) return make_error(ErrorKind::unavailable, "postgresql: " + error_);
+    return got;
+  }
   ~PostgresConnection() override {
     statements_.clear();
     PQfinish(conn_);
   }
 
   Result<SqlStatement*> prepare(const std::string& sql) override {
+    if (fenced_) return make_error(ErrorKind::unavailable, error_);
     if (auto it = statements_.find(sql); it != statements_.end()) return it->second.get();
     int params = 0;
     auto numbered = numbered_parameters(sql, params);
@@ -114,6 +132,7 @@ class PostgresConnection final : public SqlConnection {
   }
 
   Status exec(const std::string& sql) override {
+    if (fenced_) return make_error(ErrorKind::unavailable, error_);
     PGresult* res = PQexec(conn_, sql.c_str());
     const bool ok = note(res);
     PQclear(res);
@@ -149,6 +168,17 @@ class PostgresConnection final : public SqlConnection {
       error_ += " (connection lost)";
       PQreset(conn_);
       statements_prepared_lost();
+      // The writer's lock went with the old session: without it again this controller stops
+      // writing (another may have taken the database over).
+      if (exclusive_ && PQstatus(conn_) == CONNECTION_OK) {
+        PGresult* lock = PQexec(conn_, kControllerLock);
+        const bool got = PQresultStatus(lock) == PGRES_TUPLES_OK && std::string(PQgetvalue(lock, 0, 0)) == "t";
+        PQclear(lock);
+        if (!got) {
+          fenced_ = true;
+          error_ = "another controller took the database over while this one was cut off from it";
+        }
+      }
     }
     return false;
   }
@@ -157,6 +187,8 @@ class PostgresConnection final : public SqlConnection {
   void statements_prepared_lost();
 
   PGconn* conn_;
+  bool exclusive_ = false;
+  bool fenced_ = false;
   std::unordered_map<std::string, std::unique_ptr<PostgresStatement>> statements_;
   std::int64_t changes_ = 0;
   std::string error_, sqlstate_;
@@ -202,10 +234,6 @@ Step PostgresStatement::step() {
   if (row_ < PQntuples(res_)) return Step::row;
   return Step::done;
 }
-
-// A session-level advisory lock: one controller migrates at a time.
-constexpr const char* kMigrationLock = "SELECT pg_advisory_lock(7201400115)";
-constexpr const char* kMigrationUnlock = "SELECT pg_advisory_unlock(7201400115)";
 
 class PostgresDatabase final : public SqlDatabase {
  public:
@@ -273,11 +301,19 @@ class PostgresDatabase final : public SqlDatabase {
       PQfinish(conn);
       return make_error(ErrorKind::unavailable, "cannot connect to the " + describe_ + ": " + why);
     }
-    auto c = std::make_unique<PostgresConnection>(conn);
+    auto c = std::make_unique<PostgresConnection>(conn, !read_only);
     // Notices (e.g. "relation already exists, skipping") are not errors: not on stderr.
     PQsetNoticeProcessor(conn, [](void*, const char*) {}, nullptr);
     if (auto s = c->exec(read_only ? "SET default_transaction_read_only = on" : "SET client_min_messages = warning"); !s)
       return s.error();
+    if (!read_only) {
+      auto got = c->take_controller_lock();
+      if (!got) return got.error();
+      if (!*got)
+        return make_error(ErrorKind::unavailable,
+                          "another controller is using the " + describe_ +
+                              " (one controller per database until work is leased across controllers)");
+    }
     return std::unique_ptr<SqlConnection>(std::move(c));
   }
   std::string url_, describe_;

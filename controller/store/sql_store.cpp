@@ -360,6 +360,8 @@ Result<std::unique_ptr<SqlStore>> SqlStore::open(std::unique_ptr<SqlDatabase> da
   return std::unique_ptr<SqlStore>(new SqlStore(std::move(impl)));
 }
 
+std::string SqlStore::describe() const { return impl_->database->describe(); }
+
 int SqlStore::schema_version() {
   std::lock_guard lock(impl_->mutex);
   auto version = impl_->database->schema_version(*impl_->db);

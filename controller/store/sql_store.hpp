@@ -70,6 +70,7 @@ class SqlStore final : public Store {
   Result<std::int64_t> last_event_seq() override;
 
   int schema_version();
+  std::string describe() const;  // the file, or the PostgreSQL database (never a password)
 
  private:
   Result<bool> record_phase_when(const std::string& id, const std::string& phase,

@@ -4,7 +4,6 @@
 
 #include <fcntl.h>
 #include <signal.h>
-#include <sqlite3.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,6 +15,7 @@
 
 #include "common/atomic_file.hpp"
 #include "common/crypto.hpp"
+#include "controller/store/sql_connection.hpp"
 
 namespace provisioner::test {
 
@@ -33,6 +33,11 @@ TempDir::~TempDir() {
 ControllerProcess::ControllerProcess(std::string extra_toml, std::string log_format, std::string artifacts_toml,
                                      std::string listen_host)
     : data_dir_(dir_.path() / "data"), port_(free_port()), artifacts_port_(free_port()) {
+  // A controller on PostgreSQL names its database at the config's top level.
+  if (auto at = extra_toml.find("database_url = \""); at != std::string::npos) {
+    auto start = at + 16;
+    database_url_ = extra_toml.substr(start, extra_toml.find('"', start) - start);
+  }
   std::ostringstream config;
   config << "listen = \"" << listen_host << ":" << port_ << "\"\n"
          << "data_dir = \"" << data_dir_.string() << "\"\n"
@@ -144,39 +149,34 @@ nlohmann::json ControllerProcess::wait_for_status(const std::string& job_id, con
 
 namespace {
 
-// Every job's (id, server serial, webhook key unsealed) the query selects, read-only beside
-// the running controller.
-std::vector<std::array<std::string, 3>> read_job_keys(const std::filesystem::path& data_dir, const char* sql,
+// Every job's (id, server serial, webhook key unsealed) the query selects, read beside the
+// running controller: from its SQLite file, or from its PostgreSQL database.
+std::vector<std::array<std::string, 3>> read_job_keys(const std::filesystem::path& data_dir,
+                                                      const std::string& database_url, const char* sql,
                                                       const std::string& bound) {
   auto key = read_file(data_dir / "secret.key");
   if (!key) throw std::runtime_error("no secret.key");
-  sqlite3* db = nullptr;
-  if (sqlite3_open_v2((data_dir / "provisioner.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK)
-    throw std::runtime_error("cannot open the controller's database");
-  sqlite3_busy_timeout(db, 5000);
-  sqlite3_stmt* st = nullptr;
-  sqlite3_prepare_v2(db, sql, -1, &st, nullptr);
-  if (!bound.empty()) sqlite3_bind_text(st, 1, bound.c_str(), -1, SQLITE_TRANSIENT);
+  auto database = database_url.empty() ? sqlite_database((data_dir / "provisioner.db").string())
+                                       : postgres_database(database_url);
+  auto db = database->open_reader();
+  if (!db) throw std::runtime_error("cannot open the controller's database: " + db.error().message);
+  auto st = (*db)->prepare(sql);
+  if (!st) throw std::runtime_error(st.error().message);
+  if (!bound.empty()) (*st)->bind_text(1, bound);
   std::vector<std::array<std::string, 3>> out;
-  while (sqlite3_step(st) == SQLITE_ROW) {
-    auto text = [&](int i) { return std::string(reinterpret_cast<const char*>(sqlite3_column_text(st, i))); };
+  while ((*st)->step() == Step::row) {
+    auto text = [&](int i) { return (*st)->text(i); };
     auto opened = crypto::open(*key, text(2));
-    if (!opened) {
-      sqlite3_finalize(st);
-      sqlite3_close(db);
-      throw std::runtime_error("cannot unseal the webhook key of " + text(0));
-    }
+    if (!opened) throw std::runtime_error("cannot unseal the webhook key of " + text(0));
     out.push_back({text(0), text(1), *opened});
   }
-  sqlite3_finalize(st);
-  sqlite3_close(db);
   return out;
 }
 
 }  // namespace
 
 std::string ControllerProcess::webhook_key(const std::string& job_id) const {
-  auto rows = read_job_keys(data_dir_, "SELECT id, server_serial, webhook_key_sealed FROM jobs WHERE id = ?", job_id);
+  auto rows = read_job_keys(data_dir_, database_url_, "SELECT id, server_serial, webhook_key_sealed FROM jobs WHERE id = ?", job_id);
   if (rows.empty()) throw std::runtime_error("cannot unseal the webhook key of " + job_id);
   return rows.front()[2];
 }
@@ -184,7 +184,7 @@ std::string ControllerProcess::webhook_key(const std::string& job_id) const {
 std::map<std::string, ControllerProcess::JobKey> ControllerProcess::job_keys_by_serial() const {
   std::map<std::string, JobKey> out;
   for (auto& [id, serial, key] :
-       read_job_keys(data_dir_, "SELECT id, server_serial, webhook_key_sealed FROM jobs ORDER BY seq", ""))
+       read_job_keys(data_dir_, database_url_, "SELECT id, server_serial, webhook_key_sealed FROM jobs ORDER BY seq", ""))
     out[serial] = JobKey{id, key};
   return out;
 }

@@ -84,6 +84,7 @@ class ControllerProcess {
   std::uint16_t artifacts_port_ = 0;
   pid_t pid_ = -1;
   bool tls_ = false;
+  std::string database_url_;  // empty: SQLite in the data dir
 };
 
 }  // namespace provisioner::test
