@@ -29,6 +29,7 @@
 #include "tests/integration/controller/webhook_signer.hpp"
 #include "tests/support/controller_process.hpp"
 #include "tests/support/mock_bmc.hpp"
+#include "tests/support/postgres_server.hpp"
 
 using namespace provisioner;
 using namespace provisioner::test;
@@ -50,7 +51,7 @@ double secs(Clock::duration d) { return std::chrono::duration<double>(d).count()
 
 int main(int argc, char** argv) {
   int servers = 1000, delay_ms = 100, install_s = 20, api_rps = 200, tls = 1, base_mib = 0, workers = 256;  // the controller's default workers
-  std::string mode = "single-iso";
+  std::string mode = "single-iso", store = "sqlite";
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i], v = argv[i + 1];
     if (a == "--servers") servers = std::stoi(v);
@@ -61,6 +62,7 @@ int main(int argc, char** argv) {
     else if (a == "--mode") mode = v;
     else if (a == "--base-mib") base_mib = std::stoi(v);
     else if (a == "--workers") workers = std::stoi(v);
+    else if (a == "--store") store = v;
   }
   rlimit fds{1 << 20, 1 << 20};
   if (setrlimit(RLIMIT_NOFILE, &fds) != 0) {
@@ -102,7 +104,22 @@ int main(int argc, char** argv) {
 
   // Info, as a site runs it: the test harness's debug level logs every Redfish request.
   ::setenv("PROVISIONER_LOG_LEVEL", "info", 1);
-  ControllerProcess controller("[reconciler]\ntick_ms = 100\nworkers = " + std::to_string(workers) +
+  // --store postgres: a PostgreSQL 15 server of its own, durable as SQLite's WAL with
+  // synchronous=NORMAL is (fsync on; a commit survives the controller's crash, not the
+  // machine's power: synchronous_commit off).
+  std::unique_ptr<PostgresServer> postgres;
+  std::string database;
+  if (store == "postgres") {
+    std::string why;
+    postgres = PostgresServer::start(why, "-c synchronous_commit=off -c shared_buffers=256MB");
+    if (!postgres) {
+      std::fprintf(stderr, "%s\n", why.c_str());
+      return 2;
+    }
+    database = "database_url = \"" + postgres->create_database("provisioner") + "\"\n";
+  }
+  std::printf("store: %s\n", store.c_str());
+  ControllerProcess controller(database + "[reconciler]\ntick_ms = 100\nworkers = " + std::to_string(workers) +
                                    "\n[redfish]\nmax_concurrent_requests = 1024\npower_poll_ms = 200\n",
                                "text", "maintenance_iso = \"" + base.string() + "\"\n");
   controller.start();

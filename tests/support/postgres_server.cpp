@@ -18,7 +18,7 @@ std::string PostgresServer::run(const std::string& tool, const std::string& args
   return r.output;
 }
 
-std::unique_ptr<PostgresServer> PostgresServer::start(std::string& why) {
+std::unique_ptr<PostgresServer> PostgresServer::start(std::string& why, const std::string& settings) {
   if (::access((std::string(kBin) + "initdb").c_str(), X_OK) != 0) {
     why = "PostgreSQL 15 is not installed (postgresql-15, scripts/install-deps)";
     return nullptr;
@@ -35,10 +35,10 @@ std::unique_ptr<PostgresServer> PostgresServer::start(std::string& why) {
     why = "initdb failed: " + out;
     return nullptr;
   }
-  // Only the socket in the test's own directory; no fsync (the tests never pull the power).
+  // Only the socket in the test's own directory.
   out = s->run("pg_ctl", "-D " + data + " -l " + (s->dir() / "server.log").string() +
                               " -w -o \"-c listen_addresses='' -k " + s->dir().string() +
-                              " -c fsync=off -c max_connections=200\" start",
+                              " -c max_connections=200 " + settings + "\" start",
                status);
   if (status != 0) {
     why = "the PostgreSQL server did not start: " + out + shell("cat " + (s->dir() / "server.log").string()).output;

@@ -12,8 +12,9 @@ namespace provisioner::test {
 
 class PostgresServer {
  public:
-  // nullptr and `why` when it cannot start (not installed, initdb failed).
-  static std::unique_ptr<PostgresServer> start(std::string& why);
+  // nullptr and `why` when it cannot start (not installed, initdb failed). `settings`: extra
+  // server settings ("-c name=value …"); by default fsync is off (tests never pull the power).
+  static std::unique_ptr<PostgresServer> start(std::string& why, const std::string& settings = "-c fsync=off");
   ~PostgresServer();
 
   // A new empty database; its libpq URL ("postgresql:///name?host=<socket dir>&user=postgres").
