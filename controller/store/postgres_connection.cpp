@@ -274,12 +274,9 @@ class PostgresDatabase final : public SqlDatabase {
     if (auto s = writer.exec(kMigrationLock); !s) return s.error();
     if (auto s = writer.exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"); !s)
       return s.error();
-    auto st = writer.prepare("SELECT version FROM schema_version");
-    if (!st) return st.error();
-    int version = 0;
-    if ((*st)->step() == Step::row) version = static_cast<int>((*st)->integer(0));
-    (*st)->reset();
-    return version;
+    auto version = writer.query_integer("SELECT version FROM schema_version");
+    if (!version) return version.error();
+    return static_cast<int>(*version);
   }
   Status set_schema_version(SqlConnection& writer, int version) override {
     return writer.exec("DELETE FROM schema_version; INSERT INTO schema_version (version) VALUES (" +

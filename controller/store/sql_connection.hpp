@@ -37,6 +37,18 @@ class SqlConnection {
   // The last failure was the database refusing a transaction that raced another one
   // (PostgreSQL: serialization failure or deadlock): running it again may succeed.
   virtual bool retryable() { return false; }
+
+  // The first column of the first row of a query without parameters; 0 when there is no row.
+  Result<std::int64_t> query_integer(const std::string& sql) {
+    auto st = prepare(sql);
+    if (!st) return st.error();
+    std::int64_t value = 0;
+    auto step = (*st)->step();
+    if (step == Step::row) value = (*st)->integer(0);
+    (*st)->reset();
+    if (step != Step::row && step != Step::done) return make_error(ErrorKind::internal, sql + ": " + last_error());
+    return value;
+  }
 };
 
 class SqlDatabase {

@@ -92,12 +92,9 @@ class SqliteDatabase final : public SqlDatabase {
   const char* begin_write() const override { return "BEGIN IMMEDIATE"; }
 
   Result<int> schema_version(SqlConnection& writer) override {
-    auto st = writer.prepare("PRAGMA user_version");
-    if (!st) return st.error();
-    int version = 0;
-    if ((*st)->step() == Step::row) version = static_cast<int>((*st)->integer(0));
-    (*st)->reset();
-    return version;
+    auto version = writer.query_integer("PRAGMA user_version");
+    if (!version) return version.error();
+    return static_cast<int>(*version);
   }
   Status set_schema_version(SqlConnection& writer, int version) override {
     return writer.exec("PRAGMA user_version = " + std::to_string(version));
