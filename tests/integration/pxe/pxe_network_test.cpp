@@ -363,9 +363,15 @@ TEST_F(PxeNetwork, DnsmasqIsRestartedWhenItDiesAndEndsWithTheController) {
   start_controller();
   set_client_mac("52:54:00:aa:bb:06");
   auto ip = take_lease();
-  // Never kill(-1): a pid is only taken once dnsmasq is found (a restart may be under way).
+  // The lease made the controller discover the client, and in proxy mode a new host list
+  // restarts dnsmasq (controller/pxe/README.md): the pid is taken once it has stayed the same
+  // for half a second (never kill(-1), never a pid that is ending anyway).
   pid_t first = -1;
-  ASSERT_TRUE(eventually([&] { return (first = dnsmasq_pid()) > 0; }, 10)) << controller->log_text();
+  ASSERT_TRUE(eventually([&] {
+    auto before = dnsmasq_pid();
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    return before > 0 && dnsmasq_pid() == before && (first = before) > 0;
+  }, 10)) << controller->log_text();
   ASSERT_EQ(::kill(first, SIGKILL), 0);
   EXPECT_TRUE(eventually([&] { return dnsmasq_pid() > 0 && dnsmasq_pid() != first; }, 10)) << controller->log_text();
   nlohmann::json answer;
