@@ -13,6 +13,7 @@
 #include <libpq-fe.h>
 
 #include <cstdlib>
+#include <utility>
 #include <unordered_map>
 #include <vector>
 
@@ -28,6 +29,10 @@ namespace {
 constexpr const char* kMigrationLock = "SELECT pg_advisory_lock(7201400115)";
 constexpr const char* kMigrationUnlock = "SELECT pg_advisory_unlock(7201400115)";
 constexpr const char* kControllerLock = "SELECT pg_try_advisory_lock(7201400116)";
+
+// How a writing transaction begins. The connection holds it back and sends it in one round
+// trip with the transaction's first statement (libpq's pipeline mode).
+constexpr const char* kBeginWrite = "BEGIN ISOLATION LEVEL SERIALIZABLE";
 
 constexpr Oid kTextOid = 25;
 constexpr Oid kInt8Oid = 20;
@@ -87,6 +92,7 @@ class PostgresStatement final : public SqlStatement {
     bound_[i - 1] = true;
     types_[i - 1] = type;
   }
+  PGresult* run_after_begin(const std::string& name, const std::vector<const char*>& values);
   void clear_result() {
     if (res_) PQclear(res_);
     res_ = nullptr;
@@ -133,6 +139,16 @@ class PostgresConnection final : public SqlConnection {
 
   Status exec(const std::string& sql) override {
     if (fenced_) return make_error(ErrorKind::unavailable, error_);
+    if (sql == kBeginWrite) {
+      pending_begin_ = true;
+      return Ok{};
+    }
+    if (pending_begin_) {
+      pending_begin_ = false;
+      if (sql == "COMMIT" || sql == "ROLLBACK") return Ok{};  // nothing was sent
+      if (auto s = exec(kBeginWrite); !s) return s;  // held back: sent now, on its own
+      pending_begin_ = false;
+    }
     PGresult* res = PQexec(conn_, sql.c_str());
     const bool ok = note(res);
     PQclear(res);
@@ -144,6 +160,8 @@ class PostgresConnection final : public SqlConnection {
   bool retryable() override { return sqlstate_ == "40001" || sqlstate_ == "40P01"; }
 
   PGconn* conn() { return conn_; }
+  // The held-back BEGIN, taken by the statement that sends it along.
+  bool take_pending_begin() { return std::exchange(pending_begin_, false); }
   std::string next_statement_name() { return "p" + std::to_string(++statement_count_); }
   const std::string& sqlstate() const { return sqlstate_; }
 
@@ -189,6 +207,7 @@ class PostgresConnection final : public SqlConnection {
   PGconn* conn_;
   bool exclusive_ = false;
   bool fenced_ = false;
+  bool pending_begin_ = false;
   std::unordered_map<std::string, std::unique_ptr<PostgresStatement>> statements_;
   std::int64_t changes_ = 0;
   std::string error_, sqlstate_;
@@ -200,6 +219,45 @@ class PostgresConnection final : public SqlConnection {
 };
 
 void PostgresConnection::statements_prepared_lost() { ++generation; }
+
+// BEGIN and the transaction's first statement in one round trip: both sent, one sync, then
+// their results in order. nullptr when BEGIN failed (the connection notes why); else the
+// statement's result.
+PGresult* PostgresStatement::run_after_begin(const std::string& name, const std::vector<const char*>& values) {
+  PGconn* conn = c_.conn();
+  if (!PQenterPipelineMode(conn)) {
+    PGresult* begin = PQexec(conn, kBeginWrite);
+    const bool ok = c_.note(begin);
+    PQclear(begin);
+    if (!ok) return nullptr;
+    return PQexecPrepared(conn, name.c_str(), static_cast<int>(values.size()), values.data(), nullptr, nullptr, 0);
+  }
+  PQsendQueryParams(conn, kBeginWrite, 0, nullptr, nullptr, nullptr, nullptr, 0);
+  PQsendQueryPrepared(conn, name.c_str(), static_cast<int>(values.size()), values.data(), nullptr, nullptr, 0);
+  PQpipelineSync(conn);
+  std::vector<PGresult*> results;  // BEGIN's, then the statement's
+  for (int empty = 0; empty < 8;) {
+    PGresult* r = PQgetResult(conn);
+    if (!r) {
+      if (PQstatus(conn) == CONNECTION_BAD) break;
+      ++empty;  // the end of one query's results
+      continue;
+    }
+    if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
+      PQclear(r);
+      break;
+    }
+    results.push_back(r);
+  }
+  PQexitPipelineMode(conn);
+  PGresult* statement = results.size() == 2 ? results[1] : nullptr;
+  const bool begun = !results.empty() && c_.note(results[0]);
+  if (results.empty()) c_.note(nullptr);
+  for (std::size_t i = 0; i < results.size(); ++i)
+    if (results[i] != statement || !begun) PQclear(results[i]);
+  if (!begun) return nullptr;
+  return statement ? statement : PQmakeEmptyPGresult(conn, PGRES_FATAL_ERROR);
+}
 
 Step PostgresStatement::step() {
   if (res_) {
@@ -219,8 +277,13 @@ Step PostgresStatement::step() {
   }
   std::vector<const char*> values(values_.size());
   for (std::size_t i = 0; i < values_.size(); ++i) values[i] = bound_[i] ? values_[i].c_str() : nullptr;
-  res_ = PQexecPrepared(c_.conn(), it->second.c_str(), static_cast<int>(values.size()), values.data(), nullptr,
-                        nullptr, 0);
+  if (c_.take_pending_begin()) {
+    res_ = run_after_begin(it->second, values);
+    if (!res_) return Step::failed;
+  } else {
+    res_ = PQexecPrepared(c_.conn(), it->second.c_str(), static_cast<int>(values.size()), values.data(), nullptr,
+                          nullptr, 0);
+  }
   if (!c_.note(res_)) {
     const bool constraint = c_.sqlstate().rfind("23", 0) == 0;
     clear_result();
@@ -259,7 +322,7 @@ class PostgresDatabase final : public SqlDatabase {
 
   Result<std::unique_ptr<SqlConnection>> open_writer() override { return open(false); }
   Result<std::unique_ptr<SqlConnection>> open_reader() override { return open(true); }
-  const char* begin_write() const override { return "BEGIN ISOLATION LEVEL SERIALIZABLE"; }
+  const char* begin_write() const override { return kBeginWrite; }
 
   std::string dialect(std::string_view sql) const override {
     std::string out(sql);
